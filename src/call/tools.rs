@@ -1,0 +1,64 @@
+//! Tools the agent may call during a call, beyond the built-in `end_call` (which the bridge
+//! owns because it controls the phone line). Whoever places the call (a campaign, say) supplies
+//! a [`ToolHandler`] with its own tools.
+
+use crate::events::Disposition;
+use serde_json::Value;
+
+/// A tool as declared to the Voice Agent (`session.update` → `session.tools`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (`{"type":"object","properties":{…},"required":[…]}`).
+    pub parameters: Value,
+}
+
+/// What a tool returned.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolReply {
+    /// Sent to the agent as `tool.result.result` (serialised to a JSON string).
+    pub result: Value,
+    pub is_error: bool,
+    /// Set by a tool that recorded the call's disposition.
+    pub disposition: Option<Disposition>,
+    /// Set by a tool that put the callee on the do-not-call list.
+    pub opted_out: bool,
+}
+
+impl ToolReply {
+    pub fn ok(result: Value) -> Self {
+        Self {
+            result,
+            ..Self::default()
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            result: serde_json::json!({ "error": message.into() }),
+            is_error: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Runs the caller's tools. `call` must be quick: it runs on the call's task.
+pub trait ToolHandler: Send + Sync {
+    fn specs(&self) -> Vec<ToolSpec>;
+    /// `None` when the tool is not one of this handler's.
+    fn call(&self, name: &str, arguments: &Value) -> Option<ToolReply>;
+}
+
+/// No tools beyond `end_call`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTools;
+
+impl ToolHandler for NoTools {
+    fn specs(&self) -> Vec<ToolSpec> {
+        Vec::new()
+    }
+    fn call(&self, _: &str, _: &Value) -> Option<ToolReply> {
+        None
+    }
+}

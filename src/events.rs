@@ -1,0 +1,178 @@
+//! What happens during a call, as plain data. The call path emits these; the terminal view,
+//! the JSON printer and the campaign runner consume them. Nothing here knows how it is shown.
+
+use serde::Serialize;
+use std::time::Duration;
+
+/// Who said a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Speaker {
+    Agent,
+    Callee,
+}
+
+/// One line of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TranscriptLine {
+    pub speaker: Speaker,
+    pub text: String,
+    /// Milliseconds since the callee answered.
+    pub at_ms: u64,
+    /// The agent was cut off while saying this (barge-in); `text` is what was heard.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// Twilio's final call status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinalStatus {
+    Completed,
+    Busy,
+    NoAnswer,
+    Failed,
+    Canceled,
+}
+
+impl FinalStatus {
+    /// Parse a Twilio `CallStatus` / `status` value; `None` for non-final statuses.
+    pub fn from_twilio(s: &str) -> Option<Self> {
+        Some(match s {
+            "completed" => Self::Completed,
+            "busy" => Self::Busy,
+            "no-answer" => Self::NoAnswer,
+            "failed" => Self::Failed,
+            "canceled" => Self::Canceled,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Busy => "busy",
+            Self::NoAnswer => "no-answer",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
+/// Who ended the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndedBy {
+    /// The callee hung up (or the call never connected: busy, no answer, failed).
+    Callee,
+    /// The agent ended the conversation (`end_call`).
+    Agent,
+    /// The call reached its time limit.
+    TimeLimit,
+    /// The person running dialer (Ctrl-C, campaign shutdown).
+    Operator,
+    /// Something failed: the agent service, the stream, or the Twilio API.
+    Error,
+    /// The network never connected the call (busy, no answer, carrier failure).
+    Network,
+}
+
+/// A campaign disposition the agent recorded with `record_outcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Disposition {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub notes: String,
+}
+
+/// An error attached to an outcome: Twilio or Voice Agent code when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutcomeError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub message: String,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_sid: Option<String>,
+    pub status: FinalStatus,
+    /// Seconds the call was connected (Twilio's `CallDuration`), when it was answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+    pub ended_by: EndedBy,
+    /// Why it ended, in words (`"agent said goodbye"`, `"busy"`, `"time limit of 600 s"`).
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<OutcomeError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<Disposition>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub opted_out: bool,
+    pub transcript: Vec<TranscriptLine>,
+}
+
+impl Outcome {
+    /// Whether a conversation took place and ended normally.
+    pub fn is_success(&self) -> bool {
+        self.status == FinalStatus::Completed && self.error.is_none()
+    }
+
+    pub fn duration(&self) -> Option<Duration> {
+        self.duration_secs.map(Duration::from_secs)
+    }
+}
+
+/// Something that happened on one call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum CallEvent {
+    /// The create request is about to be sent.
+    Dialing { to: String },
+    /// Twilio accepted the call.
+    Created { to: String, call_sid: String },
+    /// A progress status from Twilio: initiated, ringing, in-progress.
+    Status { to: String, status: String },
+    /// Answering machine detection's verdict.
+    AnsweredBy { to: String, answered_by: String },
+    /// The media stream and the agent session are both up.
+    Connected { to: String, session_id: String },
+    /// The callee's words so far in the current utterance (replaces the previous partial).
+    Partial { to: String, text: String },
+    /// A finished line of the conversation.
+    Line { to: String, line: TranscriptLine },
+    /// The agent called a tool.
+    Tool {
+        to: String,
+        name: String,
+        arguments: serde_json::Value,
+        ok: bool,
+    },
+    /// The agent recorded a disposition.
+    Disposition { to: String, disposition: Disposition },
+    /// The call is over.
+    Ended { outcome: Box<Outcome> },
+}
+
+impl CallEvent {
+    /// The number the event is about.
+    pub fn to(&self) -> &str {
+        match self {
+            Self::Dialing { to }
+            | Self::Created { to, .. }
+            | Self::Status { to, .. }
+            | Self::AnsweredBy { to, .. }
+            | Self::Connected { to, .. }
+            | Self::Partial { to, .. }
+            | Self::Line { to, .. }
+            | Self::Tool { to, .. }
+            | Self::Disposition { to, .. } => to,
+            Self::Ended { outcome } => &outcome.to,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! dialer library root.

@@ -1,0 +1,215 @@
+//! Twilio's request signature (`X-Twilio-Signature`): computing it (the fake Twilio signs what
+//! it sends) and validating it the way Twilio's own helper libraries do, including the port
+//! variants that Twilio's edges are inconsistent about.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use subtle::ConstantTimeEq;
+
+type HmacSha1 = Hmac<Sha1>;
+
+/// The signature of a request to `url` carrying form `params` (empty for GET and WebSocket
+/// handshakes): HMAC-SHA1 keyed with the Auth Token over the URL followed by every parameter's
+/// name and value, sorted by name in byte order. Repeated names contribute each distinct value,
+/// values sorted, as the official libraries do.
+pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    let mut sorted: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut mac = HmacSha1::new_from_slice(auth_token.as_bytes()).expect("HMAC takes any key");
+    mac.update(url.as_bytes());
+    for (k, v) in sorted {
+        mac.update(k.as_bytes());
+        mac.update(v.as_bytes());
+    }
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Whether `signature` is Twilio's for this request. Tries the URL as given, with its default
+/// port added, and with its port removed (Twilio strips the port on some HTTPS callbacks and the
+/// libraries accept either), and for WebSocket URLs also with a trailing slash.
+pub fn is_valid(auth_token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
+    if signature.is_empty() || auth_token.is_empty() {
+        return false;
+    }
+    let mut ok = false;
+    for candidate in url_variants(url) {
+        let expected = compute(auth_token, &candidate, params);
+        // Evaluate every variant so timing does not reveal which one matched.
+        ok |= bool::from(expected.as_bytes().ct_eq(signature.as_bytes()));
+    }
+    ok
+}
+
+fn url_variants(url: &str) -> Vec<String> {
+    let mut out = vec![url.to_string()];
+    if let Ok(parsed) = url::Url::parse(url) {
+        let default_port = match parsed.scheme() {
+            "https" | "wss" => Some(443),
+            "http" | "ws" => Some(80),
+            _ => None,
+        };
+        if parsed.port().is_some() {
+            let mut without = parsed.clone();
+            let _ = without.set_port(None);
+            out.push(restore_path_form(url, without.as_str()));
+        } else if let Some(p) = default_port {
+            let mut with = parsed.clone();
+            // `url` drops a default port from its serialisation, so splice it in by hand.
+            if let Some(host) = with.host_str().map(str::to_string) {
+                let _ = with.set_port(None);
+                let s = with.as_str().replacen(&host, &format!("{host}:{p}"), 1);
+                out.push(restore_path_form(url, &s));
+            }
+        }
+        if matches!(parsed.scheme(), "ws" | "wss") && !url.ends_with('/') {
+            let more: Vec<String> = out.iter().map(|u| format!("{u}/")).collect();
+            out.extend(more);
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// `url::Url` adds a `/` path to bare origins; keep the caller's form when it had none.
+fn restore_path_form(original: &str, rebuilt: &str) -> String {
+    let original_has_path = original
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.contains('/'));
+    if !original_has_path && rebuilt.ends_with('/') {
+        rebuilt[..rebuilt.len() - 1].to_string()
+    } else {
+        rebuilt.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Vectors from twilio-python's `test_request_validator.py`, twilio-node's
+    //! `spec/validation.spec.js` and the docs' worked example.
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn library_params() -> Vec<(String, String)> {
+        p(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675309"),
+            ("Digits", "1234"),
+            ("From", "+14158675309"),
+            ("To", "+18005551212"),
+        ])
+    }
+
+    const URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
+
+    #[test]
+    fn library_vector() {
+        assert_eq!(
+            compute("12345", URL, &library_params()),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        );
+    }
+
+    #[test]
+    fn port_vectors() {
+        let params = library_params();
+        assert_eq!(
+            compute("12345", "https://mycompany.com:443/myapp.php?foo=1&bar=2", &params),
+            "kvajT1Ptam85bY51eRf/AJRuM3w="
+        );
+        assert_eq!(
+            compute("12345", "http://mycompany.com:80/myapp.php?foo=1&bar=2", &params),
+            "0ZXoZLH/DfblKGATFgpif+LLRf4="
+        );
+        assert_eq!(
+            compute("12345", "http://mycompany.com:1234/myapp.php?foo=1&bar=2", &params),
+            "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="
+        );
+    }
+
+    #[test]
+    fn validation_accepts_port_variants() {
+        let params = library_params();
+        // Signed with :443, presented without it, and the reverse.
+        assert!(is_valid("12345", URL, &params, "kvajT1Ptam85bY51eRf/AJRuM3w="));
+        assert!(is_valid(
+            "12345",
+            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+            &params,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        assert!(is_valid(
+            "12345",
+            "http://mycompany.com/myapp.php?foo=1&bar=2",
+            &params,
+            "0ZXoZLH/DfblKGATFgpif+LLRf4="
+        ));
+    }
+
+    #[test]
+    fn repeated_params_are_deduplicated_and_sorted() {
+        let params = p(&[
+            ("Sid", "CA123"),
+            ("SidAccount", "AC123"),
+            ("Digits", "5678"),
+            ("Digits", "1234"),
+            ("Digits", "1234"),
+        ]);
+        assert_eq!(compute("12345", URL, &params), "IK+Dwps556ElfBT0I3Rgjkr1wJU=");
+    }
+
+    #[test]
+    fn docs_worked_example() {
+        let params = p(&[
+            ("Digits", "1234"),
+            ("To", "+18005551212"),
+            ("From", "+14158675310"),
+            ("Caller", "+14158675310"),
+            ("CallSid", "CA1234567890ABCDE"),
+        ]);
+        assert_eq!(
+            compute("12345", "https://example.com/myapp.php?foo=1&bar=2", &params),
+            "L/OH5YylLD5NRKLltdqwSvS0BnU="
+        );
+    }
+
+    #[test]
+    fn websocket_handshake_vectors() {
+        assert_eq!(
+            compute("12345", "wss://example.com/media-stream", &[]),
+            "XFfwGS2Ev7f9qAP9MmRoMS7C724="
+        );
+        assert_eq!(
+            compute("12345", "wss://example.com/media-stream/", &[]),
+            "7J0iz81itFhCXVuZK8EmM4YZwLA="
+        );
+        // Twilio may sign the URL with a trailing slash.
+        assert!(is_valid(
+            "12345",
+            "wss://example.com/media-stream",
+            &[],
+            "7J0iz81itFhCXVuZK8EmM4YZwLA="
+        ));
+    }
+
+    #[test]
+    fn forged_or_wrong_key_rejected() {
+        let params = library_params();
+        assert!(!is_valid("12345", URL, &params, ""));
+        assert!(!is_valid("54321", URL, &params, "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        let mut tampered = params.clone();
+        tampered[2].1 = "9999".into();
+        assert!(!is_valid("12345", URL, &tampered, "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+    }
+}

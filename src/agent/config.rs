@@ -1,0 +1,182 @@
+//! What the AI agent is told to be: prompt, greeting, voice and turn detection. Read from flags,
+//! an agent file (TOML, `[agent]` table) or a campaign file, and sent in `session.update`.
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// The default greeting says plainly that the call is automated: several jurisdictions require
+/// it, and callees deserve it.
+pub const DEFAULT_GREETING: &str = "Hello! This is an automated assistant calling on behalf of our office. Is now a good time to talk for a moment?";
+
+pub const DEFAULT_PROMPT: &str = "You are a polite, concise phone assistant placing an outbound call. \
+Speak in short sentences. If the person asks to stop being called, apologise and end the call. \
+When the conversation is finished, say goodbye and call the end_call tool.";
+
+pub const DEFAULT_VOICE: &str = "alba";
+
+/// `session.input.turn_detection`; unset fields keep the service's adaptive defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnDetection {
+    pub vad_threshold: Option<f64>,
+    /// Milliseconds of silence before a confident end-of-turn check.
+    pub min_silence: Option<u32>,
+    /// Milliseconds of silence that force the end of a turn.
+    pub max_silence: Option<u32>,
+    /// `false` turns barge-in off.
+    pub interrupt_response: Option<bool>,
+}
+
+impl TurnDetection {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The agent's configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub system_prompt: String,
+    pub greeting: String,
+    pub voice: String,
+    pub turn_detection: TurnDetection,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: DEFAULT_PROMPT.to_string(),
+            greeting: DEFAULT_GREETING.to_string(),
+            voice: DEFAULT_VOICE.to_string(),
+            turn_detection: TurnDetection::default(),
+        }
+    }
+}
+
+/// Why an agent configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("cannot read agent file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("agent file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("agent setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Deserialize)]
+struct AgentFile {
+    agent: AgentConfig,
+}
+
+impl AgentConfig {
+    /// Load the `[agent]` table of a TOML file. Other tables are ignored here, so a campaign file
+    /// also works as an agent file.
+    pub fn from_file(path: &Path) -> Result<Self, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        #[derive(Deserialize)]
+        struct Loose {
+            agent: Option<toml::Value>,
+        }
+        let loose: Loose = toml::from_str(&text).map_err(|e| AgentConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.message().to_string(),
+        })?;
+        let Some(table) = loose.agent else {
+            return Err(AgentConfigError::Parse {
+                path: path.display().to_string(),
+                message: "no [agent] table".into(),
+            });
+        };
+        let file: AgentFile = toml::Value::Table(toml::map::Map::from_iter([(
+            "agent".to_string(),
+            table,
+        )]))
+        .try_into()
+        .map_err(|e: toml::de::Error| AgentConfigError::Parse {
+            path: path.display().to_string(),
+            message: format!("[agent] {}", e.message()),
+        })?;
+        file.agent.validate()?;
+        Ok(file.agent)
+    }
+
+    /// Check ranges the Voice Agent API documents, so a mistake is reported before dialing.
+    pub fn validate(&self) -> Result<(), AgentConfigError> {
+        if self.greeting.trim().is_empty() {
+            return Err(AgentConfigError::Invalid {
+                key: "greeting",
+                message: "must not be empty (the callee would hear silence)".into(),
+            });
+        }
+        if self.voice.trim().is_empty() {
+            return Err(AgentConfigError::Invalid {
+                key: "voice",
+                message: "must name a voice, e.g. alba".into(),
+            });
+        }
+        if let Some(v) = self.turn_detection.vad_threshold
+            && !(0.0..=1.0).contains(&v)
+        {
+            return Err(AgentConfigError::Invalid {
+                key: "turn_detection.vad_threshold",
+                message: format!("{v} is outside 0.0–1.0"),
+            });
+        }
+        if let (Some(min), Some(max)) = (
+            self.turn_detection.min_silence,
+            self.turn_detection.max_silence,
+        ) && min > max
+        {
+            return Err(AgentConfigError::Invalid {
+                key: "turn_detection.min_silence",
+                message: format!("{min} ms is more than max_silence ({max} ms)"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_greeting_discloses_automation() {
+        assert!(AgentConfig::default().greeting.contains("automated"));
+    }
+
+    #[test]
+    fn loads_agent_table_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("a.toml");
+        std::fs::write(
+            &good,
+            "[agent]\ngreeting = \"Hi, automated call\"\nvoice = \"jane\"\n[agent.turn_detection]\nmin_silence = 500\n[other]\nx = 1\n",
+        )
+        .unwrap();
+        let cfg = AgentConfig::from_file(&good).unwrap();
+        assert_eq!(cfg.voice, "jane");
+        assert_eq!(cfg.turn_detection.min_silence, Some(500));
+        assert_eq!(cfg.system_prompt, DEFAULT_PROMPT);
+
+        let bad = dir.path().join("b.toml");
+        std::fs::write(&bad, "[agent]\nvoise = \"jane\"\n").unwrap();
+        let err = AgentConfig::from_file(&bad).unwrap_err().to_string();
+        assert!(err.contains("voise"), "{err}");
+    }
+
+    #[test]
+    fn rejects_out_of_range_turn_detection() {
+        let mut cfg = AgentConfig::default();
+        cfg.turn_detection.vad_threshold = Some(1.5);
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -48,44 +48,28 @@ pub fn is_valid(auth_token: &str, url: &str, params: &[(String, String)], signat
 
 fn url_variants(url: &str) -> Vec<String> {
     let mut out = vec![url.to_string()];
-    if let Ok(parsed) = url::Url::parse(url) {
-        let default_port = match parsed.scheme() {
-            "https" | "wss" => Some(443),
-            "http" | "ws" => Some(80),
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, tail) = rest.find(['/', '?']).map_or((rest, ""), |i| rest.split_at(i));
+        let default_port = match scheme {
+            "https" | "wss" => Some("443"),
+            "http" | "ws" => Some("80"),
             _ => None,
         };
-        if parsed.port().is_some() {
-            let mut without = parsed.clone();
-            let _ = without.set_port(None);
-            out.push(restore_path_form(url, without.as_str()));
-        } else if let Some(p) = default_port {
-            let mut with = parsed.clone();
-            // `url` drops a default port from its serialisation, so splice it in by hand.
-            if let Some(host) = with.host_str().map(str::to_string) {
-                let _ = with.set_port(None);
-                let s = with.as_str().replacen(&host, &format!("{host}:{p}"), 1);
-                out.push(restore_path_form(url, &s));
-            }
+        // An IPv6 literal ends with `]`; a port follows the last `:` outside it.
+        let port_split = authority
+            .rfind(':')
+            .filter(|&i| !authority[i..].contains(']'));
+        match (port_split, default_port) {
+            (Some(i), _) => out.push(format!("{scheme}://{}{tail}", &authority[..i])),
+            (None, Some(p)) => out.push(format!("{scheme}://{authority}:{p}{tail}")),
+            (None, None) => {}
         }
-        if matches!(parsed.scheme(), "ws" | "wss") && !url.ends_with('/') {
+        if matches!(scheme, "ws" | "wss") && !url.ends_with('/') {
             let more: Vec<String> = out.iter().map(|u| format!("{u}/")).collect();
             out.extend(more);
         }
     }
-    out.dedup();
     out
-}
-
-/// `url::Url` adds a `/` path to bare origins; keep the caller's form when it had none.
-fn restore_path_form(original: &str, rebuilt: &str) -> String {
-    let original_has_path = original
-        .split_once("://")
-        .is_some_and(|(_, rest)| rest.contains('/'));
-    if !original_has_path && rebuilt.ends_with('/') {
-        rebuilt[..rebuilt.len() - 1].to_string()
-    } else {
-        rebuilt.to_string()
-    }
 }
 
 #[cfg(test)]

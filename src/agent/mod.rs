@@ -1,0 +1,3 @@
+//! The AssemblyAI Voice Agent API: configuration, wire protocol, and the WebSocket client.
+
+pub mod config;

@@ -1,0 +1,4 @@
+//! One phone call: its state machine, the audio bridge, and the service that places calls.
+
+pub mod dialer;
+pub mod tools;

@@ -1,0 +1,1 @@
+//! Placeholder so the tree compiles while campaigns are written.

@@ -1,0 +1,1 @@
+//! Placeholder so the tree compiles while the fake Voice Agent is written.

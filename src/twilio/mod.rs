@@ -1,0 +1,3 @@
+//! Twilio: the Calls REST API client, TwiML, Media Streams messages and request signatures.
+
+pub mod signature;

@@ -16,3 +16,4 @@ pub mod events;
 pub mod phone;
 pub mod sim;
 pub mod twilio;
+pub mod secret;

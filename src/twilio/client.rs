@@ -1,0 +1,319 @@
+//! The Twilio Calls REST API: create, hang up, fetch and list calls. Rate limits and Twilio's
+//! own trouble (429, 5xx) are retried with jittered backoff; a create is only retried once we
+//! know the first attempt did not place a call, because a person must never be dialed twice.
+
+use super::error::{ApiErrorBody, TwilioError};
+use crate::secret::Secret;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The Call resource fields dialer uses (Twilio sends many more).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CallResource {
+    pub sid: String,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    pub status: String,
+    /// Seconds, as a string; empty or null until the call ends.
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub answered_by: Option<String>,
+    /// RFC 2822.
+    #[serde(default)]
+    pub date_created: Option<String>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+}
+
+impl CallResource {
+    pub fn duration_secs(&self) -> Option<u64> {
+        self.duration.as_deref().and_then(|d| d.trim().parse().ok())
+    }
+
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        parse_rfc2822(self.date_created.as_deref()?)
+    }
+
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        parse_rfc2822(self.start_time.as_deref()?)
+    }
+}
+
+fn parse_rfc2822(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc2822(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// The parameters of a new call.
+#[derive(Debug, Clone)]
+pub struct NewCall<'a> {
+    pub to: &'a str,
+    pub from: &'a str,
+    /// Inline TwiML (≤ 4000 characters).
+    pub twiml: &'a str,
+    pub status_callback: &'a str,
+    /// Ring time before `no-answer`, seconds.
+    pub timeout_secs: u64,
+    pub time_limit_secs: u64,
+    /// Asynchronous answering-machine detection, verdict POSTed to this URL.
+    pub amd_callback: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct CallPage {
+    calls: Vec<CallResource>,
+}
+
+/// Twilio REST client for one account.
+#[derive(Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    base: String,
+    account_sid: String,
+    auth_token: Secret,
+    max_attempts: u32,
+    backoff_base: Duration,
+}
+
+impl std::fmt::Debug for TwilioClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioClient")
+            .field("base", &self.base)
+            .field("account_sid", &self.account_sid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TwilioClient {
+    /// `base` is `https://api.twilio.com` or a regional edge, or a fake's address in tests.
+    pub fn new(base: &str, account_sid: &str, auth_token: Secret) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("dialer/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a TLS backend is compiled in");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            account_sid: account_sid.to_string(),
+            auth_token,
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(400),
+        }
+    }
+
+    /// Shorter retry waits, for tests against a fake that answers 429.
+    pub fn with_backoff(mut self, base: Duration, max_attempts: u32) -> Self {
+        self.backoff_base = base;
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    pub fn account_sid(&self) -> &str {
+        &self.account_sid
+    }
+
+    fn calls_url(&self) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Calls.json",
+            self.base, self.account_sid
+        )
+    }
+
+    fn call_url(&self, sid: &str) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Calls/{}.json",
+            self.base, self.account_sid, sid
+        )
+    }
+
+    /// Place a call. On 429 it waits and tries again. On a 5xx or a lost answer the call may
+    /// have been placed anyway, so before trying again it looks for a call to the same number
+    /// created since, and adopts it instead of dialing a second time.
+    pub async fn create_call(&self, call: &NewCall<'_>) -> Result<CallResource, TwilioError> {
+        let mut form: Vec<(&str, String)> = vec![
+            ("To", call.to.to_string()),
+            ("From", call.from.to_string()),
+            ("Twiml", call.twiml.to_string()),
+            ("StatusCallback", call.status_callback.to_string()),
+            ("StatusCallbackMethod", "POST".into()),
+            ("Timeout", call.timeout_secs.to_string()),
+            ("TimeLimit", call.time_limit_secs.to_string()),
+        ];
+        for event in ["initiated", "ringing", "answered", "completed"] {
+            form.push(("StatusCallbackEvent", event.into()));
+        }
+        if let Some(amd) = call.amd_callback {
+            form.push(("MachineDetection", "Enable".into()));
+            form.push(("AsyncAmd", "true".into()));
+            form.push(("AsyncAmdStatusCallback", amd.to_string()));
+            form.push(("AsyncAmdStatusCallbackMethod", "POST".into()));
+        }
+        // Twilio's clock, not ours, stamps `date_created`; allow for skew when adopting.
+        let asked_at = Utc::now() - chrono::Duration::seconds(120);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .send(self.http.post(self.calls_url()).form(&form))
+                .await;
+            match result {
+                Ok(resp) => return decode(resp).await,
+                Err(err) if attempt < self.max_attempts && err.is_transient() => {
+                    let ambiguous = !matches!(&err, TwilioError::Api { status: 429, .. });
+                    self.backoff(attempt).await;
+                    if ambiguous {
+                        let placed = self.list_calls_to(call.to, asked_at).await?;
+                        if let Some(existing) = placed.into_iter().next() {
+                            tracing::warn!(sid = %existing.sid, "create call failed ambiguously but the call exists; adopting it");
+                            return Ok(existing);
+                        }
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Hang up: `Status=completed` ends an in-progress call and cancels a ringing one.
+    pub async fn hang_up(&self, sid: &str) -> Result<CallResource, TwilioError> {
+        let url = self.call_url(sid);
+        self.with_retries(|| self.http.post(&url).form(&[("Status", "completed")]))
+            .await
+    }
+
+    /// Fetch a call; `Ok(None)` when Twilio does not know it (404 / 20404).
+    pub async fn fetch_call(&self, sid: &str) -> Result<Option<CallResource>, TwilioError> {
+        let url = self.call_url(sid);
+        match self.with_retries(|| self.http.get(&url)).await {
+            Ok(call) => Ok(Some(call)),
+            Err(TwilioError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Calls to `to` created since `since`, newest first.
+    pub async fn list_calls_to(
+        &self,
+        to: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<CallResource>, TwilioError> {
+        let url = self.calls_url();
+        let day = since.format("%Y-%m-%d").to_string();
+        let page: CallPage = self
+            .with_retries(|| {
+                self.http.get(&url).query(&[
+                    ("To", to),
+                    ("StartTime>", day.as_str()),
+                    ("PageSize", "50"),
+                ])
+            })
+            .await?;
+        let mut calls: Vec<CallResource> = page
+            .calls
+            .into_iter()
+            .filter(|c| c.created_at().is_none_or(|t| t >= since))
+            .collect();
+        calls.sort_by_key(|c| std::cmp::Reverse(c.created_at()));
+        Ok(calls)
+    }
+
+    async fn with_retries<T: serde::de::DeserializeOwned>(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<T, TwilioError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.send(build()).await {
+                Ok(resp) => return decode(resp).await,
+                Err(err) if attempt < self.max_attempts && err.is_transient() => {
+                    self.backoff(attempt).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Send with credentials; a non-2xx answer becomes an error carrying Twilio's code.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, TwilioError> {
+        let resp = req
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|source| TwilioError::Transport {
+                base: self.base.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ApiErrorBody>(&text) {
+            Ok(body) => TwilioError::Api {
+                status: body.status.unwrap_or(status),
+                code: body.code,
+                message: body.message,
+            },
+            Err(_) => TwilioError::Api {
+                status,
+                code: None,
+                message: text.chars().take(200).collect(),
+            },
+        })
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        let exp = self.backoff_base * 2u32.saturating_pow(attempt.saturating_sub(1));
+        let capped = exp.min(Duration::from_secs(20));
+        let jitter = rand::rng().random_range(0.5..1.0);
+        tokio::time::sleep(capped.mul_f64(jitter)).await;
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, TwilioError> {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(|e| TwilioError::Decode {
+        status,
+        detail: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| TwilioError::Decode {
+        status,
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_resource_from_documented_example() {
+        let json = r#"{"account_sid":"ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","answered_by":null,"api_version":"2010-04-01",
+            "date_created":"Tue, 31 Aug 2010 20:36:28 +0000","direction":"inbound","duration":"15",
+            "end_time":"Tue, 31 Aug 2010 20:36:44 +0000","from":"+14158675308","price":"-0.03000",
+            "sid":"CAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","start_time":"Tue, 31 Aug 2010 20:36:29 +0000",
+            "status":"completed","to":"+14158675309","queue_time":"1000"}"#;
+        let call: CallResource = serde_json::from_str(json).unwrap();
+        assert_eq!(call.duration_secs(), Some(15));
+        assert_eq!(call.status, "completed");
+        assert_eq!(
+            call.created_at().unwrap().to_rfc3339(),
+            "2010-08-31T20:36:28+00:00"
+        );
+        let fresh: CallResource = serde_json::from_str(
+            r#"{"sid":"CAbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","status":"queued","duration":null}"#,
+        )
+        .unwrap();
+        assert_eq!(fresh.duration_secs(), None);
+    }
+}

@@ -1,0 +1,254 @@
+//! Twilio Media Streams messages (bidirectional `<Connect><Stream>`): parsing what Twilio sends
+//! and writing what it accepts (`media`, `mark`, `clear`). Media parsing borrows the payload
+//! from the frame, so audio is never copied or decoded on its way through.
+
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// The `start` message's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartInfo {
+    pub stream_sid: String,
+    pub call_sid: String,
+    #[serde(default)]
+    pub account_sid: String,
+    #[serde(default)]
+    pub tracks: Vec<String>,
+    /// The `<Parameter>`s of the TwiML `<Stream>`.
+    #[serde(default)]
+    pub custom_parameters: BTreeMap<String, String>,
+    pub media_format: MediaFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFormat {
+    pub encoding: String,
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
+impl MediaFormat {
+    /// The only format Twilio documents for Media Streams, and the one we pass through as
+    /// `audio/pcmu` to the agent without conversion.
+    pub fn is_mulaw_8k_mono(&self) -> bool {
+        self.encoding == "audio/x-mulaw" && self.sample_rate == 8000 && self.channels == 1
+    }
+}
+
+/// A message from Twilio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TwilioMessage<'a> {
+    Connected,
+    Start(Box<StartInfo>),
+    /// Base64 μ-law from the callee, untouched.
+    Media { payload: Cow<'a, str> },
+    /// A mark we sent has been played (or cleared).
+    Mark { name: String },
+    Dtmf { digit: String },
+    Stop,
+    /// An event this version does not know; ignored.
+    Unknown(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MediaParseError {
+    #[error("not a Media Streams message: {0}")]
+    Json(String),
+    #[error("'{event}' message without its '{field}' object")]
+    Missing {
+        event: &'static str,
+        field: &'static str,
+    },
+}
+
+// A flat struct, not a tagged enum: serde buffers tagged enums, which would copy every payload.
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    media: Option<RawMedia<'a>>,
+    #[serde(default)]
+    start: Option<StartInfo>,
+    #[serde(default)]
+    mark: Option<RawMark>,
+    #[serde(default)]
+    dtmf: Option<RawDtmf>,
+}
+
+#[derive(Deserialize)]
+struct RawMedia<'a> {
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct RawMark {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RawDtmf {
+    digit: String,
+}
+
+/// Parse one text frame from Twilio.
+pub fn parse(text: &str) -> Result<TwilioMessage<'_>, MediaParseError> {
+    let raw: Raw<'_> = serde_json::from_str(text).map_err(|e| MediaParseError::Json(e.to_string()))?;
+    Ok(match raw.event.as_ref() {
+        "media" => TwilioMessage::Media {
+            payload: raw
+                .media
+                .ok_or(MediaParseError::Missing {
+                    event: "media",
+                    field: "media",
+                })?
+                .payload,
+        },
+        "connected" => TwilioMessage::Connected,
+        "start" => TwilioMessage::Start(Box::new(raw.start.ok_or(MediaParseError::Missing {
+            event: "start",
+            field: "start",
+        })?)),
+        "mark" => TwilioMessage::Mark {
+            name: raw
+                .mark
+                .ok_or(MediaParseError::Missing {
+                    event: "mark",
+                    field: "mark",
+                })?
+                .name,
+        },
+        "dtmf" => TwilioMessage::Dtmf {
+            digit: raw.dtmf.map(|d| d.digit).unwrap_or_default(),
+        },
+        "stop" => TwilioMessage::Stop,
+        other => TwilioMessage::Unknown(other.to_string()),
+    })
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    event: &'static str,
+    #[serde(rename = "streamSid")]
+    stream_sid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<PayloadOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mark: Option<MarkOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct PayloadOut<'a> {
+    payload: &'a str,
+}
+
+#[derive(Serialize)]
+struct MarkOut<'a> {
+    name: &'a str,
+}
+
+fn write(out: &Out<'_>) -> String {
+    serde_json::to_string(out).expect("plain strings always serialise")
+}
+
+/// Audio for Twilio to play: base64 μ-law 8 kHz, any length; Twilio buffers it in order.
+pub fn media(stream_sid: &str, payload: &str) -> String {
+    write(&Out {
+        event: "media",
+        stream_sid,
+        media: Some(PayloadOut { payload }),
+        mark: None,
+    })
+}
+
+/// A mark Twilio echoes back once the audio sent before it has played (or been cleared).
+pub fn mark(stream_sid: &str, name: &str) -> String {
+    write(&Out {
+        event: "mark",
+        stream_sid,
+        media: None,
+        mark: Some(MarkOut { name }),
+    })
+}
+
+/// Drop all audio Twilio has buffered but not played yet (barge-in).
+pub fn clear(stream_sid: &str) -> String {
+    write(&Out {
+        event: "clear",
+        stream_sid,
+        media: None,
+        mark: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Examples from Twilio's "WebSocket messages" page (twilio.md §4).
+    use super::*;
+
+    #[test]
+    fn documented_messages_parse() {
+        assert_eq!(
+            parse(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#).unwrap(),
+            TwilioMessage::Connected
+        );
+        let start = parse(
+            r#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+            "streamSid":"MZXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX","callSid":"CAXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+            "tracks":["inbound"],"customParameters":{"FirstName":"Jane","LastName":"Doe"},
+            "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},
+            "streamSid":"MZXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"}"#,
+        )
+        .unwrap();
+        let TwilioMessage::Start(info) = start else {
+            panic!("start")
+        };
+        assert_eq!(info.custom_parameters["FirstName"], "Jane");
+        assert!(info.media_format.is_mulaw_8k_mono());
+        assert_eq!(info.call_sid, "CAXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX");
+
+        let media = parse(
+            r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"no+JhoaJjpzS"},"streamSid":"MZX"}"#,
+        )
+        .unwrap();
+        assert!(matches!(&media, TwilioMessage::Media { payload: Cow::Borrowed("no+JhoaJjpzS") }));
+
+        assert_eq!(
+            parse(r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZX","mark":{"name":"my label"}}"#).unwrap(),
+            TwilioMessage::Mark { name: "my label".into() }
+        );
+        assert_eq!(
+            parse(r#"{"event":"dtmf","streamSid":"MZ","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}"#).unwrap(),
+            TwilioMessage::Dtmf { digit: "1".into() }
+        );
+        assert_eq!(
+            parse(r#"{"event":"stop","sequenceNumber":"5","stop":{"accountSid":"AC","callSid":"CA"},"streamSid":"MZ"}"#).unwrap(),
+            TwilioMessage::Stop
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse("not json").is_err());
+        assert!(parse(r#"{"event":"media"}"#).is_err());
+        assert!(parse(r#"{"nope":1}"#).is_err());
+        assert_eq!(
+            parse(r#"{"event":"future"}"#).unwrap(),
+            TwilioMessage::Unknown("future".into())
+        );
+    }
+
+    #[test]
+    fn outbound_messages_match_the_documented_shape() {
+        let v: serde_json::Value = serde_json::from_str(&media("MZ1", "AAEC")).unwrap();
+        assert_eq!(v, serde_json::json!({"event":"media","streamSid":"MZ1","media":{"payload":"AAEC"}}));
+        let v: serde_json::Value = serde_json::from_str(&mark("MZ1", "end")).unwrap();
+        assert_eq!(v, serde_json::json!({"event":"mark","streamSid":"MZ1","mark":{"name":"end"}}));
+        let v: serde_json::Value = serde_json::from_str(&clear("MZ1")).unwrap();
+        assert_eq!(v, serde_json::json!({"event":"clear","streamSid":"MZ1"}));
+    }
+}

@@ -1,0 +1,75 @@
+//! TwiML for our calls: connect the callee to a bidirectional Media Stream, and if the stream
+//! ends without the call ending (the agent failed), apologise and hang up rather than leave the
+//! callee in silence.
+
+/// Twilio's limit for inline `Twiml` on call create.
+pub const MAX_INLINE_TWIML: usize = 4000;
+
+/// What the callee hears when the agent cannot continue.
+pub const FALLBACK_APOLOGY: &str =
+    "We're sorry, our assistant is unavailable right now. We will try again later. Goodbye.";
+
+/// `<Response><Connect><Stream url=…><Parameter …/></Stream></Connect><Say>…</Say><Hangup/></Response>`.
+/// `stream_url` must be `wss://` for real Twilio and carry no query string; per-call data
+/// travels as `<Parameter>`s (each name+value under 500 characters).
+pub fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url=""#);
+    out.push_str(&escape(stream_url));
+    out.push_str(r#"">"#);
+    for (name, value) in parameters {
+        out.push_str(r#"<Parameter name=""#);
+        out.push_str(&escape(name));
+        out.push_str(r#"" value=""#);
+        out.push_str(&escape(value));
+        out.push_str(r#""/>"#);
+    }
+    out.push_str("</Stream></Connect><Say>");
+    out.push_str(&escape(FALLBACK_APOLOGY));
+    out.push_str("</Say><Hangup/></Response>");
+    out
+}
+
+/// A document that only hangs up: the answer to a TwiML request for a call we do not know.
+pub fn hang_up() -> String {
+    r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>"#.to_string()
+}
+
+/// XML-escape text for attribute values and element content.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Control characters are not allowed in XML 1.0.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_document() {
+        let doc = connect_stream("wss://example.com/twilio/media", &[("token", "abc")]);
+        assert_eq!(
+            doc,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect><Stream url=\"wss://example.com/twilio/media\"><Parameter name=\"token\" value=\"abc\"/></Stream></Connect><Say>We&apos;re sorry, our assistant is unavailable right now. We will try again later. Goodbye.</Say><Hangup/></Response>"
+        );
+        assert!(doc.len() < MAX_INLINE_TWIML);
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let doc = connect_stream("wss://h/m", &[("x", "a\"b<c>&'d\u{1}")]);
+        assert!(doc.contains(r#"value="a&quot;b&lt;c&gt;&amp;&apos;d""#), "{doc}");
+    }
+}

@@ -1,3 +1,4 @@
 //! The AssemblyAI Voice Agent API: configuration, wire protocol, and the WebSocket client.
 
 pub mod config;
+pub mod protocol;

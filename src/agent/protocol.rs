@@ -1,0 +1,346 @@
+//! The Voice Agent WebSocket protocol (`wss://agents.assemblyai.com/v1/ws`): the events we
+//! send and the events we understand. Unknown server events are tolerated, since the API adds
+//! events over time; `reply.audio` parsing borrows its payload so audio passes through uncopied.
+
+use super::config::AgentConfig;
+use crate::call::tools::ToolSpec;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::borrow::Cow;
+
+/// The encoding Twilio Media Streams carry, named as the Voice Agent API names it.
+pub const PCMU: &str = "audio/pcmu";
+
+/// The first message: configure the session for μ-law in and out, so audio needs no conversion.
+pub fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String {
+    let mut input = json!({ "format": { "encoding": PCMU } });
+    let td = &agent.turn_detection;
+    if !td.is_empty() {
+        let mut t = serde_json::Map::new();
+        if let Some(v) = td.vad_threshold {
+            t.insert("vad_threshold".into(), json!(v));
+        }
+        if let Some(v) = td.min_silence {
+            t.insert("min_silence".into(), json!(v));
+        }
+        if let Some(v) = td.max_silence {
+            t.insert("max_silence".into(), json!(v));
+        }
+        if let Some(v) = td.interrupt_response {
+            t.insert("interrupt_response".into(), json!(v));
+        }
+        input["turn_detection"] = Value::Object(t);
+    }
+    let tools: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            json!({
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters,
+            })
+        })
+        .collect();
+    json!({
+        "type": "session.update",
+        "session": {
+            "system_prompt": agent.system_prompt,
+            "greeting": agent.greeting,
+            "tools": tools,
+            "input": input,
+            "output": { "voice": agent.voice, "format": { "encoding": PCMU } },
+        }
+    })
+    .to_string()
+}
+
+#[derive(Serialize)]
+struct InputAudio<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    audio: &'a str,
+}
+
+/// Callee audio for the agent: the base64 μ-law payload exactly as Twilio sent it.
+pub fn input_audio(payload: &str) -> String {
+    serde_json::to_string(&InputAudio {
+        kind: "input.audio",
+        audio: payload,
+    })
+    .expect("plain strings always serialise")
+}
+
+/// A tool's answer. `result` travels as a JSON string, as the API requires.
+pub fn tool_result(call_id: &str, result: &Value, is_error: bool) -> String {
+    json!({
+        "type": "tool.result",
+        "call_id": call_id,
+        "result": result.to_string(),
+        "is_error": is_error,
+    })
+    .to_string()
+}
+
+/// Ends the session cleanly: billing stops now instead of after the 30 s resume window.
+pub fn session_end() -> String {
+    r#"{"type":"session.end"}"#.to_string()
+}
+
+/// How a reply finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStatus {
+    Completed,
+    Interrupted,
+    /// `cancelled`, `failed` or anything newer.
+    Other,
+}
+
+/// An event from the Voice Agent service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentMessage<'a> {
+    SessionUpdated,
+    SessionReady { session_id: String },
+    SessionEnded,
+    SessionError { code: String, message: String },
+    SpeechStarted,
+    SpeechStopped,
+    /// The callee's utterance so far (full text, replaces the previous one).
+    UserPartial { text: String },
+    UserFinal { text: String },
+    ReplyStarted,
+    /// Base64 audio in the output encoding, untouched.
+    ReplyAudio { data: Cow<'a, str> },
+    AgentDelta,
+    AgentFinal { text: String, interrupted: bool },
+    ToolCall { call_id: String, name: String, arguments: Value },
+    ReplyDone { status: ReplyStatus },
+    Unknown(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a Voice Agent event: {0}")]
+pub struct AgentParseError(String);
+
+// Flat rather than a tagged enum: serde buffers tagged enums, which would copy every audio chunk.
+/// A string borrowed from the frame when it has no escapes (`Option<Cow>` alone would copy).
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<Text<'a>>,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    interrupted: Option<bool>,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<Value>,
+    /// The field's name before 2026-04-30.
+    #[serde(default)]
+    args: Option<Value>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// Parse one text frame from the service.
+pub fn parse(text: &str) -> Result<AgentMessage<'_>, AgentParseError> {
+    let raw: Raw<'_> = serde_json::from_str(text).map_err(|e| AgentParseError(e.to_string()))?;
+    Ok(match raw.kind.as_ref() {
+        "reply.audio" => AgentMessage::ReplyAudio {
+            data: raw.data.map_or(Cow::Borrowed(""), |t| t.0),
+        },
+        "session.updated" => AgentMessage::SessionUpdated,
+        "session.ready" => AgentMessage::SessionReady {
+            session_id: raw.session_id.unwrap_or_default(),
+        },
+        "session.ended" => AgentMessage::SessionEnded,
+        // `error` is what pre-launch servers sent.
+        "session.error" | "error" => AgentMessage::SessionError {
+            code: raw.code.unwrap_or_default().to_ascii_lowercase(),
+            message: raw.message.unwrap_or_default(),
+        },
+        "input.speech.started" => AgentMessage::SpeechStarted,
+        "input.speech.stopped" => AgentMessage::SpeechStopped,
+        "transcript.user.delta" => AgentMessage::UserPartial {
+            text: raw.text.unwrap_or_default(),
+        },
+        "transcript.user" => AgentMessage::UserFinal {
+            text: raw.text.unwrap_or_default(),
+        },
+        "reply.started" => AgentMessage::ReplyStarted,
+        "transcript.agent.delta" => AgentMessage::AgentDelta,
+        "transcript.agent" => AgentMessage::AgentFinal {
+            text: raw.text.unwrap_or_default(),
+            interrupted: raw.interrupted.unwrap_or(false),
+        },
+        "tool.call" => {
+            let arguments = match raw.arguments.or(raw.args) {
+                // Tolerate arguments sent as a JSON string.
+                Some(Value::String(s)) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+                Some(v) => v,
+                None => Value::Object(Default::default()),
+            };
+            AgentMessage::ToolCall {
+                call_id: raw.call_id.unwrap_or_default(),
+                name: raw.name.unwrap_or_default(),
+                arguments,
+            }
+        }
+        "reply.done" => AgentMessage::ReplyDone {
+            status: match raw.status.as_deref() {
+                None | Some("completed") => ReplyStatus::Completed,
+                Some("interrupted") => ReplyStatus::Interrupted,
+                Some(_) => ReplyStatus::Other,
+            },
+        },
+        other => AgentMessage::Unknown(other.to_string()),
+    })
+}
+
+/// Error codes after which the service closes the session (the rest leave it open).
+pub fn is_fatal_error(code: &str) -> bool {
+    !matches!(
+        code,
+        "invalid_format"
+            | "invalid_audio"
+            | "invalid_value"
+            | "invalid_config"
+            | "immutable_field"
+            | "audio_rate_violation"
+            | "agent_id_not_first"
+    )
+}
+
+/// Words for a user about a Voice Agent error code.
+pub fn describe_error(code: &str, message: &str) -> String {
+    let advice = match code {
+        "unauthorized" => "AssemblyAI rejected the API key: check ASSEMBLYAI_API_KEY",
+        "forbidden" => "the AssemblyAI key may not use the Voice Agent API",
+        "concurrency_exceeded" => "the AssemblyAI account's concurrent-session limit was reached",
+        "at_capacity" | "server_error" | "internal_error" => {
+            "the Voice Agent service had trouble; try again shortly"
+        }
+        "invalid_value" => "the agent settings were rejected (is the voice name valid?)",
+        "session_expired" => "the agent session reached its maximum duration",
+        _ => "",
+    };
+    match (advice.is_empty(), message.is_empty()) {
+        (true, _) => format!("Voice Agent error {code}: {message}"),
+        (false, true) => format!("Voice Agent error {code}: {advice}"),
+        (false, false) => format!("Voice Agent error {code}: {advice} (service said: {message})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Examples from the Voice Agent reference (assemblyai-voice-agent.md §2–§3).
+    use super::*;
+    use crate::agent::config::TurnDetection;
+
+    #[test]
+    fn session_update_uses_pcmu_both_ways_and_flat_tools() {
+        let mut agent = AgentConfig::default();
+        agent.turn_detection = TurnDetection {
+            min_silence: Some(700),
+            interrupt_response: Some(true),
+            ..Default::default()
+        };
+        let tools = vec![ToolSpec {
+            name: "end_call".into(),
+            description: "Hang up".into(),
+            parameters: json!({"type":"object","properties":{},"required":[]}),
+        }];
+        let v: Value = serde_json::from_str(&session_update(&agent, &tools)).unwrap();
+        assert_eq!(v["type"], "session.update");
+        let s = &v["session"];
+        assert_eq!(s["input"]["format"]["encoding"], "audio/pcmu");
+        assert_eq!(s["output"]["format"]["encoding"], "audio/pcmu");
+        assert!(s["input"]["format"].get("sample_rate").is_none());
+        assert_eq!(s["output"]["voice"], "alba");
+        assert_eq!(s["input"]["turn_detection"], json!({"min_silence":700,"interrupt_response":true}));
+        assert_eq!(s["tools"][0]["type"], "function");
+        assert_eq!(s["tools"][0]["name"], "end_call");
+        assert!(s["tools"][0].get("function").is_none());
+        let keys: Vec<&String> = s.as_object().unwrap().keys().collect();
+        for k in keys {
+            assert!(["system_prompt", "greeting", "tools", "input", "output"].contains(&k.as_str()));
+        }
+    }
+
+    #[test]
+    fn client_events_match_the_reference() {
+        let v: Value = serde_json::from_str(&input_audio("AAEC")).unwrap();
+        assert_eq!(v, json!({"type":"input.audio","audio":"AAEC"}));
+        let v: Value = serde_json::from_str(&tool_result("call_1", &json!({"ok":true}), false)).unwrap();
+        assert_eq!(v, json!({"type":"tool.result","call_id":"call_1","result":"{\"ok\":true}","is_error":false}));
+        assert_eq!(session_end(), r#"{"type":"session.end"}"#);
+    }
+
+    #[test]
+    fn server_events_parse() {
+        assert_eq!(
+            parse(r#"{"type":"session.ready","session_id":"sess_59a2","config":{},"expires_at":1790465450,"resume_token":"e","timestamp":1790461856.2}"#).unwrap(),
+            AgentMessage::SessionReady { session_id: "sess_59a2".into() }
+        );
+        assert!(matches!(
+            parse(r#"{"type":"reply.audio","reply_id":"resp_1","data":"EAAgADAA"}"#).unwrap(),
+            AgentMessage::ReplyAudio { data: Cow::Borrowed("EAAgADAA") }
+        ));
+        assert_eq!(
+            parse(r#"{"type":"transcript.user.delta","item_id":"msg_1","text":"What's the weather in","timestamp":1.0}"#).unwrap(),
+            AgentMessage::UserPartial { text: "What's the weather in".into() }
+        );
+        assert_eq!(
+            parse(r#"{"type":"transcript.agent","reply_id":"r","item_id":"m","text":"It's sunny.","interrupted":true}"#).unwrap(),
+            AgentMessage::AgentFinal { text: "It's sunny.".into(), interrupted: true }
+        );
+        assert_eq!(
+            parse(r#"{"type":"tool.call","call_id":"chatcmpl-tool-8b12","name":"get_weather","arguments":{"location":"Tokyo"}}"#).unwrap(),
+            AgentMessage::ToolCall { call_id: "chatcmpl-tool-8b12".into(), name: "get_weather".into(), arguments: json!({"location":"Tokyo"}) }
+        );
+        assert_eq!(
+            parse(r#"{"type":"tool.call","call_id":"c","name":"n","args":"{\"a\":1}"}"#).unwrap(),
+            AgentMessage::ToolCall { call_id: "c".into(), name: "n".into(), arguments: json!({"a":1}) }
+        );
+        assert_eq!(
+            parse(r#"{"type":"reply.done"}"#).unwrap(),
+            AgentMessage::ReplyDone { status: ReplyStatus::Completed }
+        );
+        assert_eq!(
+            parse(r#"{"type":"reply.done","reply_id":"r","status":"interrupted"}"#).unwrap(),
+            AgentMessage::ReplyDone { status: ReplyStatus::Interrupted }
+        );
+        assert_eq!(
+            parse(r#"{"type":"session.error","code":"UNAUTHORIZED","message":"bad","session_id":null,"param":null,"timestamp":"2026-01-01T00:00:00Z"}"#).unwrap(),
+            AgentMessage::SessionError { code: "unauthorized".into(), message: "bad".into() }
+        );
+        assert_eq!(
+            parse(r#"{"timestamp":1.0,"type":"session.ended","session_duration_seconds":14.08,"audio_duration_seconds":null}"#).unwrap(),
+            AgentMessage::SessionEnded
+        );
+        assert_eq!(parse(r#"{"type":"brand.new"}"#).unwrap(), AgentMessage::Unknown("brand.new".into()));
+        assert!(parse("garbage").is_err());
+    }
+
+    #[test]
+    fn fatal_error_codes() {
+        assert!(is_fatal_error("unauthorized"));
+        assert!(is_fatal_error("internal_error"));
+        assert!(!is_fatal_error("invalid_format"));
+        assert!(describe_error("unauthorized", "").contains("ASSEMBLYAI_API_KEY"));
+    }
+}

@@ -1,4 +1,5 @@
 //! One phone call: its state machine, the audio bridge, and the service that places calls.
 
 pub mod dialer;
+pub mod state;
 pub mod tools;

@@ -154,7 +154,10 @@ pub enum CallEvent {
         ok: bool,
     },
     /// The agent recorded a disposition.
-    Disposition { to: String, disposition: Disposition },
+    Disposition {
+        to: String,
+        disposition: Disposition,
+    },
     /// The call is over.
     Ended { outcome: Box<Outcome> },
 }

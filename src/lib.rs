@@ -14,6 +14,7 @@ pub mod call;
 pub mod campaign;
 pub mod events;
 pub mod phone;
+pub mod secret;
 pub mod sim;
 pub mod twilio;
-pub mod secret;
+pub mod ws;

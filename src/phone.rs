@@ -21,7 +21,9 @@ pub enum PhoneError {
         "'{0}' is a national number; write it as +<country code><number>, or set a default region"
     )]
     NeedsRegion(String),
-    #[error("'{0}' is not a valid North American number (area code and exchange cannot start with 0 or 1)")]
+    #[error(
+        "'{0}' is not a valid North American number (area code and exchange cannot start with 0 or 1)"
+    )]
     BadNanp(String),
     #[error("unknown default region '{0}' (use a two-letter code such as US, GB, DE)")]
     UnknownRegion(String),
@@ -120,7 +122,10 @@ impl E164 {
         if let Some(nanp) = international.strip_prefix('1') {
             let b = nanp.as_bytes();
             if b.len() != 10 {
-                return Err(PhoneError::BadLength(trimmed.to_string(), international.len()));
+                return Err(PhoneError::BadLength(
+                    trimmed.to_string(),
+                    international.len(),
+                ));
             }
             if b[0] < b'2' || b[3] < b'2' {
                 return Err(PhoneError::BadNanp(trimmed.to_string()));
@@ -162,9 +167,18 @@ mod tests {
 
     #[test]
     fn international_forms() {
-        assert_eq!(E164::parse("+14155550100").unwrap().as_str(), "+14155550100");
-        assert_eq!(E164::parse("+1 (415) 555-0100").unwrap().as_str(), "+14155550100");
-        assert_eq!(E164::parse("0044 20 7183 8750").unwrap().as_str(), "+442071838750");
+        assert_eq!(
+            E164::parse("+14155550100").unwrap().as_str(),
+            "+14155550100"
+        );
+        assert_eq!(
+            E164::parse("+1 (415) 555-0100").unwrap().as_str(),
+            "+14155550100"
+        );
+        assert_eq!(
+            E164::parse("0044 20 7183 8750").unwrap().as_str(),
+            "+442071838750"
+        );
     }
 
     #[test]
@@ -174,15 +188,21 @@ mod tests {
             Err(PhoneError::NeedsRegion("(415) 555-0100".into()))
         );
         assert_eq!(
-            E164::parse_with_region("(415) 555-0100", Some("us")).unwrap().as_str(),
+            E164::parse_with_region("(415) 555-0100", Some("us"))
+                .unwrap()
+                .as_str(),
             "+14155550100"
         );
         assert_eq!(
-            E164::parse_with_region("1-415-555-0100", Some("US")).unwrap().as_str(),
+            E164::parse_with_region("1-415-555-0100", Some("US"))
+                .unwrap()
+                .as_str(),
             "+14155550100"
         );
         assert_eq!(
-            E164::parse_with_region("020 7183 8750", Some("GB")).unwrap().as_str(),
+            E164::parse_with_region("020 7183 8750", Some("GB"))
+                .unwrap()
+                .as_str(),
             "+442071838750"
         );
         assert!(matches!(
@@ -194,16 +214,37 @@ mod tests {
     #[test]
     fn invalid_numbers() {
         assert_eq!(E164::parse(""), Err(PhoneError::Empty));
-        assert!(matches!(E164::parse("+1555abc"), Err(PhoneError::BadCharacters(_))));
-        assert!(matches!(E164::parse("+1234"), Err(PhoneError::BadLength(..))));
-        assert!(matches!(E164::parse("+1415555010"), Err(PhoneError::BadLength(..))));
-        assert!(matches!(E164::parse("+10155550100"), Err(PhoneError::BadNanp(_))));
-        assert!(matches!(E164::parse("+14151550100"), Err(PhoneError::BadNanp(_))));
-        assert!(matches!(E164::parse("+1234567890123456"), Err(PhoneError::BadLength(..))));
+        assert!(matches!(
+            E164::parse("+1555abc"),
+            Err(PhoneError::BadCharacters(_))
+        ));
+        assert!(matches!(
+            E164::parse("+1234"),
+            Err(PhoneError::BadLength(..))
+        ));
+        assert!(matches!(
+            E164::parse("+1415555010"),
+            Err(PhoneError::BadLength(..))
+        ));
+        assert!(matches!(
+            E164::parse("+10155550100"),
+            Err(PhoneError::BadNanp(_))
+        ));
+        assert!(matches!(
+            E164::parse("+14151550100"),
+            Err(PhoneError::BadNanp(_))
+        ));
+        assert!(matches!(
+            E164::parse("+1234567890123456"),
+            Err(PhoneError::BadLength(..))
+        ));
     }
 
     #[test]
     fn masking_hides_the_middle() {
-        assert_eq!(E164::parse("+14155550100").unwrap().masked(), "+1415•••0100");
+        assert_eq!(
+            E164::parse("+14155550100").unwrap().masked(),
+            "+1415•••0100"
+        );
     }
 }

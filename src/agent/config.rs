@@ -95,15 +95,13 @@ impl AgentConfig {
                 message: "no [agent] table".into(),
             });
         };
-        let file: AgentFile = toml::Value::Table(toml::map::Map::from_iter([(
-            "agent".to_string(),
-            table,
-        )]))
-        .try_into()
-        .map_err(|e: toml::de::Error| AgentConfigError::Parse {
-            path: path.display().to_string(),
-            message: format!("[agent] {}", e.message()),
-        })?;
+        let file: AgentFile =
+            toml::Value::Table(toml::map::Map::from_iter([("agent".to_string(), table)]))
+                .try_into()
+                .map_err(|e: toml::de::Error| AgentConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: format!("[agent] {}", e.message()),
+                })?;
         file.agent.validate()?;
         Ok(file.agent)
     }

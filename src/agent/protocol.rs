@@ -100,21 +100,41 @@ pub enum ReplyStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentMessage<'a> {
     SessionUpdated,
-    SessionReady { session_id: String },
+    SessionReady {
+        session_id: String,
+    },
     SessionEnded,
-    SessionError { code: String, message: String },
+    SessionError {
+        code: String,
+        message: String,
+    },
     SpeechStarted,
     SpeechStopped,
     /// The callee's utterance so far (full text, replaces the previous one).
-    UserPartial { text: String },
-    UserFinal { text: String },
+    UserPartial {
+        text: String,
+    },
+    UserFinal {
+        text: String,
+    },
     ReplyStarted,
     /// Base64 audio in the output encoding, untouched.
-    ReplyAudio { data: Cow<'a, str> },
+    ReplyAudio {
+        data: Cow<'a, str>,
+    },
     AgentDelta,
-    AgentFinal { text: String, interrupted: bool },
-    ToolCall { call_id: String, name: String, arguments: Value },
-    ReplyDone { status: ReplyStatus },
+    AgentFinal {
+        text: String,
+        interrupted: bool,
+    },
+    ToolCall {
+        call_id: String,
+        name: String,
+        arguments: Value,
+    },
+    ReplyDone {
+        status: ReplyStatus,
+    },
     Unknown(String),
 }
 
@@ -158,7 +178,12 @@ struct Raw<'a> {
 
 /// Parse one text frame from the service.
 pub fn parse(text: &str) -> Result<AgentMessage<'_>, AgentParseError> {
-    let raw: Raw<'_> = serde_json::from_str(text).map_err(|e| AgentParseError(e.to_string()))?;
+    parse_bytes(text.as_bytes())
+}
+
+/// Parse one text frame from the service, as the bytes that arrived.
+pub fn parse_bytes(text: &[u8]) -> Result<AgentMessage<'_>, AgentParseError> {
+    let raw: Raw<'_> = serde_json::from_slice(text).map_err(|e| AgentParseError(e.to_string()))?;
     Ok(match raw.kind.as_ref() {
         "reply.audio" => AgentMessage::ReplyAudio {
             data: raw.data.map_or(Cow::Borrowed(""), |t| t.0),
@@ -271,13 +296,18 @@ mod tests {
         assert_eq!(s["output"]["format"]["encoding"], "audio/pcmu");
         assert!(s["input"]["format"].get("sample_rate").is_none());
         assert_eq!(s["output"]["voice"], "alba");
-        assert_eq!(s["input"]["turn_detection"], json!({"min_silence":700,"interrupt_response":true}));
+        assert_eq!(
+            s["input"]["turn_detection"],
+            json!({"min_silence":700,"interrupt_response":true})
+        );
         assert_eq!(s["tools"][0]["type"], "function");
         assert_eq!(s["tools"][0]["name"], "end_call");
         assert!(s["tools"][0].get("function").is_none());
         let keys: Vec<&String> = s.as_object().unwrap().keys().collect();
         for k in keys {
-            assert!(["system_prompt", "greeting", "tools", "input", "output"].contains(&k.as_str()));
+            assert!(
+                ["system_prompt", "greeting", "tools", "input", "output"].contains(&k.as_str())
+            );
         }
     }
 
@@ -285,8 +315,12 @@ mod tests {
     fn client_events_match_the_reference() {
         let v: Value = serde_json::from_str(&input_audio("AAEC")).unwrap();
         assert_eq!(v, json!({"type":"input.audio","audio":"AAEC"}));
-        let v: Value = serde_json::from_str(&tool_result("call_1", &json!({"ok":true}), false)).unwrap();
-        assert_eq!(v, json!({"type":"tool.result","call_id":"call_1","result":"{\"ok\":true}","is_error":false}));
+        let v: Value =
+            serde_json::from_str(&tool_result("call_1", &json!({"ok":true}), false)).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"tool.result","call_id":"call_1","result":"{\"ok\":true}","is_error":false})
+        );
         assert_eq!(session_end(), r#"{"type":"session.end"}"#);
     }
 
@@ -298,7 +332,9 @@ mod tests {
         );
         assert!(matches!(
             parse(r#"{"type":"reply.audio","reply_id":"resp_1","data":"EAAgADAA"}"#).unwrap(),
-            AgentMessage::ReplyAudio { data: Cow::Borrowed("EAAgADAA") }
+            AgentMessage::ReplyAudio {
+                data: Cow::Borrowed("EAAgADAA")
+            }
         ));
         assert_eq!(
             parse(r#"{"type":"transcript.user.delta","item_id":"msg_1","text":"What's the weather in","timestamp":1.0}"#).unwrap(),
@@ -314,15 +350,23 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"type":"tool.call","call_id":"c","name":"n","args":"{\"a\":1}"}"#).unwrap(),
-            AgentMessage::ToolCall { call_id: "c".into(), name: "n".into(), arguments: json!({"a":1}) }
+            AgentMessage::ToolCall {
+                call_id: "c".into(),
+                name: "n".into(),
+                arguments: json!({"a":1})
+            }
         );
         assert_eq!(
             parse(r#"{"type":"reply.done"}"#).unwrap(),
-            AgentMessage::ReplyDone { status: ReplyStatus::Completed }
+            AgentMessage::ReplyDone {
+                status: ReplyStatus::Completed
+            }
         );
         assert_eq!(
             parse(r#"{"type":"reply.done","reply_id":"r","status":"interrupted"}"#).unwrap(),
-            AgentMessage::ReplyDone { status: ReplyStatus::Interrupted }
+            AgentMessage::ReplyDone {
+                status: ReplyStatus::Interrupted
+            }
         );
         assert_eq!(
             parse(r#"{"type":"session.error","code":"UNAUTHORIZED","message":"bad","session_id":null,"param":null,"timestamp":"2026-01-01T00:00:00Z"}"#).unwrap(),
@@ -332,7 +376,10 @@ mod tests {
             parse(r#"{"timestamp":1.0,"type":"session.ended","session_duration_seconds":14.08,"audio_duration_seconds":null}"#).unwrap(),
             AgentMessage::SessionEnded
         );
-        assert_eq!(parse(r#"{"type":"brand.new"}"#).unwrap(), AgentMessage::Unknown("brand.new".into()));
+        assert_eq!(
+            parse(r#"{"type":"brand.new"}"#).unwrap(),
+            AgentMessage::Unknown("brand.new".into())
+        );
         assert!(parse("garbage").is_err());
     }
 

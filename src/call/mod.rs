@@ -1,5 +1,6 @@
 //! One phone call: its state machine, the audio bridge, and the service that places calls.
 
+pub mod bridge;
 pub mod dialer;
 pub mod state;
 pub mod tools;

@@ -9,14 +9,25 @@ pub enum CallState {
     /// The create request is in flight.
     Placing,
     /// Twilio accepted the call (`queued`/`initiated`).
-    Queued { sid: String },
-    Ringing { sid: String },
+    Queued {
+        sid: String,
+    },
+    Ringing {
+        sid: String,
+    },
     /// Answered (`in-progress`); the Media Stream has not started yet.
-    Answered { sid: String },
+    Answered {
+        sid: String,
+    },
     /// The stream started; the agent session is being opened.
-    Connecting { sid: String },
+    Connecting {
+        sid: String,
+    },
     /// Callee and agent are talking.
-    Conversing { sid: String, session_id: String },
+    Conversing {
+        sid: String,
+        session_id: String,
+    },
     /// Someone asked for the end; waiting for Twilio's final status.
     Ending {
         sid: Option<String>,
@@ -33,17 +44,28 @@ pub enum CallState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    Created { sid: String },
+    Created {
+        sid: String,
+    },
     /// Twilio refused the create request (invalid number, blocked, …).
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
     Ringing,
     Answered,
     StreamStarted,
-    AgentReady { session_id: String },
+    AgentReady {
+        session_id: String,
+    },
     /// The bridge ended, the operator interrupted, the time limit hit, or an error occurred.
-    EndRequested { by: EndedBy, reason: String },
+    EndRequested {
+        by: EndedBy,
+        reason: String,
+    },
     /// Twilio's final status (`completed`, `busy`, `no-answer`, `failed`, `canceled`).
-    Final { status: FinalStatus },
+    Final {
+        status: FinalStatus,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,10 +142,9 @@ impl CallState {
             (S::Queued { sid } | S::Ringing { sid }, I::Ringing) => S::Ringing { sid },
             (S::Queued { sid } | S::Ringing { sid }, I::Answered) => S::Answered { sid },
             // The stream can start before the `answered` callback arrives.
-            (
-                S::Queued { sid } | S::Ringing { sid } | S::Answered { sid },
-                I::StreamStarted,
-            ) => S::Connecting { sid },
+            (S::Queued { sid } | S::Ringing { sid } | S::Answered { sid }, I::StreamStarted) => {
+                S::Connecting { sid }
+            }
             (S::Connecting { sid }, I::AgentReady { session_id }) => {
                 S::Conversing { sid, session_id }
             }
@@ -151,17 +172,20 @@ impl CallState {
                         FinalStatus::Completed if other.answered() => {
                             (EndedBy::Callee, "callee hung up".to_string())
                         }
-                        FinalStatus::Completed => {
-                            (EndedBy::Callee, "call ended before it was bridged".to_string())
-                        }
+                        FinalStatus::Completed => (
+                            EndedBy::Callee,
+                            "call ended before it was bridged".to_string(),
+                        ),
                         FinalStatus::Busy => (EndedBy::Network, "line busy".to_string()),
                         FinalStatus::NoAnswer => (EndedBy::Network, "no answer".to_string()),
-                        FinalStatus::Failed => {
-                            (EndedBy::Network, "the call could not be connected".to_string())
-                        }
-                        FinalStatus::Canceled => {
-                            (EndedBy::Operator, "canceled before it was answered".to_string())
-                        }
+                        FinalStatus::Failed => (
+                            EndedBy::Network,
+                            "the call could not be connected".to_string(),
+                        ),
+                        FinalStatus::Canceled => (
+                            EndedBy::Operator,
+                            "canceled before it was answered".to_string(),
+                        ),
                     },
                 };
                 S::Ended { status, by, reason }
@@ -206,8 +230,12 @@ mod tests {
             Input::Ringing,
             Input::Answered,
             Input::StreamStarted,
-            Input::AgentReady { session_id: "sess".into() },
-            Input::Final { status: FinalStatus::Completed },
+            Input::AgentReady {
+                session_id: "sess".into(),
+            },
+            Input::Final {
+                status: FinalStatus::Completed,
+            },
         ])
         .unwrap();
         assert_eq!(
@@ -225,10 +253,20 @@ mod tests {
         let end = run(vec![
             created(),
             Input::StreamStarted,
-            Input::AgentReady { session_id: "s".into() },
-            Input::EndRequested { by: EndedBy::Agent, reason: "agent said goodbye".into() },
-            Input::EndRequested { by: EndedBy::Callee, reason: "later".into() },
-            Input::Final { status: FinalStatus::Completed },
+            Input::AgentReady {
+                session_id: "s".into(),
+            },
+            Input::EndRequested {
+                by: EndedBy::Agent,
+                reason: "agent said goodbye".into(),
+            },
+            Input::EndRequested {
+                by: EndedBy::Callee,
+                reason: "later".into(),
+            },
+            Input::Final {
+                status: FinalStatus::Completed,
+            },
         ])
         .unwrap();
         assert_eq!(
@@ -251,15 +289,29 @@ mod tests {
             let end = run(vec![created(), Input::Ringing, Input::Final { status }]).unwrap();
             assert_eq!(
                 end,
-                CallState::Ended { status, by: EndedBy::Network, reason: reason.into() }
+                CallState::Ended {
+                    status,
+                    by: EndedBy::Network,
+                    reason: reason.into()
+                }
             );
         }
     }
 
     #[test]
     fn rejected_create_ends_as_failed() {
-        let end = run(vec![Input::Rejected { reason: "invalid number".into() }]).unwrap();
-        assert!(matches!(end, CallState::Ended { status: FinalStatus::Failed, by: EndedBy::Error, .. }));
+        let end = run(vec![Input::Rejected {
+            reason: "invalid number".into(),
+        }])
+        .unwrap();
+        assert!(matches!(
+            end,
+            CallState::Ended {
+                status: FinalStatus::Failed,
+                by: EndedBy::Error,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -275,16 +327,34 @@ mod tests {
         let end = run(vec![
             created(),
             Input::Ringing,
-            Input::EndRequested { by: EndedBy::Operator, reason: "interrupted".into() },
-            Input::Final { status: FinalStatus::Canceled },
+            Input::EndRequested {
+                by: EndedBy::Operator,
+                reason: "interrupted".into(),
+            },
+            Input::Final {
+                status: FinalStatus::Canceled,
+            },
         ])
         .unwrap();
-        assert!(matches!(end, CallState::Ended { status: FinalStatus::Canceled, by: EndedBy::Operator, .. }));
+        assert!(matches!(
+            end,
+            CallState::Ended {
+                status: FinalStatus::Canceled,
+                by: EndedBy::Operator,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn impossible_inputs_are_errors() {
-        assert!(CallState::Placing.next(Input::AgentReady { session_id: "s".into() }).is_err());
+        assert!(
+            CallState::Placing
+                .next(Input::AgentReady {
+                    session_id: "s".into()
+                })
+                .is_err()
+        );
         assert!(CallState::Placing.next(Input::Answered).is_err());
         let ended = CallState::Ended {
             status: FinalStatus::Completed,
@@ -293,9 +363,17 @@ mod tests {
         };
         assert_eq!(
             ended.next(Input::Answered),
-            Err(InvalidTransition { state: "ended", input: "answered" })
+            Err(InvalidTransition {
+                state: "ended",
+                input: "answered"
+            })
         );
         let q = run(vec![created()]).unwrap();
-        assert!(q.next(Input::AgentReady { session_id: "s".into() }).is_err());
+        assert!(
+            q.next(Input::AgentReady {
+                session_id: "s".into()
+            })
+            .is_err()
+        );
     }
 }

@@ -114,7 +114,9 @@ pub static PERSONAS: &[Persona] = &[
         network: Network::Answers { after: secs(3) },
         answered_by: "machine_start",
         script: &[
-            Step::Say("Hi, you've reached Sam. I can't take your call right now. Please leave a message after the tone."),
+            Step::Say(
+                "Hi, you've reached Sam. I can't take your call right now. Please leave a message after the tone.",
+            ),
             Step::Pause(ms(300)),
             Step::Say("beep"),
         ],

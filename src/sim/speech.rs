@@ -180,7 +180,11 @@ mod tests {
     fn speech_is_loud_and_silence_is_silent() {
         let audio = encode("hello there");
         for frame in audio.chunks(FRAME_BYTES) {
-            assert!(energy(frame) > 5000, "speech frame energy {}", energy(frame));
+            assert!(
+                energy(frame) > 5000,
+                "speech frame energy {}",
+                energy(frame)
+            );
         }
         assert_eq!(energy(&silence(20)), 0);
     }
@@ -200,7 +204,9 @@ mod tests {
         let mut stream = a[..a.len() / 2].to_vec();
         stream.extend_from_slice(&b);
         let heard = l.feed(&stream);
-        assert!(matches!(&heard[0], Heard::CutOff(t) if "first sentence".starts_with(t.as_str()) && !t.is_empty()));
+        assert!(
+            matches!(&heard[0], Heard::CutOff(t) if "first sentence".starts_with(t.as_str()) && !t.is_empty())
+        );
         assert_eq!(heard.last(), Some(&Heard::Utterance("second".into())));
     }
 

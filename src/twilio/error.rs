@@ -128,7 +128,11 @@ mod tests {
         assert!(api(400, 21219).to_string().contains("verified numbers"));
         assert!(api(400, 21215).to_string().contains("Geo permissions"));
         assert!(api(400, 21210).to_string().contains("TWILIO_FROM_NUMBER"));
-        assert!(api(400, 21211).to_string().contains("not a valid phone number"));
+        assert!(
+            api(400, 21211)
+                .to_string()
+                .contains("not a valid phone number")
+        );
     }
 
     #[test]

@@ -44,10 +44,16 @@ pub enum TwilioMessage<'a> {
     Connected,
     Start(Box<StartInfo>),
     /// Base64 μ-law from the callee, untouched.
-    Media { payload: Cow<'a, str> },
+    Media {
+        payload: Cow<'a, str>,
+    },
     /// A mark we sent has been played (or cleared).
-    Mark { name: String },
-    Dtmf { digit: String },
+    Mark {
+        name: String,
+    },
+    Dtmf {
+        digit: String,
+    },
     Stop,
     /// An event this version does not know; ignored.
     Unknown(String),
@@ -97,7 +103,13 @@ struct RawDtmf {
 
 /// Parse one text frame from Twilio.
 pub fn parse(text: &str) -> Result<TwilioMessage<'_>, MediaParseError> {
-    let raw: Raw<'_> = serde_json::from_str(text).map_err(|e| MediaParseError::Json(e.to_string()))?;
+    parse_bytes(text.as_bytes())
+}
+
+/// Parse one text frame from Twilio, as the bytes that arrived.
+pub fn parse_bytes(text: &[u8]) -> Result<TwilioMessage<'_>, MediaParseError> {
+    let raw: Raw<'_> =
+        serde_json::from_slice(text).map_err(|e| MediaParseError::Json(e.to_string()))?;
     Ok(match raw.event.as_ref() {
         "media" => TwilioMessage::Media {
             payload: raw
@@ -215,7 +227,12 @@ mod tests {
             r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"no+JhoaJjpzS"},"streamSid":"MZX"}"#,
         )
         .unwrap();
-        assert!(matches!(&media, TwilioMessage::Media { payload: Cow::Borrowed("no+JhoaJjpzS") }));
+        assert!(matches!(
+            &media,
+            TwilioMessage::Media {
+                payload: Cow::Borrowed("no+JhoaJjpzS")
+            }
+        ));
 
         assert_eq!(
             parse(r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZX","mark":{"name":"my label"}}"#).unwrap(),
@@ -245,9 +262,15 @@ mod tests {
     #[test]
     fn outbound_messages_match_the_documented_shape() {
         let v: serde_json::Value = serde_json::from_str(&media("MZ1", "AAEC")).unwrap();
-        assert_eq!(v, serde_json::json!({"event":"media","streamSid":"MZ1","media":{"payload":"AAEC"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"event":"media","streamSid":"MZ1","media":{"payload":"AAEC"}})
+        );
         let v: serde_json::Value = serde_json::from_str(&mark("MZ1", "end")).unwrap();
-        assert_eq!(v, serde_json::json!({"event":"mark","streamSid":"MZ1","mark":{"name":"end"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"event":"mark","streamSid":"MZ1","mark":{"name":"end"}})
+        );
         let v: serde_json::Value = serde_json::from_str(&clear("MZ1")).unwrap();
         assert_eq!(v, serde_json::json!({"event":"clear","streamSid":"MZ1"}));
     }

@@ -49,7 +49,9 @@ pub fn is_valid(auth_token: &str, url: &str, params: &[(String, String)], signat
 fn url_variants(url: &str) -> Vec<String> {
     let mut out = vec![url.to_string()];
     if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, tail) = rest.find(['/', '?']).map_or((rest, ""), |i| rest.split_at(i));
+        let (authority, tail) = rest
+            .find(['/', '?'])
+            .map_or((rest, ""), |i| rest.split_at(i));
         let default_port = match scheme {
             "https" | "wss" => Some("443"),
             "http" | "ws" => Some("80"),
@@ -109,15 +111,27 @@ mod tests {
     fn port_vectors() {
         let params = library_params();
         assert_eq!(
-            compute("12345", "https://mycompany.com:443/myapp.php?foo=1&bar=2", &params),
+            compute(
+                "12345",
+                "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+                &params
+            ),
             "kvajT1Ptam85bY51eRf/AJRuM3w="
         );
         assert_eq!(
-            compute("12345", "http://mycompany.com:80/myapp.php?foo=1&bar=2", &params),
+            compute(
+                "12345",
+                "http://mycompany.com:80/myapp.php?foo=1&bar=2",
+                &params
+            ),
             "0ZXoZLH/DfblKGATFgpif+LLRf4="
         );
         assert_eq!(
-            compute("12345", "http://mycompany.com:1234/myapp.php?foo=1&bar=2", &params),
+            compute(
+                "12345",
+                "http://mycompany.com:1234/myapp.php?foo=1&bar=2",
+                &params
+            ),
             "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="
         );
     }
@@ -126,7 +140,12 @@ mod tests {
     fn validation_accepts_port_variants() {
         let params = library_params();
         // Signed with :443, presented without it, and the reverse.
-        assert!(is_valid("12345", URL, &params, "kvajT1Ptam85bY51eRf/AJRuM3w="));
+        assert!(is_valid(
+            "12345",
+            URL,
+            &params,
+            "kvajT1Ptam85bY51eRf/AJRuM3w="
+        ));
         assert!(is_valid(
             "12345",
             "https://mycompany.com:443/myapp.php?foo=1&bar=2",
@@ -150,7 +169,10 @@ mod tests {
             ("Digits", "1234"),
             ("Digits", "1234"),
         ]);
-        assert_eq!(compute("12345", URL, &params), "IK+Dwps556ElfBT0I3Rgjkr1wJU=");
+        assert_eq!(
+            compute("12345", URL, &params),
+            "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+        );
     }
 
     #[test]
@@ -163,7 +185,11 @@ mod tests {
             ("CallSid", "CA1234567890ABCDE"),
         ]);
         assert_eq!(
-            compute("12345", "https://example.com/myapp.php?foo=1&bar=2", &params),
+            compute(
+                "12345",
+                "https://example.com/myapp.php?foo=1&bar=2",
+                &params
+            ),
             "L/OH5YylLD5NRKLltdqwSvS0BnU="
         );
     }
@@ -191,9 +217,19 @@ mod tests {
     fn forged_or_wrong_key_rejected() {
         let params = library_params();
         assert!(!is_valid("12345", URL, &params, ""));
-        assert!(!is_valid("54321", URL, &params, "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        assert!(!is_valid(
+            "54321",
+            URL,
+            &params,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
         let mut tampered = params.clone();
         tampered[2].1 = "9999".into();
-        assert!(!is_valid("12345", URL, &tampered, "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        assert!(!is_valid(
+            "12345",
+            URL,
+            &tampered,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
     }
 }

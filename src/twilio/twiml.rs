@@ -70,6 +70,9 @@ mod tests {
     #[test]
     fn values_are_escaped() {
         let doc = connect_stream("wss://h/m", &[("x", "a\"b<c>&'d\u{1}")]);
-        assert!(doc.contains(r#"value="a&quot;b&lt;c&gt;&amp;&apos;d""#), "{doc}");
+        assert!(
+            doc.contains(r#"value="a&quot;b&lt;c&gt;&amp;&apos;d""#),
+            "{doc}"
+        );
     }
 }

@@ -1,0 +1,817 @@
+//! The audio bridge: a function of two message streams, Twilio's Media Stream and the Voice
+//! Agent session, that needs no network to test.
+//!
+//! It configures the agent session, then forwards audio both ways as the base64 strings that
+//! arrived (μ-law on both legs, so nothing is decoded or resampled), turns transcripts into call
+//! events, runs the agent's tools, clears Twilio's buffer when the callee barges in, and ends
+//! the call for `end_call` only after Twilio reports the goodbye has been played. The per-frame
+//! path does no logging and allocates only the outgoing frame.
+
+use crate::agent::config::AgentConfig;
+use crate::agent::protocol::{self as agent, AgentMessage, ReplyStatus};
+use crate::call::tools::{ToolHandler, ToolReply, ToolSpec};
+use crate::events::{CallEvent, Disposition, Speaker, TranscriptLine};
+use crate::twilio::media::{self, TwilioMessage};
+use crate::ws::Frame;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The mark sent after the agent's goodbye; its echo means the callee has heard it all.
+pub const END_MARK: &str = "dialer-end-call";
+
+/// The built-in tool through which the agent ends the call.
+pub fn end_call_spec() -> ToolSpec {
+    ToolSpec {
+        name: "end_call".into(),
+        description: "End the phone call. Call this after you have said goodbye, when the conversation is over, when the person asks you to stop, or when you reached voicemail and left your message.".into(),
+        parameters: json!({"type": "object", "properties": {}, "required": []}),
+    }
+}
+
+/// What the bridge needs to know about the call.
+pub struct BridgeSetup<'a> {
+    pub to: &'a str,
+    pub stream_sid: &'a str,
+    pub agent: &'a AgentConfig,
+    pub tools: &'a dyn ToolHandler,
+    /// When the callee answered, for transcript timestamps.
+    pub answered_at: Instant,
+    /// How long the agent may take to answer `session.update` with `session.ready`.
+    pub setup_timeout: Duration,
+    /// How long to wait for the goodbye mark to come back before hanging up anyway.
+    pub mark_timeout: Duration,
+}
+
+/// Why the bridge stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeEnd {
+    /// Twilio sent `stop`: the callee hung up (or the call was ended elsewhere).
+    CalleeHungUp,
+    /// Twilio's socket closed without `stop`.
+    StreamClosed,
+    /// The agent called `end_call` and its goodbye was played.
+    AgentEndedCall,
+    /// The agent session ended or failed mid-call.
+    AgentClosed { error: Option<(String, String)> },
+    /// The agent session could not be set up (bad key, rejected configuration, timeout).
+    SetupFailed { code: String, message: String },
+    /// The call's cancellation token fired (operator, time limit, shutdown).
+    Cancelled,
+}
+
+/// The bridge's result: why it ended and what the conversation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeReport {
+    pub end: BridgeEnd,
+    pub session_id: Option<String>,
+    pub transcript: Vec<TranscriptLine>,
+    pub disposition: Option<Disposition>,
+    pub opted_out: bool,
+    /// Frames from either side that were not valid protocol messages (skipped).
+    pub bad_frames: u32,
+    /// `clear` messages sent for barge-in.
+    pub clears: u32,
+}
+
+struct State<'a> {
+    setup: &'a BridgeSetup<'a>,
+    events: &'a mpsc::UnboundedSender<CallEvent>,
+    report: BridgeReport,
+    /// Results waiting for the agent's `reply.done` (the documented moment to send them).
+    pending_results: Vec<(String, ToolReply)>,
+    last_was_reply_done: bool,
+    cleared_this_reply: bool,
+    end_call_requested: bool,
+    end_mark_deadline: Option<tokio::time::Instant>,
+}
+
+/// Run the bridge until the call ends. The caller keeps both legs' sinks, so it decides how
+/// each is closed (hang up through the API, or close the stream to let Twilio's fallback TwiML
+/// apologise).
+#[allow(clippy::too_many_arguments)]
+pub async fn run<TI, TO, AI, AO>(
+    twilio_in: &mut TI,
+    twilio_out: &mut TO,
+    agent_in: &mut AI,
+    agent_out: &mut AO,
+    setup: &BridgeSetup<'_>,
+    events: &mpsc::UnboundedSender<CallEvent>,
+    cancel: &CancellationToken,
+) -> BridgeReport
+where
+    TI: Stream<Item = Frame> + Unpin,
+    TO: Sink<Frame> + Unpin,
+    AI: Stream<Item = Frame> + Unpin,
+    AO: Sink<Frame> + Unpin,
+{
+    let mut st = State {
+        setup,
+        events,
+        report: BridgeReport {
+            end: BridgeEnd::Cancelled,
+            session_id: None,
+            transcript: Vec::new(),
+            disposition: None,
+            opted_out: false,
+            bad_frames: 0,
+            clears: 0,
+        },
+        pending_results: Vec::new(),
+        last_was_reply_done: false,
+        cleared_this_reply: false,
+        end_call_requested: false,
+        end_mark_deadline: None,
+    };
+
+    let end = match open_session(&mut st, twilio_in, agent_in, agent_out, cancel).await {
+        Err(end) => end,
+        Ok(()) => converse(&mut st, twilio_in, twilio_out, agent_in, agent_out, cancel).await,
+    };
+    if !matches!(
+        end,
+        BridgeEnd::AgentClosed { .. } | BridgeEnd::SetupFailed { .. }
+    ) {
+        // Ends billing at once; a bare close would keep the session alive for 30 s.
+        let _ = agent_out.send(Frame::text(agent::session_end())).await;
+    }
+    let _ = agent_out
+        .send(Frame::Close(Some((1000, "call ended".into()))))
+        .await;
+    st.report.end = end;
+    st.report
+}
+
+/// Send `session.update` and wait for `session.ready`, watching the call meanwhile.
+async fn open_session<TI, AI, AO>(
+    st: &mut State<'_>,
+    twilio_in: &mut TI,
+    agent_in: &mut AI,
+    agent_out: &mut AO,
+    cancel: &CancellationToken,
+) -> Result<(), BridgeEnd>
+where
+    TI: Stream<Item = Frame> + Unpin,
+    AI: Stream<Item = Frame> + Unpin,
+    AO: Sink<Frame> + Unpin,
+{
+    let mut tools = st.setup.tools.specs();
+    tools.push(end_call_spec());
+    let update = agent::session_update(st.setup.agent, &tools);
+    if agent_out.send(Frame::text(update)).await.is_err() {
+        return Err(BridgeEnd::SetupFailed {
+            code: "closed".into(),
+            message: "the Voice Agent connection closed before the session was configured".into(),
+        });
+    }
+    let deadline = tokio::time::sleep(st.setup.setup_timeout);
+    tokio::pin!(deadline);
+    let mut last_error: Option<(String, String)> = None;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Err(BridgeEnd::Cancelled),
+            () = &mut deadline => {
+                return Err(BridgeEnd::SetupFailed {
+                    code: "timeout".into(),
+                    message: format!(
+                        "the Voice Agent did not confirm the session within {} s",
+                        st.setup.setup_timeout.as_secs()
+                    ),
+                });
+            }
+            frame = twilio_in.next() => match frame {
+                // Audio before `session.ready` would be discarded by the service anyway.
+                Some(Frame::Text(bytes)) => match media::parse_bytes(&bytes) {
+                    Ok(TwilioMessage::Stop) => return Err(BridgeEnd::CalleeHungUp),
+                    Ok(_) => {}
+                    Err(_) => st.report.bad_frames += 1,
+                },
+                Some(Frame::Binary(_)) => st.report.bad_frames += 1,
+                Some(Frame::Close(_)) | None => return Err(BridgeEnd::StreamClosed),
+            },
+            frame = agent_in.next() => match frame {
+                Some(Frame::Text(bytes)) => match agent::parse_bytes(&bytes) {
+                    Ok(AgentMessage::SessionReady { session_id }) => {
+                        let _ = st.events.send(CallEvent::Connected {
+                            to: st.setup.to.to_string(),
+                            session_id: session_id.clone(),
+                        });
+                        st.report.session_id = Some(session_id);
+                        return Ok(());
+                    }
+                    Ok(AgentMessage::SessionError { code, message }) => {
+                        tracing::warn!(%code, %message, "voice agent rejected the session");
+                        last_error = Some((code, message));
+                    }
+                    Ok(_) => {}
+                    Err(_) => st.report.bad_frames += 1,
+                },
+                Some(Frame::Binary(_)) => st.report.bad_frames += 1,
+                closed @ (Some(Frame::Close(_)) | None) => {
+                    let close = match closed {
+                        Some(Frame::Close(c)) => c,
+                        _ => None,
+                    };
+                    let (code, message) = last_error.unwrap_or_else(|| match close {
+                        Some((c, r)) => ("closed".into(), format!("the Voice Agent closed the connection ({c} {r})")),
+                        None => ("closed".into(), "the Voice Agent closed the connection".into()),
+                    });
+                    return Err(BridgeEnd::SetupFailed { code, message });
+                }
+            },
+        }
+    }
+}
+
+async fn converse<TI, TO, AI, AO>(
+    st: &mut State<'_>,
+    twilio_in: &mut TI,
+    twilio_out: &mut TO,
+    agent_in: &mut AI,
+    agent_out: &mut AO,
+    cancel: &CancellationToken,
+) -> BridgeEnd
+where
+    TI: Stream<Item = Frame> + Unpin,
+    TO: Sink<Frame> + Unpin,
+    AI: Stream<Item = Frame> + Unpin,
+    AO: Sink<Frame> + Unpin,
+{
+    let mut last_error: Option<(String, String)> = None;
+    loop {
+        let mark_deadline = st.end_mark_deadline;
+        tokio::select! {
+            () = cancel.cancelled() => return BridgeEnd::Cancelled,
+            () = sleep_until_opt(mark_deadline) => {
+                // Twilio never echoed the mark; the goodbye has surely played by now.
+                return BridgeEnd::AgentEndedCall;
+            }
+            frame = twilio_in.next() => match frame {
+                Some(Frame::Text(bytes)) => match media::parse_bytes(&bytes) {
+                    Ok(TwilioMessage::Media { payload }) => {
+                        let out = agent::input_audio(&payload);
+                        if agent_out.send(Frame::text(out)).await.is_err() {
+                            return BridgeEnd::AgentClosed { error: last_error };
+                        }
+                    }
+                    Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
+                        return BridgeEnd::AgentEndedCall;
+                    }
+                    Ok(TwilioMessage::Stop) => return BridgeEnd::CalleeHungUp,
+                    Ok(_) => {}
+                    Err(_) => st.report.bad_frames += 1,
+                },
+                Some(Frame::Binary(_)) => st.report.bad_frames += 1,
+                Some(Frame::Close(_)) | None => return BridgeEnd::StreamClosed,
+            },
+            frame = agent_in.next() => match frame {
+                Some(Frame::Text(bytes)) => {
+                    let msg = match agent::parse_bytes(&bytes) {
+                        Ok(msg) => msg,
+                        Err(_) => {
+                            st.report.bad_frames += 1;
+                            continue;
+                        }
+                    };
+                    let was_reply_done = matches!(msg, AgentMessage::ReplyDone { .. });
+                    match msg {
+                        AgentMessage::ReplyAudio { data } => {
+                            let out = media::media(st.setup.stream_sid, &data);
+                            if twilio_out.send(Frame::text(out)).await.is_err() {
+                                return BridgeEnd::StreamClosed;
+                            }
+                        }
+                        AgentMessage::SessionEnded => {
+                            return BridgeEnd::AgentClosed { error: last_error };
+                        }
+                        AgentMessage::SessionError { code, message } => {
+                            tracing::warn!(%code, %message, "voice agent error");
+                            if agent::is_fatal_error(&code) {
+                                last_error = Some((code, message));
+                            }
+                        }
+                        other => {
+                            if let Err(end) = on_agent_event(st, other, twilio_out, agent_out).await {
+                                return end;
+                            }
+                        }
+                    }
+                    st.last_was_reply_done = was_reply_done;
+                }
+                Some(Frame::Binary(_)) => st.report.bad_frames += 1,
+                Some(Frame::Close(_)) | None => return BridgeEnd::AgentClosed { error: last_error },
+            },
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Everything but audio: transcripts, barge-in, tools, the end of replies.
+async fn on_agent_event<TO, AO>(
+    st: &mut State<'_>,
+    msg: AgentMessage<'_>,
+    twilio_out: &mut TO,
+    agent_out: &mut AO,
+) -> Result<(), BridgeEnd>
+where
+    TO: Sink<Frame> + Unpin,
+    AO: Sink<Frame> + Unpin,
+{
+    let to = st.setup.to;
+    match msg {
+        AgentMessage::ReplyStarted => st.cleared_this_reply = false,
+        AgentMessage::UserPartial { text } => {
+            let _ = st.events.send(CallEvent::Partial {
+                to: to.to_string(),
+                text,
+            });
+        }
+        AgentMessage::UserFinal { text } => {
+            if !text.trim().is_empty() {
+                push_line(st, Speaker::Callee, text, false);
+            }
+        }
+        AgentMessage::AgentFinal { text, interrupted } => {
+            if interrupted {
+                barge_in(st, twilio_out).await?;
+            }
+            if !text.trim().is_empty() {
+                push_line(st, Speaker::Agent, text, interrupted);
+            }
+        }
+        AgentMessage::ToolCall {
+            call_id,
+            name,
+            arguments,
+        } => {
+            if name == "end_call" {
+                st.end_call_requested = true;
+                let _ = st.events.send(CallEvent::Tool {
+                    to: to.to_string(),
+                    name,
+                    arguments,
+                    ok: true,
+                });
+                return Ok(());
+            }
+            let reply = st
+                .setup
+                .tools
+                .call(&name, &arguments)
+                .unwrap_or_else(|| ToolReply::error(format!("unknown tool '{name}'")));
+            let _ = st.events.send(CallEvent::Tool {
+                to: to.to_string(),
+                name,
+                arguments,
+                ok: !reply.is_error,
+            });
+            if let Some(d) = &reply.disposition {
+                st.report.disposition = Some(d.clone());
+                let _ = st.events.send(CallEvent::Disposition {
+                    to: to.to_string(),
+                    disposition: d.clone(),
+                });
+            }
+            st.report.opted_out |= reply.opted_out;
+            st.pending_results.push((call_id, reply));
+            // A slow tool finishing after `reply.done` sends its result straight away.
+            if st.last_was_reply_done {
+                flush_results(st, agent_out).await?;
+            }
+        }
+        AgentMessage::ReplyDone { status } => match status {
+            ReplyStatus::Interrupted => {
+                barge_in(st, twilio_out).await?;
+                // The agent has moved on; results for that reply would confuse it.
+                st.pending_results.clear();
+                st.end_call_requested = false;
+            }
+            ReplyStatus::Completed | ReplyStatus::Other => {
+                flush_results(st, agent_out).await?;
+                if st.end_call_requested && st.end_mark_deadline.is_none() {
+                    let mark = media::mark(st.setup.stream_sid, END_MARK);
+                    if twilio_out.send(Frame::text(mark)).await.is_err() {
+                        return Err(BridgeEnd::StreamClosed);
+                    }
+                    st.end_mark_deadline =
+                        Some(tokio::time::Instant::now() + st.setup.mark_timeout);
+                }
+            }
+        },
+        AgentMessage::SpeechStarted
+        | AgentMessage::SpeechStopped
+        | AgentMessage::AgentDelta
+        | AgentMessage::SessionUpdated
+        | AgentMessage::SessionReady { .. }
+        | AgentMessage::Unknown(_) => {}
+        AgentMessage::ReplyAudio { .. }
+        | AgentMessage::SessionEnded
+        | AgentMessage::SessionError { .. } => {
+            unreachable!("handled by the caller")
+        }
+    }
+    Ok(())
+}
+
+/// Drop what Twilio has buffered of the interrupted reply, once per reply.
+async fn barge_in<TO: Sink<Frame> + Unpin>(
+    st: &mut State<'_>,
+    twilio_out: &mut TO,
+) -> Result<(), BridgeEnd> {
+    if st.cleared_this_reply {
+        return Ok(());
+    }
+    st.cleared_this_reply = true;
+    st.report.clears += 1;
+    twilio_out
+        .send(Frame::text(media::clear(st.setup.stream_sid)))
+        .await
+        .map_err(|_| BridgeEnd::StreamClosed)
+}
+
+async fn flush_results<AO: Sink<Frame> + Unpin>(
+    st: &mut State<'_>,
+    agent_out: &mut AO,
+) -> Result<(), BridgeEnd> {
+    for (call_id, reply) in st.pending_results.drain(..) {
+        let msg = agent::tool_result(&call_id, &reply.result, reply.is_error);
+        if agent_out.send(Frame::text(msg)).await.is_err() {
+            return Err(BridgeEnd::AgentClosed { error: None });
+        }
+    }
+    Ok(())
+}
+
+fn push_line(st: &mut State<'_>, speaker: Speaker, text: String, interrupted: bool) {
+    let line = TranscriptLine {
+        speaker,
+        text,
+        at_ms: u64::try_from(st.setup.answered_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+        interrupted,
+    };
+    st.report.transcript.push(line.clone());
+    let _ = st.events.send(CallEvent::Line {
+        to: st.setup.to.to_string(),
+        line,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    //! The bridge driven through in-memory channels: one side plays Twilio, the other the
+    //! Voice Agent, and the test reads what the bridge sent each of them.
+    use super::*;
+    use crate::call::tools::NoTools;
+    use serde_json::Value;
+    use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+    struct Leg {
+        /// Frames the test feeds to the bridge.
+        to_bridge: UnboundedSender<Frame>,
+        /// Frames the bridge sent.
+        from_bridge: UnboundedReceiver<Frame>,
+    }
+
+    type In = std::pin::Pin<Box<dyn Stream<Item = Frame> + Send>>;
+    type Out = std::pin::Pin<Box<dyn Sink<Frame, Error = ()> + Send>>;
+
+    fn leg() -> (Leg, In, Out) {
+        let (in_tx, in_rx) = unbounded_channel::<Frame>();
+        let (out_tx, out_rx) = unbounded_channel::<Frame>();
+        let stream = futures_util::stream::unfold(in_rx, |mut rx| async move {
+            rx.recv().await.map(|f| (f, rx))
+        });
+        let sink = futures_util::sink::unfold(out_tx, |tx, f: Frame| async move {
+            tx.send(f).map_err(|_| ())?;
+            Ok::<_, ()>(tx)
+        });
+        (
+            Leg {
+                to_bridge: in_tx,
+                from_bridge: out_rx,
+            },
+            Box::pin(stream),
+            Box::pin(sink),
+        )
+    }
+
+    fn send(leg: &Leg, v: Value) {
+        leg.to_bridge.send(Frame::text(v.to_string())).unwrap();
+    }
+
+    #[track_caller]
+    fn next_json(leg: &mut Leg) -> impl std::future::Future<Output = Value> + '_ {
+        let at = std::panic::Location::caller();
+        async move { next_json_at(leg, at).await }
+    }
+
+    async fn next_json_at(leg: &mut Leg, at: &'static std::panic::Location<'static>) -> Value {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), leg.from_bridge.recv()).await {
+                Ok(Some(Frame::Text(b))) => return serde_json::from_slice(&b).unwrap(),
+                Ok(Some(_)) => continue,
+                other => panic!("expected a frame, got {other:?} at {at}"),
+            }
+        }
+    }
+
+    struct Outcome {
+        twilio: Leg,
+        agent: Leg,
+        events: UnboundedReceiver<CallEvent>,
+        handle: tokio::task::JoinHandle<BridgeReport>,
+        cancel: CancellationToken,
+    }
+
+    fn start(tools: &'static dyn ToolHandler) -> Outcome {
+        let (twilio, mut t_in, mut t_out) = leg();
+        let (agent, mut a_in, mut a_out) = leg();
+        let (ev_tx, events) = unbounded_channel();
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let handle = tokio::spawn(async move {
+            let agent_cfg = AgentConfig::default();
+            let setup = BridgeSetup {
+                to: "+12025550100",
+                stream_sid: "MZ1",
+                agent: &agent_cfg,
+                tools,
+                answered_at: Instant::now(),
+                setup_timeout: Duration::from_secs(5),
+                mark_timeout: Duration::from_secs(30),
+            };
+            run(
+                &mut t_in, &mut t_out, &mut a_in, &mut a_out, &setup, &ev_tx, &c,
+            )
+            .await
+        });
+        Outcome {
+            twilio,
+            agent,
+            events,
+            handle,
+            cancel,
+        }
+    }
+
+    async fn ready(o: &mut Outcome) {
+        let update = next_json(&mut o.agent).await;
+        assert_eq!(update["type"], "session.update");
+        assert_eq!(
+            update["session"]["input"]["format"]["encoding"],
+            "audio/pcmu"
+        );
+        assert!(
+            update["session"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == "end_call")
+        );
+        send(&o.agent, json!({"type":"session.updated","config":{}}));
+        send(
+            &o.agent,
+            json!({"type":"session.ready","session_id":"sess_1"}),
+        );
+        // Until the bridge reports the connection, Twilio audio is (rightly) dropped.
+        loop {
+            match o.events.recv().await {
+                Some(CallEvent::Connected { session_id, .. }) => {
+                    assert_eq!(session_id, "sess_1");
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("bridge ended during setup"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn audio_passes_through_untouched_both_ways() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        let payload = "/38AAf7+/v7+/v7+//8=";
+        send(
+            &o.twilio,
+            json!({"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":payload},"streamSid":"MZ1"}),
+        );
+        let to_agent = next_json(&mut o.agent).await;
+        assert_eq!(to_agent, json!({"type":"input.audio","audio":payload}));
+
+        send(&o.agent, json!({"type":"reply.started","reply_id":"r1"}));
+        send(
+            &o.agent,
+            json!({"type":"reply.audio","reply_id":"r1","data":"AAECAwQ="}),
+        );
+        let to_twilio = next_json(&mut o.twilio).await;
+        assert_eq!(
+            to_twilio,
+            json!({"event":"media","streamSid":"MZ1","media":{"payload":"AAECAwQ="}})
+        );
+
+        send(
+            &o.twilio,
+            json!({"event":"stop","sequenceNumber":"3","stop":{"accountSid":"AC","callSid":"CA"},"streamSid":"MZ1"}),
+        );
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::CalleeHungUp);
+        assert_eq!(report.session_id.as_deref(), Some("sess_1"));
+        // The agent session is ended explicitly.
+        assert_eq!(next_json(&mut o.agent).await["type"], "session.end");
+    }
+
+    #[tokio::test]
+    async fn transcripts_become_events_and_barge_in_clears_once() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        send(
+            &o.agent,
+            json!({"type":"transcript.user.delta","text":"Sorry who"}),
+        );
+        send(
+            &o.agent,
+            json!({"type":"transcript.agent","text":"Hello, this is","interrupted":true}),
+        );
+        send(
+            &o.agent,
+            json!({"type":"reply.done","status":"interrupted"}),
+        );
+        send(
+            &o.agent,
+            json!({"type":"transcript.user","text":"Sorry who is this?"}),
+        );
+        assert_eq!(
+            next_json(&mut o.twilio).await,
+            json!({"event":"clear","streamSid":"MZ1"})
+        );
+        o.cancel.cancel();
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::Cancelled);
+        assert_eq!(report.clears, 1);
+        assert!(o.twilio.from_bridge.try_recv().is_err(), "only one clear");
+        let lines: Vec<_> = report
+            .transcript
+            .iter()
+            .map(|l| (l.speaker, l.text.as_str(), l.interrupted))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                (Speaker::Agent, "Hello, this is", true),
+                (Speaker::Callee, "Sorry who is this?", false)
+            ]
+        );
+        let mut partial = false;
+        while let Ok(ev) = o.events.try_recv() {
+            partial |= matches!(ev, CallEvent::Partial { ref text, .. } if text == "Sorry who");
+        }
+        assert!(partial);
+    }
+
+    #[tokio::test]
+    async fn end_call_waits_for_the_goodbye_mark() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        send(&o.agent, json!({"type":"reply.started"}));
+        send(
+            &o.agent,
+            json!({"type":"reply.audio","data":"R09PREJZRQ=="}),
+        );
+        send(
+            &o.agent,
+            json!({"type":"transcript.agent","text":"Goodbye!","interrupted":false}),
+        );
+        send(
+            &o.agent,
+            json!({"type":"tool.call","call_id":"c1","name":"end_call","arguments":{}}),
+        );
+        send(&o.agent, json!({"type":"reply.done","status":"completed"}));
+        assert_eq!(next_json(&mut o.twilio).await["event"], "media");
+        let mark = next_json(&mut o.twilio).await;
+        assert_eq!(
+            mark,
+            json!({"event":"mark","streamSid":"MZ1","mark":{"name":END_MARK}})
+        );
+        // Still bridging while the goodbye plays: callee audio keeps flowing to the agent.
+        send(
+            &o.twilio,
+            json!({"event":"media","media":{"payload":"//8="},"streamSid":"MZ1"}),
+        );
+        assert_eq!(next_json(&mut o.agent).await["type"], "input.audio");
+        assert!(!o.handle.is_finished());
+        send(
+            &o.twilio,
+            json!({"event":"mark","sequenceNumber":"9","streamSid":"MZ1","mark":{"name":END_MARK}}),
+        );
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::AgentEndedCall);
+    }
+
+    struct Outcomes;
+    impl ToolHandler for Outcomes {
+        fn specs(&self) -> Vec<ToolSpec> {
+            vec![ToolSpec {
+                name: "record_outcome".into(),
+                description: String::new(),
+                parameters: json!({}),
+            }]
+        }
+        fn call(&self, name: &str, args: &Value) -> Option<ToolReply> {
+            (name == "record_outcome").then(|| ToolReply {
+                result: json!({"recorded": args["disposition"]}),
+                disposition: Some(Disposition {
+                    name: args["disposition"].as_str().unwrap_or("").into(),
+                    notes: String::new(),
+                }),
+                ..ToolReply::default()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn tool_results_wait_for_reply_done() {
+        let mut o = start(&Outcomes);
+        ready(&mut o).await;
+        send(&o.agent, json!({"type":"reply.started"}));
+        send(
+            &o.agent,
+            json!({"type":"tool.call","call_id":"t1","name":"record_outcome","arguments":{"disposition":"confirmed"}}),
+        );
+        send(
+            &o.agent,
+            json!({"type":"tool.call","call_id":"t2","name":"nope","arguments":{}}),
+        );
+        // Nothing is sent before reply.done: a media frame from Twilio is the next thing out.
+        send(
+            &o.twilio,
+            json!({"event":"media","media":{"payload":"//8="},"streamSid":"MZ1"}),
+        );
+        assert_eq!(next_json(&mut o.agent).await["type"], "input.audio");
+        send(&o.agent, json!({"type":"reply.done","status":"completed"}));
+        let r1 = next_json(&mut o.agent).await;
+        assert_eq!(
+            r1,
+            json!({"type":"tool.result","call_id":"t1","result":"{\"recorded\":\"confirmed\"}","is_error":false})
+        );
+        let r2 = next_json(&mut o.agent).await;
+        assert_eq!(r2["call_id"], "t2");
+        assert_eq!(r2["is_error"], true);
+        o.cancel.cancel();
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.disposition.unwrap().name, "confirmed");
+    }
+
+    #[tokio::test]
+    async fn bad_key_fails_setup_with_the_services_reason() {
+        let mut o = start(&NoTools);
+        let _ = next_json(&mut o.agent).await;
+        send(
+            &o.agent,
+            json!({"type":"session.error","code":"unauthorized","message":"Invalid API key"}),
+        );
+        o.agent
+            .to_bridge
+            .send(Frame::Close(Some((1008, "unauthorized".into()))))
+            .unwrap();
+        let report = o.handle.await.unwrap();
+        assert_eq!(
+            report.end,
+            BridgeEnd::SetupFailed {
+                code: "unauthorized".into(),
+                message: "Invalid API key".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_frames_are_skipped() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        o.twilio
+            .to_bridge
+            .send(Frame::text("{not json".into()))
+            .unwrap();
+        o.twilio
+            .to_bridge
+            .send(Frame::Binary(bytes::Bytes::from_static(b"\x00\x01")))
+            .unwrap();
+        o.agent.to_bridge.send(Frame::text("[]".into())).unwrap();
+        send(
+            &o.twilio,
+            json!({"event":"media","media":{"payload":"//8="},"streamSid":"MZ1"}),
+        );
+        assert_eq!(next_json(&mut o.agent).await["audio"], "//8=");
+        o.agent.to_bridge.send(Frame::Close(None)).unwrap();
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::AgentClosed { error: None });
+        assert_eq!(report.bad_frames, 3);
+    }
+}

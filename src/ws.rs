@@ -1,0 +1,74 @@
+//! WebSocket frames as the bridge sees them, independent of the library on each leg: warp on
+//! the Twilio side (converted inside `server/`), tokio-tungstenite on the Voice Agent side
+//! (converted here). Text stays as the bytes that arrived, so nothing is copied on the way.
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::pin::Pin;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// One frame. Ping and pong are answered by the libraries and never reach the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame (UTF-8 checked by the library that received it).
+    Text(Bytes),
+    Binary(Bytes),
+    Close(Option<(u16, String)>),
+}
+
+impl Frame {
+    pub fn text(s: String) -> Self {
+        Frame::Text(Bytes::from(s))
+    }
+}
+
+/// The error a leg's sink reports: the peer is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("websocket closed: {0}")]
+pub struct SendError(pub String);
+
+pub type FrameStream = Pin<Box<dyn Stream<Item = Frame> + Send>>;
+pub type FrameSink = Pin<Box<dyn Sink<Frame, Error = SendError> + Send>>;
+
+/// Split a tokio-tungstenite socket into frame halves. Reading ends (`None`) after an error.
+pub fn from_tungstenite<S>(
+    socket: tokio_tungstenite::WebSocketStream<S>,
+) -> (FrameStream, FrameSink)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, stream) = socket.split();
+    let stream = stream
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .filter_map(|r| {
+            std::future::ready(match r {
+                Ok(Message::Text(t)) => Some(Frame::Text(Bytes::from(t))),
+                Ok(Message::Binary(b)) => Some(Frame::Binary(b)),
+                Ok(Message::Close(c)) => Some(Frame::Close(
+                    c.map(|c| (u16::from(c.code), c.reason.as_str().to_string())),
+                )),
+                _ => None,
+            })
+        });
+    let sink = sink
+        .sink_map_err(|e: tungstenite::Error| SendError(e.to_string()))
+        .with(|f: Frame| std::future::ready(Ok::<_, SendError>(to_tungstenite(f))));
+    (Box::pin(stream), Box::pin(sink))
+}
+
+fn to_tungstenite(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(b) => match tungstenite::Utf8Bytes::try_from(b) {
+            Ok(t) => Message::Text(t),
+            // Only our own code builds text frames, from `String`s: this cannot happen.
+            Err(_) => Message::Close(None),
+        },
+        Frame::Binary(b) => Message::Binary(b),
+        Frame::Close(c) => {
+            Message::Close(c.map(|(code, reason)| tungstenite::protocol::CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            }))
+        }
+    }
+}

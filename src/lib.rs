@@ -15,6 +15,7 @@ pub mod campaign;
 pub mod events;
 pub mod phone;
 pub mod secret;
+pub mod server;
 pub mod sim;
 pub mod twilio;
 pub mod ws;

@@ -2,5 +2,7 @@
 
 pub mod bridge;
 pub mod dialer;
+pub mod registry;
+pub mod service;
 pub mod state;
 pub mod tools;

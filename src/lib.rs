@@ -16,6 +16,7 @@ pub mod events;
 pub mod phone;
 pub mod secret;
 pub mod server;
+pub mod settings;
 pub mod sim;
 pub mod twilio;
 pub mod ws;

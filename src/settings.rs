@@ -1,0 +1,362 @@
+//! Settings, layered from lowest to highest precedence: built-in defaults, `dialer.toml`,
+//! `.env`, the process environment, command-line flags. The environment is read into a map
+//! and never modified, so tests can inject values and the runtime never races `set_var`.
+//! What comes out is validated: a missing or malformed setting is one line naming it and
+//! saying what to do.
+
+use crate::agent::client::DEFAULT_URL as DEFAULT_AGENT_URL;
+use crate::phone::E164;
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_TWILIO_API: &str = "https://api.twilio.com";
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Every setting's name as it appears in the environment and `.env` (lower case in
+/// `dialer.toml`).
+pub const NAMES: &[&str] = &[
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_FROM_NUMBER",
+    "ASSEMBLYAI_API_KEY",
+    "PUBLIC_URL",
+    "PORT",
+    "BIND_ADDRESS",
+    "TWILIO_API_BASE_URL",
+    "ASSEMBLYAI_AGENT_URL",
+    "DEFAULT_REGION",
+];
+
+/// Where settings come from. `env` is the process environment (or a test's map).
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `dialer.toml`; a missing file is fine unless it was named explicitly.
+    pub config_file: Option<PathBuf>,
+    pub config_file_required: bool,
+    /// `.env`; a missing file is fine unless it was named explicitly.
+    pub dotenv_file: Option<PathBuf>,
+    pub dotenv_required: bool,
+    pub env: HashMap<String, String>,
+    /// Command-line flags, by lower-case setting name.
+    pub flags: Vec<(&'static str, String)>,
+}
+
+impl Sources {
+    /// The usual sources: `./dialer.toml`, `./.env`, the process environment.
+    pub fn standard(config: Option<PathBuf>, dotenv: Option<PathBuf>) -> Self {
+        Self {
+            config_file_required: config.is_some(),
+            config_file: Some(config.unwrap_or_else(|| PathBuf::from("dialer.toml"))),
+            dotenv_required: dotenv.is_some(),
+            dotenv_file: Some(dotenv.unwrap_or_else(|| PathBuf::from(".env"))),
+            env: std::env::vars().collect(),
+            flags: Vec::new(),
+        }
+    }
+}
+
+/// The merged settings before validation: everything optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawSettings {
+    pub twilio_account_sid: Option<String>,
+    pub twilio_auth_token: Option<String>,
+    pub twilio_from_number: Option<String>,
+    pub assemblyai_api_key: Option<String>,
+    pub public_url: Option<String>,
+    pub port: Option<String>,
+    pub bind_address: Option<String>,
+    pub twilio_api_base_url: Option<String>,
+    pub assemblyai_agent_url: Option<String>,
+    pub default_region: Option<String>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub twilio_account_sid: String,
+    pub twilio_auth_token: Secret,
+    pub twilio_from_number: E164,
+    pub assemblyai_api_key: Secret,
+    /// `https://…` without a trailing slash.
+    pub public_url: String,
+    pub port: u16,
+    pub bind_address: IpAddr,
+    pub twilio_api_base_url: String,
+    pub assemblyai_agent_url: String,
+    pub default_region: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("{name} is not set: {hint}")]
+    Missing { name: &'static str, hint: &'static str },
+    #[error("{name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+    #[error("cannot read {path}: {why}")]
+    File { path: String, why: String },
+}
+
+fn hint(name: &str) -> &'static str {
+    match name {
+        "TWILIO_ACCOUNT_SID" => "copy the Account SID (AC…) from the Twilio Console into .env",
+        "TWILIO_AUTH_TOKEN" => "copy the Auth Token from the Twilio Console into .env",
+        "TWILIO_FROM_NUMBER" => "set it to a Twilio phone number of your account, in E.164 (+15551234567)",
+        "ASSEMBLYAI_API_KEY" => "copy an API key from the AssemblyAI dashboard into .env",
+        "PUBLIC_URL" => {
+            "set it to the public HTTPS address that reaches this machine (e.g. a tunnel: https://abc.ngrok.app)"
+        }
+        _ => "see the settings table in README.md",
+    }
+}
+
+impl RawSettings {
+    /// Merge the sources in precedence order.
+    pub fn load(sources: &Sources) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = &sources.config_file {
+            if path.exists() || sources.config_file_required {
+                builder = builder.add_source(
+                    config::File::from(path.as_path())
+                        .format(config::FileFormat::Toml)
+                        .required(true),
+                );
+            }
+        }
+        if let Some(path) = &sources.dotenv_file {
+            if path.exists() || sources.dotenv_required {
+                let map = read_dotenv(path)?;
+                builder = builder.add_source(config::Environment::default().source(Some(map)));
+            }
+        }
+        let env: HashMap<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| NAMES.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(config::Environment::default().source(Some(env)));
+        for (key, value) in &sources.flags {
+            builder = builder
+                .set_override(*key, value.clone())
+                .map_err(|e| SettingsError::Invalid { name: "flag", why: e.to_string() })?;
+        }
+        let merged = builder.build().map_err(|e| SettingsError::File {
+            path: sources
+                .config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            why: e.to_string(),
+        })?;
+        merged.try_deserialize().map_err(|e| SettingsError::Invalid {
+            name: "settings",
+            why: e.to_string(),
+        })
+    }
+
+    /// Validate for talking to the real services.
+    pub fn resolve(self) -> Result<Settings, SettingsError> {
+        let sid = required("TWILIO_ACCOUNT_SID", self.twilio_account_sid)?;
+        if !(sid.len() == 34 && sid.starts_with("AC") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(SettingsError::Invalid {
+                name: "TWILIO_ACCOUNT_SID",
+                why: "an Account SID is AC followed by 32 hexadecimal characters".into(),
+            });
+        }
+        let token = required("TWILIO_AUTH_TOKEN", self.twilio_auth_token)?;
+        let from = required("TWILIO_FROM_NUMBER", self.twilio_from_number)?;
+        let from = E164::parse(&from).map_err(|e| SettingsError::Invalid {
+            name: "TWILIO_FROM_NUMBER",
+            why: e.to_string(),
+        })?;
+        let key = required("ASSEMBLYAI_API_KEY", self.assemblyai_api_key)?;
+        let public_url = required("PUBLIC_URL", self.public_url)?;
+        let public_url = check_url("PUBLIC_URL", &public_url, &["https", "http"])?;
+        if public_url.starts_with("http://") && !is_loopback_url(&public_url) {
+            return Err(SettingsError::Invalid {
+                name: "PUBLIC_URL",
+                why: "Twilio only opens Media Streams over wss://, so PUBLIC_URL must be https://".into(),
+            });
+        }
+        if public_url.contains('?') {
+            return Err(SettingsError::Invalid {
+                name: "PUBLIC_URL",
+                why: "it must not contain a query string (Twilio stream URLs cannot have one)".into(),
+            });
+        }
+        Ok(Settings {
+            twilio_account_sid: sid,
+            twilio_auth_token: Secret::new(token),
+            twilio_from_number: from,
+            assemblyai_api_key: Secret::new(key),
+            public_url,
+            port: parse_port(self.port.as_deref())?,
+            bind_address: parse_bind(self.bind_address.as_deref())?,
+            twilio_api_base_url: check_url(
+                "TWILIO_API_BASE_URL",
+                self.twilio_api_base_url.as_deref().unwrap_or(DEFAULT_TWILIO_API),
+                &["https", "http"],
+            )?,
+            assemblyai_agent_url: check_url(
+                "ASSEMBLYAI_AGENT_URL",
+                self.assemblyai_agent_url.as_deref().unwrap_or(DEFAULT_AGENT_URL),
+                &["wss", "ws"],
+            )?,
+            default_region: self.default_region.filter(|r| !r.trim().is_empty()),
+        })
+    }
+}
+
+fn required(name: &'static str, value: Option<String>) -> Result<String, SettingsError> {
+    match value.map(|v| v.trim().to_string()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(SettingsError::Missing { name, hint: hint(name) }),
+    }
+}
+
+fn check_url(name: &'static str, value: &str, schemes: &[&str]) -> Result<String, SettingsError> {
+    let parsed = url::Url::parse(value.trim()).map_err(|e| SettingsError::Invalid {
+        name,
+        why: format!("'{value}' is not a URL ({e})"),
+    })?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(SettingsError::Invalid {
+            name,
+            why: format!("'{value}' must start with {}://", schemes.join(":// or ")),
+        });
+    }
+    Ok(value.trim().trim_end_matches('/').to_string())
+}
+
+fn is_loopback_url(u: &str) -> bool {
+    url::Url::parse(u)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]"))
+        .unwrap_or(false)
+}
+
+fn parse_port(value: Option<&str>) -> Result<u16, SettingsError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(DEFAULT_PORT),
+        Some(v) => v.parse().map_err(|_| SettingsError::Invalid {
+            name: "PORT",
+            why: format!("'{v}' is not a port number (0–65535; 0 picks a free port)"),
+        }),
+    }
+}
+
+fn parse_bind(value: Option<&str>) -> Result<IpAddr, SettingsError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(IpAddr::from([127, 0, 0, 1])),
+        Some(v) => v.parse().map_err(|_| SettingsError::Invalid {
+            name: "BIND_ADDRESS",
+            why: format!("'{v}' is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"),
+        }),
+    }
+}
+
+fn read_dotenv(path: &std::path::Path) -> Result<HashMap<String, String>, SettingsError> {
+    let iter = dotenvy::from_path_iter(path).map_err(|e| SettingsError::File {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let mut map = HashMap::new();
+    for item in iter {
+        let (k, v) = item.map_err(|e| SettingsError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        map.insert(k, v);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+    fn full_env() -> HashMap<String, String> {
+        [
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_FROM_NUMBER", "+15005550006"),
+            ("ASSEMBLYAI_API_KEY", "key"),
+            ("PUBLIC_URL", "https://example.ngrok.app/"),
+            ("PATH", "/usr/bin"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn layers_in_precedence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("dialer.toml");
+        std::fs::write(&toml, "port = 7000\npublic_url = \"https://from-toml.example\"\ndefault_region = \"GB\"\n").unwrap();
+        let dotenv = dir.path().join(".env");
+        std::fs::write(&dotenv, "PORT=7100\nDEFAULT_REGION=US\n").unwrap();
+        let mut env = full_env();
+        env.remove("PUBLIC_URL");
+        env.insert("PORT".into(), "7200".into());
+        let mut sources = Sources {
+            config_file: Some(toml),
+            config_file_required: true,
+            dotenv_file: Some(dotenv),
+            dotenv_required: true,
+            env,
+            flags: vec![],
+        };
+        let s = RawSettings::load(&sources).unwrap().resolve().unwrap();
+        assert_eq!(s.public_url, "https://from-toml.example", "toml when nothing overrides it");
+        assert_eq!(s.default_region.as_deref(), Some("US"), ".env beats toml");
+        assert_eq!(s.port, 7200, "environment beats .env");
+        sources.flags.push(("port", "0".into()));
+        let s = RawSettings::load(&sources).unwrap().resolve().unwrap();
+        assert_eq!(s.port, 0, "flags beat everything");
+        assert_eq!(s.twilio_api_base_url, DEFAULT_TWILIO_API);
+        assert_eq!(s.assemblyai_agent_url, DEFAULT_AGENT_URL);
+    }
+
+    #[test]
+    fn missing_setting_names_itself_and_the_fix() {
+        let mut env = full_env();
+        env.remove("ASSEMBLYAI_API_KEY");
+        let sources = Sources { env, ..Sources::default() };
+        let err = RawSettings::load(&sources).unwrap().resolve().unwrap_err();
+        assert_eq!(err, SettingsError::Missing { name: "ASSEMBLYAI_API_KEY", hint: hint("ASSEMBLYAI_API_KEY") });
+        assert!(err.to_string().starts_with("ASSEMBLYAI_API_KEY is not set: "));
+    }
+
+    #[test]
+    fn malformed_settings_are_named() {
+        for (name, value) in [
+            ("TWILIO_ACCOUNT_SID", "SK123"),
+            ("TWILIO_FROM_NUMBER", "555-0100"),
+            ("PUBLIC_URL", "http://example.com"),
+            ("PUBLIC_URL", "not a url"),
+            ("PORT", "80000"),
+            ("ASSEMBLYAI_AGENT_URL", "https://agents.assemblyai.com/v1/ws"),
+        ] {
+            let mut env = full_env();
+            env.insert(name.into(), value.into());
+            let sources = Sources { env, ..Sources::default() };
+            let err = RawSettings::load(&sources).unwrap().resolve().unwrap_err();
+            assert!(matches!(err, SettingsError::Invalid { name: n, .. } if n == name), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let sources = Sources { env: full_env(), ..Sources::default() };
+        let s = RawSettings::load(&sources).unwrap().resolve().unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("tok\"") && !shown.contains("\"key\""), "{shown}");
+        assert_eq!(s.public_url, "https://example.ngrok.app");
+    }
+}

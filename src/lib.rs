@@ -12,11 +12,14 @@
 pub mod agent;
 pub mod call;
 pub mod campaign;
+pub mod error;
 pub mod events;
 pub mod phone;
+pub mod report;
 pub mod secret;
 pub mod server;
 pub mod settings;
 pub mod sim;
 pub mod twilio;
 pub mod ws;
+pub mod telemetry;

@@ -1,0 +1,55 @@
+//! Words for events: shared by the live and plain views.
+
+use crate::events::{EndedBy, Outcome, Speaker, TranscriptLine};
+
+pub fn duration(secs: u64) -> String {
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+pub fn line(l: &TranscriptLine) -> String {
+    let who = match l.speaker {
+        Speaker::Agent => "agent ",
+        Speaker::Callee => "callee",
+    };
+    let cut = if l.interrupted { " [interrupted]" } else { "" };
+    format!("  {who} › {}{cut}", l.text)
+}
+
+pub fn ended_by(by: EndedBy) -> &'static str {
+    match by {
+        EndedBy::Callee => "the callee",
+        EndedBy::Agent => "the agent",
+        EndedBy::TimeLimit => "the time limit",
+        EndedBy::Operator => "you",
+        EndedBy::Error => "an error",
+        EndedBy::Network => "the network",
+    }
+}
+
+/// The one-line summary of a call.
+pub fn outcome(o: &Outcome) -> String {
+    let mut parts = vec![o.status.as_str().to_string()];
+    if let Some(d) = o.duration_secs {
+        parts.push(duration(d));
+    }
+    parts.push(format!("ended by {} ({})", ended_by(o.ended_by), o.reason));
+    if let Some(a) = &o.answered_by {
+        parts.push(format!("answered by {a}"));
+    }
+    if let Some(d) = &o.disposition {
+        parts.push(format!("disposition {}", d.name));
+    }
+    if o.opted_out {
+        parts.push("opted out".into());
+    }
+    if let Some(e) = &o.error {
+        match &e.code {
+            Some(code) if !e.message.contains(code.as_str()) => parts.push(format!("error {code}: {}", e.message)),
+            _ => parts.push(format!("error: {}", e.message)),
+        }
+    }
+    if let Some(sid) = &o.call_sid {
+        parts.push(sid.clone());
+    }
+    format!("{} {}", if o.is_success() { "✔" } else { "✘" }, parts.join(" · "))
+}

@@ -95,20 +95,49 @@ mod tests {
 
     #[test]
     fn outcome_exit_codes() {
-        assert_eq!(Exit::for_outcome(&outcome(FinalStatus::Completed, EndedBy::Agent)), Exit::Success);
-        assert_eq!(Exit::for_outcome(&outcome(FinalStatus::Completed, EndedBy::Callee)), Exit::Success);
-        assert_eq!(Exit::for_outcome(&outcome(FinalStatus::Busy, EndedBy::Network)), Exit::Busy);
-        assert_eq!(Exit::for_outcome(&outcome(FinalStatus::NoAnswer, EndedBy::Network)), Exit::NoAnswer);
-        assert_eq!(Exit::for_outcome(&outcome(FinalStatus::Failed, EndedBy::Error)), Exit::CallFailed);
-        assert_eq!(Exit::for_outcome(&outcome(FinalStatus::Completed, EndedBy::Error)), Exit::CallError);
-        assert_eq!(Exit::for_outcome(&outcome(FinalStatus::Completed, EndedBy::Operator)), Exit::Interrupted);
+        assert_eq!(
+            Exit::for_outcome(&outcome(FinalStatus::Completed, EndedBy::Agent)),
+            Exit::Success
+        );
+        assert_eq!(
+            Exit::for_outcome(&outcome(FinalStatus::Completed, EndedBy::Callee)),
+            Exit::Success
+        );
+        assert_eq!(
+            Exit::for_outcome(&outcome(FinalStatus::Busy, EndedBy::Network)),
+            Exit::Busy
+        );
+        assert_eq!(
+            Exit::for_outcome(&outcome(FinalStatus::NoAnswer, EndedBy::Network)),
+            Exit::NoAnswer
+        );
+        assert_eq!(
+            Exit::for_outcome(&outcome(FinalStatus::Failed, EndedBy::Error)),
+            Exit::CallFailed
+        );
+        assert_eq!(
+            Exit::for_outcome(&outcome(FinalStatus::Completed, EndedBy::Error)),
+            Exit::CallError
+        );
+        assert_eq!(
+            Exit::for_outcome(&outcome(FinalStatus::Completed, EndedBy::Operator)),
+            Exit::Interrupted
+        );
     }
 
     #[test]
     fn bad_credentials_are_a_configuration_exit() {
-        let e = AppError::Dial(DialError { code: Some(20003), message: "x".into(), transient: false });
+        let e = AppError::Dial(DialError {
+            code: Some(20003),
+            message: "x".into(),
+            transient: false,
+        });
         assert_eq!(e.exit(), Exit::Config);
-        let e = AppError::Dial(DialError { code: None, message: "x".into(), transient: true });
+        let e = AppError::Dial(DialError {
+            code: None,
+            message: "x".into(),
+            transient: true,
+        });
         assert_eq!(e.exit(), Exit::Failure);
     }
 }

@@ -12,6 +12,8 @@
 pub mod agent;
 pub mod call;
 pub mod campaign;
+pub mod cli;
+pub mod commands;
 pub mod error;
 pub mod events;
 pub mod phone;
@@ -20,6 +22,6 @@ pub mod secret;
 pub mod server;
 pub mod settings;
 pub mod sim;
+pub mod telemetry;
 pub mod twilio;
 pub mod ws;
-pub mod telemetry;

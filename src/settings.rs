@@ -92,7 +92,10 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
     #[error("{name} is not set: {hint}")]
-    Missing { name: &'static str, hint: &'static str },
+    Missing {
+        name: &'static str,
+        hint: &'static str,
+    },
     #[error("{name} is invalid: {why}")]
     Invalid { name: &'static str, why: String },
     #[error("cannot read {path}: {why}")]
@@ -103,7 +106,9 @@ fn hint(name: &str) -> &'static str {
     match name {
         "TWILIO_ACCOUNT_SID" => "copy the Account SID (AC…) from the Twilio Console into .env",
         "TWILIO_AUTH_TOKEN" => "copy the Auth Token from the Twilio Console into .env",
-        "TWILIO_FROM_NUMBER" => "set it to a Twilio phone number of your account, in E.164 (+15551234567)",
+        "TWILIO_FROM_NUMBER" => {
+            "set it to a Twilio phone number of your account, in E.164 (+15551234567)"
+        }
         "ASSEMBLYAI_API_KEY" => "copy an API key from the AssemblyAI dashboard into .env",
         "PUBLIC_URL" => {
             "set it to the public HTTPS address that reaches this machine (e.g. a tunnel: https://abc.ngrok.app)"
@@ -139,9 +144,13 @@ impl RawSettings {
             .collect();
         builder = builder.add_source(config::Environment::default().source(Some(env)));
         for (key, value) in &sources.flags {
-            builder = builder
-                .set_override(*key, value.clone())
-                .map_err(|e| SettingsError::Invalid { name: "flag", why: e.to_string() })?;
+            builder =
+                builder
+                    .set_override(*key, value.clone())
+                    .map_err(|e| SettingsError::Invalid {
+                        name: "flag",
+                        why: e.to_string(),
+                    })?;
         }
         let merged = builder.build().map_err(|e| SettingsError::File {
             path: sources
@@ -151,16 +160,21 @@ impl RawSettings {
                 .unwrap_or_default(),
             why: e.to_string(),
         })?;
-        merged.try_deserialize().map_err(|e| SettingsError::Invalid {
-            name: "settings",
-            why: e.to_string(),
-        })
+        merged
+            .try_deserialize()
+            .map_err(|e| SettingsError::Invalid {
+                name: "settings",
+                why: e.to_string(),
+            })
     }
 
     /// Validate for talking to the real services.
     pub fn resolve(self) -> Result<Settings, SettingsError> {
         let sid = required("TWILIO_ACCOUNT_SID", self.twilio_account_sid)?;
-        if !(sid.len() == 34 && sid.starts_with("AC") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())) {
+        if !(sid.len() == 34
+            && sid.starts_with("AC")
+            && sid[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+        {
             return Err(SettingsError::Invalid {
                 name: "TWILIO_ACCOUNT_SID",
                 why: "an Account SID is AC followed by 32 hexadecimal characters".into(),
@@ -178,13 +192,15 @@ impl RawSettings {
         if public_url.starts_with("http://") && !is_loopback_url(&public_url) {
             return Err(SettingsError::Invalid {
                 name: "PUBLIC_URL",
-                why: "Twilio only opens Media Streams over wss://, so PUBLIC_URL must be https://".into(),
+                why: "Twilio only opens Media Streams over wss://, so PUBLIC_URL must be https://"
+                    .into(),
             });
         }
         if public_url.contains('?') {
             return Err(SettingsError::Invalid {
                 name: "PUBLIC_URL",
-                why: "it must not contain a query string (Twilio stream URLs cannot have one)".into(),
+                why: "it must not contain a query string (Twilio stream URLs cannot have one)"
+                    .into(),
             });
         }
         Ok(Settings {
@@ -197,12 +213,16 @@ impl RawSettings {
             bind_address: parse_bind(self.bind_address.as_deref())?,
             twilio_api_base_url: check_url(
                 "TWILIO_API_BASE_URL",
-                self.twilio_api_base_url.as_deref().unwrap_or(DEFAULT_TWILIO_API),
+                self.twilio_api_base_url
+                    .as_deref()
+                    .unwrap_or(DEFAULT_TWILIO_API),
                 &["https", "http"],
             )?,
             assemblyai_agent_url: check_url(
                 "ASSEMBLYAI_AGENT_URL",
-                self.assemblyai_agent_url.as_deref().unwrap_or(DEFAULT_AGENT_URL),
+                self.assemblyai_agent_url
+                    .as_deref()
+                    .unwrap_or(DEFAULT_AGENT_URL),
                 &["wss", "ws"],
             )?,
             default_region: self.default_region.filter(|r| !r.trim().is_empty()),
@@ -213,7 +233,10 @@ impl RawSettings {
 fn required(name: &'static str, value: Option<String>) -> Result<String, SettingsError> {
     match value.map(|v| v.trim().to_string()) {
         Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(SettingsError::Missing { name, hint: hint(name) }),
+        _ => Err(SettingsError::Missing {
+            name,
+            hint: hint(name),
+        }),
     }
 }
 
@@ -234,7 +257,10 @@ fn check_url(name: &'static str, value: &str, schemes: &[&str]) -> Result<String
 fn is_loopback_url(u: &str) -> bool {
     url::Url::parse(u)
         .ok()
-        .and_then(|u| u.host_str().map(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]"))
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]")
+        })
         .unwrap_or(false)
 }
 
@@ -298,7 +324,11 @@ mod tests {
     fn layers_in_precedence_order() {
         let dir = tempfile::tempdir().unwrap();
         let toml = dir.path().join("dialer.toml");
-        std::fs::write(&toml, "port = 7000\npublic_url = \"https://from-toml.example\"\ndefault_region = \"GB\"\n").unwrap();
+        std::fs::write(
+            &toml,
+            "port = 7000\npublic_url = \"https://from-toml.example\"\ndefault_region = \"GB\"\n",
+        )
+        .unwrap();
         let dotenv = dir.path().join(".env");
         std::fs::write(&dotenv, "PORT=7100\nDEFAULT_REGION=US\n").unwrap();
         let mut env = full_env();
@@ -313,7 +343,10 @@ mod tests {
             flags: vec![],
         };
         let s = RawSettings::load(&sources).unwrap().resolve().unwrap();
-        assert_eq!(s.public_url, "https://from-toml.example", "toml when nothing overrides it");
+        assert_eq!(
+            s.public_url, "https://from-toml.example",
+            "toml when nothing overrides it"
+        );
         assert_eq!(s.default_region.as_deref(), Some("US"), ".env beats toml");
         assert_eq!(s.port, 7200, "environment beats .env");
         sources.flags.push(("port", "0".into()));
@@ -327,10 +360,22 @@ mod tests {
     fn missing_setting_names_itself_and_the_fix() {
         let mut env = full_env();
         env.remove("ASSEMBLYAI_API_KEY");
-        let sources = Sources { env, ..Sources::default() };
+        let sources = Sources {
+            env,
+            ..Sources::default()
+        };
         let err = RawSettings::load(&sources).unwrap().resolve().unwrap_err();
-        assert_eq!(err, SettingsError::Missing { name: "ASSEMBLYAI_API_KEY", hint: hint("ASSEMBLYAI_API_KEY") });
-        assert!(err.to_string().starts_with("ASSEMBLYAI_API_KEY is not set: "));
+        assert_eq!(
+            err,
+            SettingsError::Missing {
+                name: "ASSEMBLYAI_API_KEY",
+                hint: hint("ASSEMBLYAI_API_KEY")
+            }
+        );
+        assert!(
+            err.to_string()
+                .starts_with("ASSEMBLYAI_API_KEY is not set: ")
+        );
     }
 
     #[test]
@@ -341,22 +386,37 @@ mod tests {
             ("PUBLIC_URL", "http://example.com"),
             ("PUBLIC_URL", "not a url"),
             ("PORT", "80000"),
-            ("ASSEMBLYAI_AGENT_URL", "https://agents.assemblyai.com/v1/ws"),
+            (
+                "ASSEMBLYAI_AGENT_URL",
+                "https://agents.assemblyai.com/v1/ws",
+            ),
         ] {
             let mut env = full_env();
             env.insert(name.into(), value.into());
-            let sources = Sources { env, ..Sources::default() };
+            let sources = Sources {
+                env,
+                ..Sources::default()
+            };
             let err = RawSettings::load(&sources).unwrap().resolve().unwrap_err();
-            assert!(matches!(err, SettingsError::Invalid { name: n, .. } if n == name), "{name}={value}: {err}");
+            assert!(
+                matches!(err, SettingsError::Invalid { name: n, .. } if n == name),
+                "{name}={value}: {err}"
+            );
         }
     }
 
     #[test]
     fn secrets_do_not_show_in_debug() {
-        let sources = Sources { env: full_env(), ..Sources::default() };
+        let sources = Sources {
+            env: full_env(),
+            ..Sources::default()
+        };
         let s = RawSettings::load(&sources).unwrap().resolve().unwrap();
         let shown = format!("{s:?}");
-        assert!(!shown.contains("tok\"") && !shown.contains("\"key\""), "{shown}");
+        assert!(
+            !shown.contains("tok\"") && !shown.contains("\"key\""),
+            "{shown}"
+        );
         assert_eq!(s.public_url, "https://example.ngrok.app");
     }
 }

@@ -86,11 +86,18 @@ fn progress(event: &CallEvent) -> Option<String> {
 fn notable(event: &CallEvent) -> Option<String> {
     match event {
         CallEvent::AnsweredBy { answered_by, .. } => Some(format!("  answered by {answered_by}")),
-        CallEvent::Tool { name, arguments, ok, .. } if name != "end_call" => Some(format!(
+        CallEvent::Tool {
+            name,
+            arguments,
+            ok,
+            ..
+        } if name != "end_call" => Some(format!(
             "  tool {name}({arguments}){}",
             if *ok { "" } else { " failed" }
         )),
-        CallEvent::Disposition { disposition, .. } => Some(format!("  disposition: {}", disposition.name)),
+        CallEvent::Disposition { disposition, .. } => {
+            Some(format!("  disposition: {}", disposition.name))
+        }
         _ => None,
     }
 }

@@ -44,12 +44,18 @@ pub fn outcome(o: &Outcome) -> String {
     }
     if let Some(e) = &o.error {
         match &e.code {
-            Some(code) if !e.message.contains(code.as_str()) => parts.push(format!("error {code}: {}", e.message)),
+            Some(code) if !e.message.contains(code.as_str()) => {
+                parts.push(format!("error {code}: {}", e.message))
+            }
             _ => parts.push(format!("error: {}", e.message)),
         }
     }
     if let Some(sid) = &o.call_sid {
         parts.push(sid.clone());
     }
-    format!("{} {}", if o.is_success() { "✔" } else { "✘" }, parts.join(" · "))
+    format!(
+        "{} {}",
+        if o.is_success() { "✔" } else { "✘" },
+        parts.join(" · ")
+    )
 }

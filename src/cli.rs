@@ -1,0 +1,189 @@
+//! The command line: clap parses raw values only; commands turn them into validated settings.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dialer",
+    version,
+    about = "Outbound AI phone calls: Twilio Media Streams bridged to AssemblyAI's Voice Agent API",
+    long_about = "Outbound AI phone calls: Twilio Media Streams bridged to AssemblyAI's Voice Agent API.\n\nSettings come from dialer.toml, .env, the environment and flags (see README.md). Add --simulate to any command to run it against the built-in Twilio and Voice Agent simulators, with no accounts."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Settings file (default: ./dialer.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Environment file (default: ./.env if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Print one JSON event per line on stdout instead of the live view.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Call one number: live transcript, then the outcome; the exit code tells how it ended.
+    Call(CallArgs),
+    /// Work through a CSV of leads: pacing, retries, calling hours, do-not-call, resume.
+    Campaign(CampaignArgs),
+    /// Run only the webhook server (status callbacks, TwiML, Media Streams) until Ctrl-C.
+    Serve(ServeArgs),
+}
+
+/// Flags shared by every command that talks to Twilio.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServerArgs {
+    /// Run against the built-in Twilio and Voice Agent simulators (no accounts needed).
+    #[arg(long)]
+    pub simulate: bool,
+
+    /// With --simulate: run this many times faster than real time.
+    #[arg(
+        long,
+        value_name = "FACTOR",
+        default_value_t = 1.0,
+        requires = "simulate"
+    )]
+    pub sim_speed: f64,
+
+    /// Public HTTPS URL Twilio uses to reach this machine (PUBLIC_URL).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Port of the embedded server (PORT; 0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+/// Agent settings that flags may override.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AgentArgs {
+    /// Agent file (TOML with an [agent] table); campaigns/agent.example.toml shows one.
+    #[arg(long, value_name = "FILE")]
+    pub agent: Option<PathBuf>,
+
+    /// The agent's instructions.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+
+    /// The agent's first words (should say the call is automated).
+    #[arg(long, value_name = "TEXT")]
+    pub greeting: Option<String>,
+
+    /// Voice name (e.g. alba, jane, michael).
+    #[arg(long)]
+    pub voice: Option<String>,
+
+    /// Speech detection sensitivity, 0.0–1.0 (lower is more sensitive).
+    #[arg(long, value_name = "N")]
+    pub vad_threshold: Option<f64>,
+
+    /// Milliseconds of silence before the agent considers the callee's turn over.
+    #[arg(long, value_name = "MS")]
+    pub min_silence: Option<u32>,
+
+    /// Milliseconds of silence that always end the callee's turn.
+    #[arg(long, value_name = "MS")]
+    pub max_silence: Option<u32>,
+
+    /// Do not let the callee interrupt the agent.
+    #[arg(long)]
+    pub no_interrupt: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The number to call, in E.164 (+15551234567) or national format with DEFAULT_REGION.
+    pub number: String,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// Seconds to let it ring before giving up (15–600).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub ring_timeout: u64,
+
+    /// Longest the call may last, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub time_limit: u64,
+
+    /// Do not ask Twilio for answering-machine detection.
+    #[arg(long)]
+    pub no_amd: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CampaignArgs {
+    /// The leads CSV (a header row with a phone column; other columns become variables).
+    pub csv: PathBuf,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Campaign file (default: the CSV's name with .toml).
+    #[arg(long, value_name = "FILE")]
+    pub campaign: Option<PathBuf>,
+
+    /// State database (default: the CSV's name with .db).
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+
+    /// Results folder (default: the CSV's name with -results).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Only write the results files from the database, without dialing.
+    #[arg(long)]
+    pub export: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sim_speed_requires_simulate() {
+        assert!(
+            Cli::try_parse_from(["dialer", "call", "+12025550100", "--sim-speed", "5"]).is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "dialer",
+            "call",
+            "+12025550100",
+            "--simulate",
+            "--sim-speed",
+            "5",
+        ])
+        .unwrap();
+        let Command::Call(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.server.sim_speed, 5.0);
+    }
+}

@@ -1,1 +1,0 @@
-//! Placeholder so the tree compiles while the fake Voice Agent is written.

@@ -74,25 +74,26 @@ impl Stack {
         } else {
             (raw.resolve()?, None)
         };
-        let addr = SocketAddr::new(
-            if simulation.is_some() {
-                [127, 0, 0, 1].into()
-            } else {
-                settings.bind_address
-            },
-            if simulation.is_some() {
-                0
-            } else {
-                settings.port
-            },
-        );
+        Self::start_with(settings, simulation, shutdown, default_region).await
+    }
+
+    /// Start with settings already made (tests point them at simulators they control). With an
+    /// empty public URL the server is its own public URL (simulators reach it directly).
+    pub async fn start_with(
+        settings: crate::settings::Settings,
+        simulation: Option<Simulation>,
+        shutdown: CancellationToken,
+        default_region: Option<String>,
+    ) -> Result<Stack, AppError> {
+        let addr = SocketAddr::new(settings.bind_address, settings.port);
         let listener = server::bind(addr).await.map_err(|e| {
             AppError::Other(format!(
                 "cannot listen on {addr}: {e} (set PORT to a free port)"
             ))
         })?;
         let server_addr = listener.local_addr()?;
-        let public_url = if simulation.is_some() {
+        // Simulators reach the server directly; with no public URL it is its own.
+        let public_url = if settings.public_url.is_empty() {
             format!("http://{server_addr}")
         } else {
             settings.public_url.clone()

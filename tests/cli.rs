@@ -1,0 +1,101 @@
+//! The real binary, run as a user would.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn dialer(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::cargo_bin("dialer").unwrap();
+    // No settings leak in from the machine running the tests.
+    cmd.env_clear().current_dir(dir).timeout(std::time::Duration::from_secs(120));
+    cmd
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    dialer(dir.path())
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("call"))
+        .stdout(predicate::str::contains("campaign"))
+        .stdout(predicate::str::contains("serve"))
+        .stdout(predicate::str::contains("--simulate"));
+}
+
+#[test]
+fn missing_setting_is_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    dialer(dir.path())
+        .args(["call", "+12025550100"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::diff(
+            "dialer: error: TWILIO_ACCOUNT_SID is not set: copy the Account SID (AC…) from the Twilio Console into .env\n",
+        ));
+}
+
+#[test]
+fn malformed_setting_in_dotenv_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef\nTWILIO_AUTH_TOKEN=t\nTWILIO_FROM_NUMBER=+15005550006\nASSEMBLYAI_API_KEY=k\nPUBLIC_URL=http://example.com\n",
+    )
+    .unwrap();
+    dialer(dir.path())
+        .args(["call", "+12025550100"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::starts_with("dialer: error: PUBLIC_URL is invalid:"))
+        .stderr(predicate::str::contains("https://"));
+}
+
+#[test]
+fn invalid_number_argument_is_rejected_before_dialing() {
+    let dir = tempfile::tempdir().unwrap();
+    dialer(dir.path())
+        .args(["call", "12345", "--simulate"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot call 12345"));
+}
+
+#[test]
+fn simulated_call_runs_to_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dialer(dir.path())
+        .args(["call", "+12025550100", "--simulate", "--sim-speed", "10"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("agent  › "), "{out}");
+    assert!(out.contains("callee › Yes, that works for me"), "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("✔ completed"), "{last}");
+    assert!(last.contains("ended by the agent"), "{last}");
+}
+
+#[test]
+fn simulated_call_json_and_exit_code_for_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dialer(dir.path())
+        .args(["call", "+12025550101", "--simulate", "--sim-speed", "10", "--json"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "ended");
+    assert_eq!(last["outcome"]["status"], "busy");
+}

@@ -1,0 +1,87 @@
+//! Shared test harness: the real call stack (server, call service) pointed at the simulators,
+//! everything on port 0 and faster than real time.
+
+#![allow(dead_code)]
+
+use dialer::agent::config::AgentConfig;
+use dialer::call::dialer::{CallRequest, DialError, Dialer};
+use dialer::call::tools::{NoTools, ToolHandler};
+use dialer::commands::Stack;
+use dialer::events::{CallEvent, Outcome};
+use dialer::phone::E164;
+use dialer::settings::{RawSettings, Settings};
+use dialer::sim::{Simulation, TimeScale};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Simulated seconds per real second in tests.
+pub const SPEED: f64 = 10.0;
+
+pub struct TestApp {
+    pub stack: Stack,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start with settings adjusted by `tweak` (wrong credentials, say).
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let shutdown = CancellationToken::new();
+        let sim = Simulation::start(TimeScale(1.0 / SPEED), shutdown.child_token())
+            .await
+            .expect("simulators start");
+        let mut settings = sim.settings(RawSettings::default());
+        tweak(&mut settings);
+        let stack = Stack::start_with(settings, Some(sim), shutdown, None)
+            .await
+            .expect("stack starts");
+        TestApp { stack }
+    }
+
+    pub fn sim(&self) -> &Simulation {
+        self.stack.simulation.as_ref().expect("simulated")
+    }
+
+    pub fn request(&self, to: &str) -> CallRequest {
+        request(to, Arc::new(NoTools))
+    }
+
+    /// Place a call and collect its events.
+    pub async fn call(&self, req: CallRequest) -> (Result<Outcome, DialError>, Vec<CallEvent>) {
+        self.call_with_cancel(req, CancellationToken::new()).await
+    }
+
+    pub async fn call_with_cancel(
+        &self,
+        req: CallRequest,
+        cancel: CancellationToken,
+    ) -> (Result<Outcome, DialError>, Vec<CallEvent>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let result = tokio::time::timeout(
+            Duration::from_secs(60),
+            self.stack.service.dial(req, tx, cancel),
+        )
+        .await
+        .expect("call finishes within a minute");
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        (result, events)
+    }
+}
+
+pub fn request(to: &str, tools: Arc<dyn ToolHandler>) -> CallRequest {
+    CallRequest {
+        to: E164::parse(to).expect("valid test number"),
+        agent: AgentConfig::default(),
+        tools,
+        ring_timeout: Duration::from_secs(20),
+        time_limit: Duration::from_secs(300),
+        machine_detection: true,
+    }
+}

@@ -1,1 +1,381 @@
-//! Placeholder so the tree compiles while the fake Twilio is written.
+//! A local fake of Twilio Programmable Voice, as far as an outbound AI dialer touches it: the
+//! Calls REST API, the call lifecycle with signed status callbacks and answering-machine
+//! detection, TwiML execution, and a simulated callee that opens the `<Connect><Stream>`
+//! WebSocket to our server and speaks the Media Streams protocol.
+//!
+//! It is built from the published protocol (`shared/reference/twilio.md`), not from what our
+//! client happens to send, and rejects what Twilio rejects, so that tests against it prove
+//! something. Who answers a call, and what they say, is decided by the number dialled
+//! ([`crate::sim::personas`]). Every wait runs on the configured [`TimeScale`].
+//!
+//! Layout: `rest` serves the REST API (hyper, loopback); `calls` runs one call from queued to
+//! its final status and executes its TwiML (`twiml`); `line` is the live audio of an answered
+//! call — the `callee` speaking and listening, and the media stream session whose wire format
+//! lives in `media`; `webhook` signs and sends everything Twilio sends.
+//!
+//! Where Twilio's documentation leaves a choice open, or the simulator cannot do what Twilio
+//! does, the choice is listed here and commented where it is made:
+//! - `ws://` stream URLs are accepted for loopback hosts only (Twilio requires `wss://`; there
+//!   is no TLS locally). `wss://` fails the stream with 31910: this build has no TLS client
+//!   for WebSockets.
+//! - Error codes Twilio does not document for a case: 21205 when none of Url/Twiml/
+//!   ApplicationSid is given; 21200 (Calls resource error) when both Url and Twiml are, and for
+//!   malformed Method/Timeout/TimeLimit/Record/SendDigits/Status values; 21218 for any
+//!   ApplicationSid (the fake account owns no applications); 21609 for bad callback URLs;
+//!   21234 for bad AMD parameters; 20001 for bad list filters; 401/20003 when the path's
+//!   account is not the authenticated one.
+//! - `StatusCallbackEvent` takes one event per value (repeated keys); space- or
+//!   comma-separated lists are refused with 21626.
+//! - Hanging up a call that has not been answered (`Status=completed` or `canceled`) makes it
+//!   `canceled`; updating a call that has ended is 21220.
+//! - Malformed TwiML, or TwiML that cannot be fetched, is Twilio's "application error": the
+//!   error (12100, 11200, …) is recorded and the answered call ends `completed`.
+//! - AMD verdicts are the persona's, after a modelled detection time (see `callee::amd`);
+//!   `AnsweredBy` rides on webhooks sent after the verdict.
+//! - Recording, SendDigits, DTMF, SIP/client targets, CPS queueing and TwiML verbs other than
+//!   `<Connect><Stream>`, `<Say>`, `<Pause>`, `<Hangup>` and `<Redirect>` are not simulated.
+
+mod callee;
+mod calls;
+mod line;
+mod media;
+mod rest;
+mod twiml;
+mod webhook;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::TimeScale;
+use crate::phone::E164;
+
+/// The fake account.
+#[derive(Debug, Clone)]
+pub struct FakeTwilioConfig {
+    pub account_sid: String,
+    pub auth_token: String,
+    /// Twilio numbers owned by the account: the only valid `From` values.
+    pub numbers: Vec<String>,
+    pub time_scale: TimeScale,
+}
+
+impl Default for FakeTwilioConfig {
+    fn default() -> Self {
+        Self {
+            account_sid: "AC00000000000000000000000000000000".into(),
+            auth_token: "sim-twilio-token".into(),
+            // Twilio's test-credentials From number, so the magic-number behaviour reads naturally.
+            numbers: vec!["+15005550006".into()],
+            time_scale: TimeScale::REAL_TIME,
+        }
+    }
+}
+
+/// One REST request the fake answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRequest {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    /// HTTP status of the response.
+    pub status: u16,
+    /// `To` of a create request, as sent.
+    pub to: Option<String>,
+    /// Twilio error code of an error response.
+    pub error_code: Option<u32>,
+    /// The call created, fetched or updated.
+    pub call_sid: Option<String>,
+    /// Form parameters (POST) or query parameters (GET), in the order sent.
+    pub params: Vec<(String, String)>,
+}
+
+/// One webhook the fake sent (status callback, AMD callback or stream status callback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    /// `CallStatus` of a status callback, `AnsweredBy` of an AMD callback, `StreamEvent` of a
+    /// stream status callback.
+    pub event: String,
+    /// `SequenceNumber` of a status callback.
+    pub sequence_number: Option<u32>,
+    pub url: String,
+    pub params: Vec<(String, String)>,
+    /// What our server answered; `None` when the request failed (connection refused, timeout).
+    pub http_status: Option<u16>,
+}
+
+/// A snapshot of one created call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimCall {
+    pub sid: String,
+    pub to: String,
+    pub from: String,
+    /// The resource status: queued, ringing, in-progress, completed, busy, failed, no-answer,
+    /// canceled.
+    pub status: String,
+    pub answered_by: Option<String>,
+    /// Status callbacks, in sequence order.
+    pub callbacks: Vec<Callback>,
+    /// Async AMD callbacks (`AsyncAmdStatusCallback`).
+    pub amd_callbacks: Vec<Callback>,
+    /// The TwiML document executed last.
+    pub twiml: Option<String>,
+    /// The media stream opened last.
+    pub stream: Option<StreamRecord>,
+    /// Why the call ended: `callee`, `api`, `time-limit`, `stream-closed` (our server closed the
+    /// stream and no TwiML followed), `twiml` (`<Hangup>` or the end of the document),
+    /// `application-error` (TwiML could not be fetched or parsed), `network` (busy, failed,
+    /// no-answer), `shutdown` (the fake was shut down).
+    pub ended_by: Option<String>,
+    /// Errors and warnings Twilio would show in its debugger, as `"<code> <message>"`.
+    pub errors: Vec<String>,
+}
+
+/// What happened on a call's media stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// The `url` attribute, as written in the TwiML.
+    pub url: String,
+    pub stream_sid: Option<String>,
+    /// HTTP status of the WebSocket handshake (101 when it succeeded); `None` when no HTTP
+    /// response came (refused URL, connection failure, timeout).
+    pub handshake_status: Option<u16>,
+    pub custom_parameters: BTreeMap<String, String>,
+    /// Every byte of outbound media our server sent, decoded, in arrival order (cleared audio
+    /// included).
+    pub audio_received: Vec<u8>,
+    pub marks_received: Vec<String>,
+    pub marks_echoed: Vec<String>,
+    pub clears: usize,
+    /// Messages from our server that Twilio would reject (31950/31951), described.
+    pub rejected: Vec<String>,
+    /// Agent utterances the callee heard to their end (decoded from played audio).
+    pub heard: Vec<String>,
+    /// Lines the callee said while this stream was open.
+    pub said: Vec<String>,
+    /// Our server closed the socket (rather than Twilio after `stop`).
+    pub closed_by_server: bool,
+    /// `<Stream statusCallback>` requests sent.
+    pub status_callbacks: Vec<Callback>,
+}
+
+/// A running fake Twilio. Dropping it leaves its tasks running until `shutdown` is cancelled.
+pub struct FakeTwilio {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl FakeTwilio {
+    /// Serve the REST API on `127.0.0.1:0` until `shutdown` is cancelled; cancelling also ends
+    /// every call in progress.
+    pub async fn start(
+        config: FakeTwilioConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<FakeTwilio> {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let http = reqwest::Client::builder()
+            .user_agent("TwilioProxy/1.1")
+            .build()
+            .map_err(std::io::Error::other)?;
+        let owned = config
+            .numbers
+            .iter()
+            .filter_map(|n| E164::parse(n).ok())
+            .map(|n| (n.as_str().to_string(), sid("PN")))
+            .collect();
+        let (active, _) = watch::channel(0usize);
+        let shared = Arc::new(Shared {
+            config,
+            owned,
+            state: Mutex::new(State::default()),
+            http,
+            shutdown,
+            epoch: (Instant::now(), Utc::now()),
+            active,
+        });
+        tokio::spawn(rest::serve(listener, shared.clone()));
+        Ok(FakeTwilio { addr, shared })
+    }
+
+    /// `http://127.0.0.1:PORT`; clients append `/2010-04-01/…`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn account_sid(&self) -> &str {
+        &self.shared.config.account_sid
+    }
+
+    pub fn auth_token(&self) -> &str {
+        &self.shared.config.auth_token
+    }
+
+    /// Every REST request so far, in arrival order.
+    pub fn requests(&self) -> Vec<ApiRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Every call created so far, in creation order.
+    pub fn calls(&self) -> Vec<SimCall> {
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .map(|c| c.record.clone())
+            .collect()
+    }
+
+    pub fn call(&self, sid: &str) -> Option<SimCall> {
+        let state = self.shared.lock();
+        state.index.get(sid).map(|&i| state.calls[i].record.clone())
+    }
+
+    /// Wait until no call is in progress: every call has its final status and all its
+    /// callbacks were delivered.
+    pub async fn wait_idle(&self) {
+        let mut rx = self.shared.active.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// State shared by the REST server and the call tasks.
+struct Shared {
+    config: FakeTwilioConfig,
+    /// Owned numbers (E.164) and their `PN` SIDs.
+    owned: HashMap<String, String>,
+    /// std Mutex: never held across an await.
+    state: Mutex<State>,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    /// Simulated wall clock origin: dates advance at the simulated rate from here.
+    epoch: (Instant, DateTime<Utc>),
+    /// Number of call tasks still running.
+    active: watch::Sender<usize>,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<CallEntry>,
+    index: HashMap<String, usize>,
+    requests: Vec<ApiRequest>,
+    /// Calls placed per number, for personas that behave differently on a retry.
+    dialed: HashMap<String, u32>,
+}
+
+struct CallEntry {
+    record: SimCall,
+    date_created: DateTime<Utc>,
+    date_updated: DateTime<Utc>,
+    start_time: Option<DateTime<Utc>>,
+    end_time: Option<DateTime<Utc>>,
+    /// Seconds from answer to hang-up, once an answered call ended.
+    duration: Option<u64>,
+    phone_number_sid: Option<String>,
+    /// AMD was requested, so `AnsweredBy` travels on webhooks.
+    amd: bool,
+    ctl: CallControl,
+}
+
+/// How the REST API reaches a running call.
+struct CallControl {
+    /// Cancelled to end the call; `end_reason` says who asked. A child of the fake's shutdown
+    /// token, so shutting down ends every call.
+    hangup: CancellationToken,
+    end_reason: Option<&'static str>,
+    /// New TwiML for a live call (update with `Url`/`Twiml`).
+    redirect: mpsc::UnboundedSender<calls::Source>,
+    /// Becomes true once the call has its final status.
+    ended: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not make every later request panic too.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on a call's entry, if the call exists.
+    fn with_call<R>(&self, sid: &str, f: impl FnOnce(&mut CallEntry) -> R) -> Option<R> {
+        let mut state = self.lock();
+        let i = *state.index.get(sid)?;
+        Some(f(&mut state.calls[i]))
+    }
+
+    /// Run `f` on the call's current stream record, if any.
+    fn with_stream(&self, sid: &str, f: impl FnOnce(&mut StreamRecord)) {
+        self.with_call(sid, |c| {
+            if let Some(s) = c.record.stream.as_mut() {
+                f(s);
+            }
+        });
+    }
+
+    fn note_error(&self, sid: &str, code: u32, message: impl Into<String>) {
+        let line = format!("{code} {}", message.into());
+        tracing::debug!(call = sid, "{line}");
+        self.with_call(sid, |c| c.record.errors.push(line));
+    }
+
+    /// Ask for the call to end (first reason wins).
+    fn request_end(&self, sid: &str, reason: &'static str) {
+        self.with_call(sid, |c| {
+            c.ctl.end_reason.get_or_insert(reason);
+            c.ctl.hangup.cancel();
+        });
+    }
+
+    fn scale(&self) -> TimeScale {
+        self.config.time_scale
+    }
+
+    /// Simulated time elapsed for a real duration.
+    fn simulated(&self, real: Duration) -> Duration {
+        let s = self.config.time_scale.0;
+        if s > 1e-6 { real.div_f64(s) } else { real }
+    }
+
+    /// The simulated wall clock.
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = self.simulated(self.epoch.0.elapsed());
+        chrono::Duration::from_std(elapsed)
+            .ok()
+            .and_then(|d| self.epoch.1.checked_add_signed(d))
+            .unwrap_or(self.epoch.1)
+    }
+}
+
+/// Counts a call task as active for [`FakeTwilio::wait_idle`] while alive.
+struct ActiveGuard(Arc<Shared>);
+
+impl ActiveGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.active.send_modify(|n| *n += 1);
+        Self(shared)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A new SID: prefix and 32 lowercase hex digits.
+fn sid(prefix: &str) -> String {
+    format!("{prefix}{:032x}", rand::random::<u128>())
+}
+
+/// RFC 2822, as the 2010-04-01 API writes dates.
+fn rfc2822(t: DateTime<Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+}

@@ -17,10 +17,19 @@ use tokio_util::sync::CancellationToken;
 type In = Pin<Box<dyn Stream<Item = Frame> + Send>>;
 type Out = Pin<Box<dyn Sink<Frame, Error = ()> + Send>>;
 
-fn leg() -> (mpsc::UnboundedSender<Frame>, In, mpsc::UnboundedReceiver<Frame>, Out) {
+fn leg() -> (
+    mpsc::UnboundedSender<Frame>,
+    In,
+    mpsc::UnboundedReceiver<Frame>,
+    Out,
+) {
     let (in_tx, in_rx) = mpsc::unbounded_channel::<Frame>();
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Frame>();
-    let stream = futures_util::stream::unfold(in_rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let stream =
+        futures_util::stream::unfold(
+            in_rx,
+            |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+        );
     let sink = futures_util::sink::unfold(out_tx, |tx, f: Frame| async move {
         tx.send(f).map_err(|_| ())?;
         Ok::<_, ()>(tx)
@@ -33,7 +42,10 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .next()
         .unwrap_or(200_000);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let (t_tx, mut t_in, mut t_rx, mut t_out) = leg();
         let (a_tx, mut a_in, mut a_rx, mut a_out) = leg();

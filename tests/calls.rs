@@ -19,12 +19,23 @@ async fn completed_conversation_has_transcript_and_outcome() {
     assert!(outcome.error.is_none(), "{outcome:?}");
     assert_eq!(outcome.answered_by.as_deref(), Some("human"));
     assert!(outcome.duration_secs.is_some_and(|d| d > 0), "{outcome:?}");
-    assert!(outcome.call_sid.as_deref().is_some_and(|s| s.starts_with("CA")));
+    assert!(
+        outcome
+            .call_sid
+            .as_deref()
+            .is_some_and(|s| s.starts_with("CA"))
+    );
     let agent_first = &outcome.transcript[0];
     assert_eq!(agent_first.speaker, Speaker::Agent);
-    assert!(agent_first.text.contains("automated"), "greeting discloses automation: {agent_first:?}");
     assert!(
-        outcome.transcript.iter().any(|l| l.speaker == Speaker::Callee && l.text.contains("that works for me")),
+        agent_first.text.contains("automated"),
+        "greeting discloses automation: {agent_first:?}"
+    );
+    assert!(
+        outcome
+            .transcript
+            .iter()
+            .any(|l| l.speaker == Speaker::Callee && l.text.contains("that works for me")),
         "callee's words were recognised from the bridged audio: {:?}",
         outcome.transcript
     );
@@ -41,7 +52,12 @@ async fn completed_conversation_has_transcript_and_outcome() {
         .filter(|k| !k.is_empty())
         .collect();
     assert_eq!(kinds, vec!["dialing", "created", "connected", "ended"]);
-    assert!(events.iter().any(|e| matches!(e, CallEvent::Partial { .. })), "partials shown live");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Partial { .. })),
+        "partials shown live"
+    );
 }
 
 #[tokio::test]
@@ -61,12 +77,30 @@ async fn callee_hears_exactly_the_agents_audio_and_end_call_waits_for_the_mark()
         stream.audio_received.len(),
         sessions[0].audio_sent.len()
     );
-    assert!(sessions[0].audio_received > 0, "callee audio reached the agent");
+    assert!(
+        sessions[0].audio_received > 0,
+        "callee audio reached the agent"
+    );
     assert_eq!(stream.marks_received, vec![END_MARK.to_string()]);
-    assert_eq!(stream.marks_echoed, vec![END_MARK.to_string()], "the goodbye played before hang-up");
-    assert_eq!(calls[0].ended_by.as_deref(), Some("api"), "dialer hung up through the API");
-    assert!(sessions[0].ended_by_client, "the agent session was ended with session.end");
-    assert!(stream.rejected.is_empty(), "Twilio accepted every message: {:?}", stream.rejected);
+    assert_eq!(
+        stream.marks_echoed,
+        vec![END_MARK.to_string()],
+        "the goodbye played before hang-up"
+    );
+    assert_eq!(
+        calls[0].ended_by.as_deref(),
+        Some("api"),
+        "dialer hung up through the API"
+    );
+    common::eventually("the agent session is ended with session.end", || {
+        app.sim().agent.sessions()[0].ended_by_client
+    })
+    .await;
+    assert!(
+        stream.rejected.is_empty(),
+        "Twilio accepted every message: {:?}",
+        stream.rejected
+    );
 }
 
 #[tokio::test]
@@ -74,24 +108,41 @@ async fn busy_and_no_answer() {
     let app = TestApp::start().await;
     let (busy, _) = app.call(app.request("+12025550101")).await;
     let busy = busy.unwrap();
-    assert_eq!((busy.status, busy.ended_by), (FinalStatus::Busy, EndedBy::Network));
+    assert_eq!(
+        (busy.status, busy.ended_by),
+        (FinalStatus::Busy, EndedBy::Network)
+    );
     let mut req = app.request("+12025550102");
     req.ring_timeout = Duration::from_secs(15);
     let (no_answer, _) = app.call(req).await;
     let no_answer = no_answer.unwrap();
-    assert_eq!((no_answer.status, no_answer.ended_by), (FinalStatus::NoAnswer, EndedBy::Network));
+    assert_eq!(
+        (no_answer.status, no_answer.ended_by),
+        (FinalStatus::NoAnswer, EndedBy::Network)
+    );
     assert!(no_answer.transcript.is_empty());
-    assert!(app.sim().agent.sessions().is_empty(), "no agent session for unanswered calls");
+    assert!(
+        app.sim().agent.sessions().is_empty(),
+        "no agent session for unanswered calls"
+    );
 }
 
 #[tokio::test]
 async fn invalid_and_blocked_numbers_are_failed_outcomes_with_twilio_codes() {
     let app = TestApp::start().await;
-    for (number, code) in [("+15005550001", "21217"), ("+15005550002", "21214"), ("+15005550004", "21216")] {
+    for (number, code) in [
+        ("+15005550001", "21217"),
+        ("+15005550002", "21214"),
+        ("+15005550004", "21216"),
+    ] {
         let (result, _) = app.call(app.request(number)).await;
         let outcome = result.expect("a per-number failure is an outcome");
         assert_eq!(outcome.status, FinalStatus::Failed, "{number}");
-        assert_eq!(outcome.error.as_ref().and_then(|e| e.code.as_deref()), Some(code), "{number}");
+        assert_eq!(
+            outcome.error.as_ref().and_then(|e| e.code.as_deref()),
+            Some(code),
+            "{number}"
+        );
         assert!(outcome.call_sid.is_none());
     }
     assert!(app.sim().twilio.calls().is_empty(), "nothing was dialed");
@@ -99,7 +150,8 @@ async fn invalid_and_blocked_numbers_are_failed_outcomes_with_twilio_codes() {
 
 #[tokio::test]
 async fn bad_twilio_credentials_stop_with_20003() {
-    let app = TestApp::start_with(|s| s.twilio_auth_token = dialer::secret::Secret::new("wrong")).await;
+    let app =
+        TestApp::start_with(|s| s.twilio_auth_token = dialer::secret::Secret::new("wrong")).await;
     let (result, _) = app.call(app.request("+12025550100")).await;
     let err = result.expect_err("bad credentials concern every call");
     assert_eq!(err.code, Some(20003));
@@ -109,14 +161,24 @@ async fn bad_twilio_credentials_stop_with_20003() {
 
 #[tokio::test]
 async fn bad_assemblyai_key_ends_the_call_cleanly_with_the_reason() {
-    let app = TestApp::start_with(|s| s.assemblyai_api_key = dialer::secret::Secret::new("wrong-key")).await;
+    let app =
+        TestApp::start_with(|s| s.assemblyai_api_key = dialer::secret::Secret::new("wrong-key"))
+            .await;
     let (result, _) = app.call(app.request("+12025550100")).await;
     let outcome = result.unwrap();
     assert_eq!(outcome.ended_by, EndedBy::Error, "{outcome:?}");
     let error = outcome.error.expect("error recorded");
     assert_eq!(error.code.as_deref(), Some("unauthorized"));
-    assert!(error.message.contains("ASSEMBLYAI_API_KEY"), "{}", error.message);
-    assert_eq!(outcome.status, FinalStatus::Completed, "the callee heard the apology, then Twilio hung up");
+    assert!(
+        error.message.contains("ASSEMBLYAI_API_KEY"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        outcome.status,
+        FinalStatus::Completed,
+        "the callee heard the apology, then Twilio hung up"
+    );
     let calls = app.sim().twilio.calls();
     assert!(calls[0].stream.as_ref().unwrap().closed_by_server);
 }
@@ -126,10 +188,20 @@ async fn callee_hanging_up_mid_greeting_ends_the_call() {
     let app = TestApp::start().await;
     let (result, _) = app.call(app.request("+12025550104")).await;
     let outcome = result.unwrap();
-    assert_eq!((outcome.status, outcome.ended_by), (FinalStatus::Completed, EndedBy::Callee), "{outcome:?}");
+    assert_eq!(
+        (outcome.status, outcome.ended_by),
+        (FinalStatus::Completed, EndedBy::Callee),
+        "{outcome:?}"
+    );
     assert!(outcome.error.is_none());
-    let sessions = app.sim().agent.sessions();
-    assert!(sessions[0].ended_by_client, "agent session ended when the callee left");
+    common::eventually("the agent session is ended when the callee leaves", || {
+        app.sim()
+            .agent
+            .sessions()
+            .first()
+            .is_some_and(|s| s.ended_by_client)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -138,9 +210,23 @@ async fn barge_in_clears_twilios_buffer() {
     let (result, _) = app.call(app.request("+12025550108")).await;
     let outcome = result.unwrap();
     let stream = app.sim().twilio.calls()[0].stream.clone().unwrap();
-    assert!(stream.clears >= 1, "a clear was sent when the callee talked over the agent");
-    assert!(outcome.transcript.iter().any(|l| l.speaker == Speaker::Agent && l.interrupted), "{:?}", outcome.transcript);
-    assert_eq!(outcome.ended_by, EndedBy::Agent, "the conversation still finished: {outcome:?}");
+    assert!(
+        stream.clears >= 1,
+        "a clear was sent when the callee talked over the agent"
+    );
+    assert!(
+        outcome
+            .transcript
+            .iter()
+            .any(|l| l.speaker == Speaker::Agent && l.interrupted),
+        "{:?}",
+        outcome.transcript
+    );
+    assert_eq!(
+        outcome.ended_by,
+        EndedBy::Agent,
+        "the conversation still finished: {outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -156,23 +242,46 @@ async fn forged_callback_is_refused_and_changes_nothing() {
             _ = &mut call => panic!("call ended before the forgery was tried"),
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
-        if let Some(twiml) = app.sim().twilio.calls().first().and_then(|c| c.twiml.clone()) {
+        if let Some(twiml) = app
+            .sim()
+            .twilio
+            .calls()
+            .first()
+            .and_then(|c| c.twiml.clone())
+        {
             let start = twiml.find("value=\"").unwrap() + 7;
             break twiml[start..start + 32].to_string();
         }
     };
     let url = format!("{public}/twilio/status/{token}");
-    let form = [("CallSid", "CAforged"), ("CallStatus", "completed"), ("SequenceNumber", "99")];
+    let form = [
+        ("CallSid", "CAforged"),
+        ("CallStatus", "completed"),
+        ("SequenceNumber", "99"),
+    ];
     let client = reqwest::Client::new();
     let unsigned = client.post(&url).form(&form).send().await.unwrap();
     assert_eq!(unsigned.status(), 403);
-    let params: Vec<(String, String)> = form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let params: Vec<(String, String)> = form
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let wrong_key = signature::compute("not-the-token", &url, &params);
-    let forged = client.post(&url).header("X-Twilio-Signature", wrong_key).form(&form).send().await.unwrap();
+    let forged = client
+        .post(&url)
+        .header("X-Twilio-Signature", wrong_key)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forged.status(), 403);
     let (result, _) = call.await;
     let outcome = result.unwrap();
-    assert_eq!(outcome.ended_by, EndedBy::Agent, "the forged 'completed' did not end the call");
+    assert_eq!(
+        outcome.ended_by,
+        EndedBy::Agent,
+        "the forged 'completed' did not end the call"
+    );
     assert!(outcome.transcript.len() >= 3);
 }
 
@@ -181,28 +290,53 @@ async fn forged_or_foreign_media_stream_is_refused() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
     let app = TestApp::start().await;
-    let ws_url = format!("{}/twilio/media", app.stack.public_url.replacen("http://", "ws://", 1));
+    let ws_url = format!(
+        "{}/twilio/media",
+        app.stack.public_url.replacen("http://", "ws://", 1)
+    );
     // No signature: refused at the handshake.
     match tokio_tungstenite::connect_async(ws_url.as_str()).await {
         Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
-        other => panic!("unsigned handshake must be refused, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "unsigned handshake must be refused, got {:?}",
+            other.map(|_| ())
+        ),
     }
     // Signed with the wrong key: refused.
     let mut req = ws_url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("x-twilio-signature", signature::compute("wrong", &ws_url, &[]).parse().unwrap());
-    assert!(matches!(tokio_tungstenite::connect_async(req).await, Err(tungstenite::Error::Http(r)) if r.status() == 403));
+    req.headers_mut().insert(
+        "x-twilio-signature",
+        signature::compute("wrong", &ws_url, &[]).parse().unwrap(),
+    );
+    assert!(
+        matches!(tokio_tungstenite::connect_async(req).await, Err(tungstenite::Error::Http(r)) if r.status() == 403)
+    );
     // Properly signed but carrying no call's token: accepted, then closed after `start`.
     let mut req = ws_url.as_str().into_client_request().unwrap();
     let sig = signature::compute(&app.sim().auth_token, &ws_url, &[]);
-    req.headers_mut().insert("x-twilio-signature", sig.parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(req).await.expect("signed handshake accepted");
+    req.headers_mut()
+        .insert("x-twilio-signature", sig.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("signed handshake accepted");
     let start = serde_json::json!({"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{
         "accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],
         "customParameters":{"token":"0123456789abcdef0123456789abcdef"},
         "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}});
-    socket.send(tungstenite::Message::text(start.to_string())).await.unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("server answers");
-    assert!(matches!(next, None | Some(Ok(tungstenite::Message::Close(_))) | Some(Err(_))), "{next:?}");
+    socket
+        .send(tungstenite::Message::text(start.to_string()))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("server answers");
+    assert!(
+        matches!(
+            next,
+            None | Some(Ok(tungstenite::Message::Close(_))) | Some(Err(_))
+        ),
+        "{next:?}"
+    );
     assert!(app.stack.registry.is_empty());
 }
 
@@ -215,7 +349,9 @@ async fn operator_cancel_hangs_up_through_the_api() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         c.cancel();
     });
-    let (result, _) = app.call_with_cancel(app.request("+12025550107"), cancel).await;
+    let (result, _) = app
+        .call_with_cancel(app.request("+12025550107"), cancel)
+        .await;
     let outcome = result.unwrap();
     assert_eq!(outcome.ended_by, EndedBy::Operator, "{outcome:?}");
     assert_eq!(app.sim().twilio.calls()[0].ended_by.as_deref(), Some("api"));

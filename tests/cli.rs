@@ -6,7 +6,9 @@ use predicates::prelude::*;
 fn dialer(dir: &std::path::Path) -> Command {
     let mut cmd = Command::cargo_bin("dialer").unwrap();
     // No settings leak in from the machine running the tests.
-    cmd.env_clear().current_dir(dir).timeout(std::time::Duration::from_secs(120));
+    cmd.env_clear()
+        .current_dir(dir)
+        .timeout(std::time::Duration::from_secs(120));
     cmd
 }
 
@@ -48,7 +50,9 @@ fn malformed_setting_in_dotenv_is_named() {
         .args(["call", "+12025550100"])
         .assert()
         .code(2)
-        .stderr(predicate::str::starts_with("dialer: error: PUBLIC_URL is invalid:"))
+        .stderr(predicate::str::starts_with(
+            "dialer: error: PUBLIC_URL is invalid:",
+        ))
         .stderr(predicate::str::contains("https://"));
 }
 
@@ -84,7 +88,14 @@ fn simulated_call_runs_to_its_outcome() {
 fn simulated_call_json_and_exit_code_for_busy() {
     let dir = tempfile::tempdir().unwrap();
     let out = dialer(dir.path())
-        .args(["call", "+12025550101", "--simulate", "--sim-speed", "10", "--json"])
+        .args([
+            "call",
+            "+12025550101",
+            "--simulate",
+            "--sim-speed",
+            "10",
+            "--json",
+        ])
         .assert()
         .code(3)
         .get_output()

@@ -85,3 +85,16 @@ pub fn request(to: &str, tools: Arc<dyn ToolHandler>) -> CallRequest {
         machine_detection: true,
     }
 }
+
+/// Wait until `cond` holds: the simulators record what they received asynchronously, after the
+/// client has moved on. Fails the test after five seconds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

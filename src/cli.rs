@@ -39,6 +39,9 @@ pub enum Command {
     Campaign(CampaignArgs),
     /// Run only the webhook server (status callbacks, TwiML, Media Streams) until Ctrl-C.
     Serve(ServeArgs),
+    /// Run the Twilio and Voice Agent simulators alone until Ctrl-C, printing the settings that
+    /// point dialer (or anything else) at them.
+    Simulators(SimulatorsArgs),
 }
 
 /// Flags shared by every command that talks to Twilio.
@@ -149,6 +152,13 @@ pub struct CampaignArgs {
     /// Only write the results files from the database, without dialing.
     #[arg(long)]
     pub export: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulatorsArgs {
+    /// Run this many times faster than real time.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    pub sim_speed: f64,
 }
 
 #[derive(Debug, Args)]

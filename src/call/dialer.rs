@@ -88,6 +88,10 @@ pub trait Dialer: Send + Sync + 'static {
         call_sid: &str,
     ) -> impl Future<Output = Result<Option<CallSnapshot>, DialError>> + Send;
 
+    /// Hang up a call by SID (one a crashed run left ringing or talking with nobody bridging
+    /// it). A call that already ended is not an error.
+    fn hang_up(&self, call_sid: &str) -> impl Future<Output = Result<(), DialError>> + Send;
+
     /// Calls to `to` created at or after `since` (finds a call whose create response was lost
     /// when the process died).
     fn find_calls_to(

@@ -576,6 +576,17 @@ impl Dialer for CallService {
             .map_err(dial_error)
     }
 
+    async fn hang_up(&self, call_sid: &str) -> Result<(), DialError> {
+        match self.twilio.hang_up(call_sid).await {
+            Ok(_)
+            | Err(TwilioError::Api {
+                code: Some(21220) | Some(20404),
+                ..
+            }) => Ok(()),
+            Err(e) => Err(dial_error(e)),
+        }
+    }
+
     async fn find_calls_to(
         &self,
         to: &E164,

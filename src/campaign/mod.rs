@@ -7,16 +7,128 @@
 //! - [`dnc`]: do-not-call list files, read at dial time, appended to on opt-out.
 //! - [`config`]: the campaign file (agent, dispositions, pacing, retries, window, DNC).
 //! - [`window`]: calling windows in the callee's own time zone.
+//! - [`store`]: the SQLite database of leads and attempts.
+//! - [`runner`]: the loop that checks, paces, dials and records.
+//! - [`pacing`], [`clock`], [`tools`], [`export`]: calls per second, the campaign's wall
+//!   clock, the agent's campaign tools, the results folder.
 
+pub mod clock;
 pub mod config;
 pub mod dnc;
+pub mod export;
 pub mod leads;
+pub mod pacing;
+pub mod runner;
+pub mod store;
 pub mod template;
+pub mod tools;
 pub mod window;
 
 use crate::events::CallEvent;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Where a campaign's files are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub csv: PathBuf,
+    pub campaign: PathBuf,
+    pub db: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Paths {
+    /// Defaults beside the CSV: `leads.toml`, `leads.db`, `leads-results/`. Simulated runs keep
+    /// their own database and results (`leads.sim.db`, `leads-sim-results/`), so trying a
+    /// campaign with `--simulate` never marks a real lead as called.
+    pub fn beside(
+        csv: &Path,
+        campaign: Option<PathBuf>,
+        db: Option<PathBuf>,
+        out: Option<PathBuf>,
+        simulated: bool,
+    ) -> Self {
+        let stem = csv
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "campaign".into());
+        let dir = csv.parent().unwrap_or(Path::new(""));
+        let (db_name, out_name) = if simulated {
+            (format!("{stem}.sim.db"), format!("{stem}-sim-results"))
+        } else {
+            (format!("{stem}.db"), format!("{stem}-results"))
+        };
+        Paths {
+            csv: csv.to_path_buf(),
+            campaign: campaign.unwrap_or_else(|| csv.with_extension("toml")),
+            db: db.unwrap_or_else(|| dir.join(db_name)),
+            out: out.unwrap_or_else(|| dir.join(out_name)),
+        }
+    }
+}
+
+/// Why a campaign cannot start: every one is a problem with its files, reported before anything
+/// is dialed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "no campaign file {0}: create it beside the CSV (campaigns/demo.toml shows one) or name one with --campaign"
+    )]
+    NoCampaignFile(PathBuf),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Leads(#[from] leads::LeadsError),
+    #[error(transparent)]
+    Template(#[from] template::TemplateError),
+    #[error(transparent)]
+    Dnc(#[from] dnc::DncError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// A campaign ready to run: its file read, its leads imported, its list loaded.
+pub struct Loaded {
+    pub config: config::CampaignConfig,
+    pub store: store::Store,
+    pub dnc: dnc::DncList,
+    /// Rows of the CSV that were not imported, and repeated numbers.
+    pub bad_rows: Vec<leads::BadRow>,
+    pub duplicates: Vec<leads::Duplicate>,
+    pub dnc_warnings: Vec<dnc::DncWarning>,
+}
+
+/// Read the campaign file and the CSV, check the templates against the CSV's columns, open the
+/// database (taking its lock) and import the leads.
+pub fn load(
+    paths: &Paths,
+    default_region: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Loaded, LoadError> {
+    if !paths.campaign.exists() {
+        return Err(LoadError::NoCampaignFile(paths.campaign.clone()));
+    }
+    let config = config::CampaignConfig::load(&paths.campaign)?;
+    let lead_file = leads::load(&paths.csv, default_region)?;
+    template::check(&config.agent.greeting, &lead_file.columns, "agent.greeting")?;
+    template::check(
+        &config.agent.system_prompt,
+        &lead_file.columns,
+        "agent.system_prompt",
+    )?;
+    let (dnc, dnc_warnings) = dnc::DncList::load(&config.dnc, default_region)?;
+    let mut store = store::Store::open(&paths.db)?;
+    store.import(&lead_file.leads, now)?;
+    Ok(Loaded {
+        config,
+        store,
+        dnc,
+        bad_rows: lead_file.bad_rows,
+        duplicates: lead_file.duplicates,
+        dnc_warnings,
+    })
+}
 
 /// Where a lead stands. The first four are not final; every other state is, and a lead in a
 /// final state is never dialed again.

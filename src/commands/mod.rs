@@ -4,6 +4,7 @@
 pub mod call;
 pub mod campaign;
 pub mod serve;
+pub mod simulators;
 
 use crate::call::registry::Registry;
 use crate::call::service::{CallService, Endpoints};
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<Exit, AppError> {
             campaign::run(&args.server.clone(), args, sources(&args.server), cli.json).await
         }
         Command::Serve(ref args) => serve::run(&args.server, sources(&args.server)).await,
+        Command::Simulators(ref args) => simulators::run(args).await,
     }
 }
 

@@ -91,6 +91,7 @@ pub(super) fn place(shared: &Arc<Shared>, spec: CallSpec) -> String {
             to: spec.to.clone(),
             from: spec.from.clone(),
             status: "queued".into(),
+            created_at: Some(std::time::Instant::now()),
             ..SimCall::default()
         },
         date_created: now,
@@ -149,6 +150,7 @@ async fn run(
         .with_call(&sid, |c| {
             c.record.status = outcome.status.to_string();
             c.record.ended_by = Some(outcome.ended_by.to_string());
+            c.record.ended_at = Some(std::time::Instant::now());
             c.end_time = Some(now);
             c.date_updated = now;
             if !outcome.answered {

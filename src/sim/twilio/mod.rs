@@ -138,6 +138,10 @@ pub struct SimCall {
     pub ended_by: Option<String>,
     /// Errors and warnings Twilio would show in its debugger, as `"<code> <message>"`.
     pub errors: Vec<String>,
+    /// When the call was created and when it reached its final status (the fake's own clock):
+    /// how many calls were live at once is judged from these.
+    pub created_at: Option<Instant>,
+    pub ended_at: Option<Instant>,
 }
 
 /// What happened on a call's media stream.

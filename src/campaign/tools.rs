@@ -1,0 +1,171 @@
+//! The tools every campaign call gives the agent: `record_outcome`, limited to the campaign's
+//! dispositions, and `opt_out`, which puts the number on the do-not-call list the moment it is
+//! asked (durably, before the agent even answers), so an opt-out survives whatever happens to
+//! the call or the process afterwards.
+
+use super::dnc::DncList;
+use crate::call::tools::{ToolHandler, ToolReply, ToolSpec};
+use crate::events::Disposition;
+use crate::phone::E164;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+pub const RECORD_OUTCOME: &str = "record_outcome";
+pub const OPT_OUT: &str = "opt_out";
+
+pub struct CampaignTools {
+    to: E164,
+    dispositions: Arc<[String]>,
+    dnc: Arc<Mutex<DncList>>,
+}
+
+impl CampaignTools {
+    pub fn new(to: E164, dispositions: Arc<[String]>, dnc: Arc<Mutex<DncList>>) -> Self {
+        Self {
+            to,
+            dispositions,
+            dnc,
+        }
+    }
+
+    fn record_outcome(&self, args: &Value) -> ToolReply {
+        let Some(name) = args.get("disposition").and_then(Value::as_str) else {
+            return ToolReply::error(format!(
+                "missing 'disposition'; use one of: {}",
+                self.dispositions.join(", ")
+            ));
+        };
+        if !self.dispositions.iter().any(|d| d == name) {
+            return ToolReply::error(format!(
+                "'{name}' is not a disposition of this campaign; use one of: {}",
+                self.dispositions.join(", ")
+            ));
+        }
+        let notes = args
+            .get("notes")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .take(2000)
+            .collect::<String>();
+        ToolReply {
+            result: json!({ "recorded": name }),
+            disposition: Some(Disposition {
+                name: name.to_string(),
+                notes,
+            }),
+            ..ToolReply::default()
+        }
+    }
+
+    fn opt_out(&self) -> ToolReply {
+        let written = self
+            .dnc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&self.to, "opted out during a call");
+        if let Err(e) = &written {
+            // The campaign still records the opt-out in its database; the list file could not
+            // be written, which the operator must hear about.
+            tracing::error!(error = %e, "cannot write the do-not-call list");
+        }
+        ToolReply {
+            result: json!({
+                "ok": true,
+                "next": "The number will not be called again. Apologise briefly, say goodbye and end the call."
+            }),
+            opted_out: true,
+            ..ToolReply::default()
+        }
+    }
+}
+
+impl ToolHandler for CampaignTools {
+    fn specs(&self) -> Vec<ToolSpec> {
+        vec![
+            ToolSpec {
+                name: RECORD_OUTCOME.into(),
+                description: "Record how the call went, once the outcome is clear.".into(),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "disposition": {
+                            "type": "string",
+                            "enum": &*self.dispositions,
+                            "description": "The outcome of the call."
+                        },
+                        "notes": {
+                            "type": "string",
+                            "description": "A short note for the team (optional)."
+                        }
+                    },
+                    "required": ["disposition"]
+                }),
+            },
+            ToolSpec {
+                name: OPT_OUT.into(),
+                description: "The person asked not to be called again: put this number on the do-not-call list.".into(),
+                parameters: json!({ "type": "object", "properties": {} }),
+            },
+        ]
+    }
+
+    fn call(&self, name: &str, arguments: &Value) -> Option<ToolReply> {
+        match name {
+            RECORD_OUTCOME => Some(self.record_outcome(arguments)),
+            OPT_OUT => Some(self.opt_out()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools(dir: &std::path::Path) -> (CampaignTools, Arc<Mutex<DncList>>) {
+        let (dnc, _) = DncList::load(&[dir.join("dnc.txt")], None).unwrap();
+        let dnc = Arc::new(Mutex::new(dnc));
+        let t = CampaignTools::new(
+            E164::parse("+12025550106").unwrap(),
+            vec!["confirmed".to_string(), "reschedule".to_string()].into(),
+            dnc.clone(),
+        );
+        (t, dnc)
+    }
+
+    #[test]
+    fn record_outcome_accepts_only_the_campaigns_dispositions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, _) = tools(dir.path());
+        let ok = t
+            .call(RECORD_OUTCOME, &json!({"disposition": "confirmed", "notes": "Tuesday"}))
+            .unwrap();
+        assert!(!ok.is_error);
+        assert_eq!(ok.disposition.unwrap().notes, "Tuesday");
+        let bad = t
+            .call(RECORD_OUTCOME, &json!({"disposition": "sold"}))
+            .unwrap();
+        assert!(bad.is_error && bad.disposition.is_none());
+        assert!(bad.result["error"].as_str().unwrap().contains("reschedule"));
+        assert!(t.call(RECORD_OUTCOME, &json!({})).unwrap().is_error);
+        assert!(t.call("transfer", &json!({})).is_none());
+        let specs = t.specs();
+        assert_eq!(
+            specs[0].parameters["properties"]["disposition"]["enum"],
+            json!(["confirmed", "reschedule"])
+        );
+    }
+
+    #[test]
+    fn opt_out_is_on_disk_before_the_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, dnc) = tools(dir.path());
+        let reply = t.call(OPT_OUT, &json!({})).unwrap();
+        assert!(reply.opted_out && !reply.is_error);
+        let number = E164::parse("+12025550106").unwrap();
+        assert!(dnc.lock().unwrap().contains(&number));
+        let (fresh, _) = DncList::load(&[dir.path().join("dnc.txt")], None).unwrap();
+        assert!(fresh.contains(&number));
+    }
+}

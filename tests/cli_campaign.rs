@@ -1,0 +1,359 @@
+//! `dialer campaign` as a user runs it: the real binary, its exit codes and output, Ctrl-C, and
+//! `kill -9` in the middle of a campaign followed by a resume, judged against the records of a
+//! simulator running in a separate process (so the kill does not take Twilio's memory with it).
+
+use dialer::campaign::LeadStatus;
+use dialer::campaign::store::Store;
+use dialer::phone::E164;
+use dialer::secret::Secret;
+use dialer::twilio::TwilioClient;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn dialer(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dialer"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Lines of a child's stdout, as they come.
+fn lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const TOML: &str = r#"
+[agent]
+greeting = "Hi {{first_name}}, this is an automated assistant from the clinic about your appointment. Can you make it?"
+[campaign]
+timezone = "America/New_York"
+ring_timeout = 15
+{keys}
+[window]
+hours = "00:00-24:00"
+days = ["mon-sun"]
+[retry]
+busy = { attempts = 1, delay = "0s" }
+no_answer = { attempts = 1, delay = "0s" }
+failed = { attempts = 1, delay = "0s" }
+voicemail = { attempts = 1, delay = "0s" }
+"#;
+
+fn write_campaign(dir: &Path, csv: &str, keys: &str) {
+    std::fs::write(dir.join("leads.csv"), csv).unwrap();
+    std::fs::write(dir.join("leads.toml"), TOML.replace("{keys}", keys)).unwrap();
+}
+
+#[test]
+fn bad_rows_are_reported_by_line_and_a_missing_phone_column_dials_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_campaign(
+        dir.path(),
+        "phone,first_name\n+12025550100,Ana\n12,Short\n+12025550100,Again\n+12025550109,Ben,extra\n",
+        "",
+    );
+    let out = dialer(dir.path())
+        .args(["campaign", "leads.csv", "--simulate", "--sim-speed", "10", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    let bad: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "bad_row")
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bad, [3, 5]);
+    assert!(events.iter().any(|e| e["event"] == "duplicate"
+        && e["line"] == 4
+        && e["first_line"] == 2));
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["complete"], true);
+    assert_eq!(done["summary"]["leads"], 1);
+
+    // No phone column: one line naming the problem, exit 2, and no database.
+    let dir = tempfile::tempdir().unwrap();
+    write_campaign(dir.path(), "name,mobile\nAna,+12025550100\n", "");
+    let out = dialer(dir.path())
+        .args(["campaign", "leads.csv", "--simulate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("phone"), "{stderr}");
+    assert!(!dir.path().join("leads.sim.db").exists());
+
+    // A bad campaign file names the key.
+    let dir = tempfile::tempdir().unwrap();
+    write_campaign(dir.path(), "phone\n+12025550100\n", "concurrency = 0");
+    let out = dialer(dir.path())
+        .args(["campaign", "leads.csv", "--simulate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("campaign.concurrency"));
+}
+
+#[test]
+fn the_demo_campaign_runs_to_its_summary_and_its_results_can_be_regenerated() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns");
+    for f in ["demo.csv", "demo.toml", "demo-do-not-call.txt"] {
+        std::fs::copy(demo.join(f), dir.path().join(f)).unwrap();
+    }
+    let out = dialer(dir.path())
+        .args(["campaign", "demo.csv", "--simulate", "--sim-speed", "20"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = dir.path().join("demo.sim.db");
+    let statuses: HashMap<String, LeadStatus> = Store::open(&db)
+        .unwrap()
+        .leads()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.phone, l.status))
+        .collect();
+    let expect = [
+        ("+12025550100", LeadStatus::Completed),
+        ("+12025550106", LeadStatus::OptedOut),
+        ("+12025550105", LeadStatus::Voicemail),
+        ("+12025550111", LeadStatus::Completed),
+        ("+12025550102", LeadStatus::NoAnswer),
+        ("+12025550107", LeadStatus::DoNotCall),
+        ("+12135550100", LeadStatus::Completed),
+    ];
+    for (phone, status) in expect {
+        assert_eq!(statuses[phone], status, "{phone}\n{stdout}");
+    }
+    let opt_outs = std::fs::read_to_string(dir.path().join("demo-opt-outs.txt")).unwrap();
+    assert!(opt_outs.contains("+12025550106"));
+
+    // The results folder is rebuilt from the database alone.
+    let results = dir.path().join("demo-sim-results");
+    let first = std::fs::read_to_string(results.join("results.csv")).unwrap();
+    std::fs::remove_dir_all(&results).unwrap();
+    let out = dialer(dir.path())
+        .args(["campaign", "demo.csv", "--simulate", "--export"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(results.join("results.csv")).unwrap(),
+        first
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn first_ctrl_c_stops_new_dials_and_lets_live_calls_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("phone,first_name\n");
+    for i in 0..8 {
+        csv.push_str(&format!("+1202555{:04},P{i}\n", 3000 + i));
+    }
+    write_campaign(dir.path(), &csv, "concurrency = 2\ncalls_per_second = 2");
+    let mut child = dialer(dir.path())
+        .args(["campaign", "leads.csv", "--simulate", "--sim-speed", "5", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut child);
+    let mut events: Vec<Value> = Vec::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("events come");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        let dialing = event["event"] == "dialing";
+        events.push(event);
+        if dialing {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = wait(&mut child, Duration::from_secs(120));
+    events.extend(rx.iter().map(|l| serde_json::from_str::<Value>(&l).unwrap()));
+    assert_eq!(exit.code(), Some(130));
+    assert!(events.iter().any(|e| e["event"] == "draining"));
+    let dialed: HashSet<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "dialing")
+        .map(|e| e["lead"].as_u64().unwrap())
+        .collect();
+    let finished: HashSet<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "finished")
+        .map(|e| e["lead"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dialed, finished, "every live call finished");
+    assert!(dialed.len() < 8, "no new dials after Ctrl-C");
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["complete"], false);
+    let store = Store::open(&dir.path().join("leads.sim.db")).unwrap();
+    let leads = store.leads().unwrap();
+    assert_eq!(
+        leads
+            .iter()
+            .filter(|l| l.status == LeadStatus::Completed)
+            .count(),
+        finished.len(),
+        "each finished call is saved"
+    );
+    assert!(store.in_flight().unwrap().is_empty());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_campaign_then_resume_dials_nobody_twice_and_loses_no_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sims = dialer(dir.path())
+        .args(["simulators", "--sim-speed", "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sim_lines = lines(&mut sims);
+    let settings: HashMap<String, String> = serde_json::from_str(
+        &sim_lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the simulators print their settings"),
+    )
+    .unwrap();
+
+    // Agreeable callees and a few others; no retries, so every number is called exactly once.
+    let mut csv = String::from("phone,first_name\n");
+    let mut numbers = Vec::new();
+    for i in 0..10 {
+        let n = format!("+1202555{:04}", 4000 + i);
+        csv.push_str(&format!("{n},P{i}\n"));
+        numbers.push(n);
+    }
+    for n in ["+12025550101", "+12025550106", "+12025550109"] {
+        csv.push_str(&format!("{n},X\n"));
+        numbers.push(n.to_string());
+    }
+    write_campaign(dir.path(), &csv, "concurrency = 3\ncalls_per_second = 3");
+    let port = free_port();
+    let run = || {
+        let mut cmd = dialer(dir.path());
+        cmd.args(["campaign", "leads.csv", "--json"])
+            .env("PORT", port.to_string())
+            .env("PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+            .stdout(Stdio::piped());
+        for (k, v) in &settings {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+
+    let mut first = run().spawn().unwrap();
+    let rx = lines(&mut first);
+    let mut reported: HashMap<String, String> = HashMap::new();
+    let mut live: HashSet<String> = HashSet::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the first run makes progress");
+        let e: Value = serde_json::from_str(&line).unwrap();
+        let to = e["to"].as_str().unwrap_or_default().to_string();
+        match e["event"].as_str() {
+            Some("dialing") => {
+                live.insert(to);
+            }
+            Some("finished") => {
+                live.remove(&to);
+                reported.insert(to, e["status"].as_str().unwrap().to_string());
+            }
+            _ => {}
+        }
+        if reported.len() >= 3 && !live.is_empty() {
+            break;
+        }
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let mut second = run().stdout(Stdio::null()).spawn().unwrap();
+    let exit = wait(&mut second, Duration::from_secs(180));
+    assert_eq!(exit.code(), Some(0));
+
+    // Twilio's own records: every number was called exactly once.
+    let twilio = TwilioClient::new(
+        &settings["TWILIO_API_BASE_URL"],
+        &settings["TWILIO_ACCOUNT_SID"],
+        Secret::new(settings["TWILIO_AUTH_TOKEN"].clone()),
+    );
+    let since = chrono::Utc::now() - chrono::Duration::days(2);
+    for n in &numbers {
+        let calls = twilio
+            .list_calls_to(E164::parse(n).unwrap().as_str(), since)
+            .await
+            .unwrap();
+        assert_eq!(calls.len(), 1, "{n} was called {} times", calls.len());
+    }
+    // Nothing reported before the kill was lost or changed.
+    let store = Store::open(&dir.path().join("leads.db")).unwrap();
+    let leads = store.leads().unwrap();
+    for (to, status) in &reported {
+        let lead = leads.iter().find(|l| &l.phone == to).unwrap();
+        assert_eq!(lead.status.as_str(), status, "{to}");
+    }
+    assert!(leads.iter().all(|l| l.status.is_final()));
+    assert!(store.in_flight().unwrap().is_empty());
+    let _ = sims.kill();
+    let _ = sims.wait();
+}

@@ -3,6 +3,7 @@
 //! and never knows how they are shown.
 
 pub mod call;
+pub mod campaign;
 pub mod format;
 
 use std::io::IsTerminal;

@@ -121,20 +121,20 @@ impl RawSettings {
     /// Merge the sources in precedence order.
     pub fn load(sources: &Sources) -> Result<Self, SettingsError> {
         let mut builder = config::Config::builder();
-        if let Some(path) = &sources.config_file {
-            if path.exists() || sources.config_file_required {
-                builder = builder.add_source(
-                    config::File::from(path.as_path())
-                        .format(config::FileFormat::Toml)
-                        .required(true),
-                );
-            }
+        if let Some(path) = &sources.config_file
+            && (path.exists() || sources.config_file_required)
+        {
+            builder = builder.add_source(
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
-        if let Some(path) = &sources.dotenv_file {
-            if path.exists() || sources.dotenv_required {
-                let map = read_dotenv(path)?;
-                builder = builder.add_source(config::Environment::default().source(Some(map)));
-            }
+        if let Some(path) = &sources.dotenv_file
+            && (path.exists() || sources.dotenv_required)
+        {
+            let map = read_dotenv(path)?;
+            builder = builder.add_source(config::Environment::default().source(Some(map)));
         }
         let env: HashMap<String, String> = sources
             .env

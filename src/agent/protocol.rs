@@ -278,10 +278,12 @@ mod tests {
 
     #[test]
     fn session_update_uses_pcmu_both_ways_and_flat_tools() {
-        let mut agent = AgentConfig::default();
-        agent.turn_detection = TurnDetection {
-            min_silence: Some(700),
-            interrupt_response: Some(true),
+        let agent = AgentConfig {
+            turn_detection: TurnDetection {
+                min_silence: Some(700),
+                interrupt_response: Some(true),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let tools = vec![ToolSpec {

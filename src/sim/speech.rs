@@ -134,10 +134,8 @@ impl Listener {
                 _ => {}
             }
         }
-        if grew {
-            if let Some(text) = &self.current {
-                out.push(Heard::Partial(lossy(text)));
-            }
+        if grew && let Some(text) = &self.current {
+            out.push(Heard::Partial(lossy(text)));
         }
         out
     }

@@ -1,1 +1,1103 @@
-//! (being written)
+//! The campaign file: TOML beside the leads CSV (`leads.csv` → `leads.toml`) holding the agent,
+//! dispositions, pacing, retries, calling window, do-not-call lists, cost rates and the simulated
+//! clock. Every key is optional; an unknown key or a bad value is an error naming the full key
+//! and, when the file has it, its line.
+
+use super::LeadStatus;
+use super::window::{self, CallingWindow};
+use crate::agent::config::{AgentConfig, AgentConfigError};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde::de::{self, Visitor};
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::de::{DeTable, DeValue};
+
+pub const DEFAULT_DISPOSITIONS: [&str; 5] = [
+    "confirmed",
+    "reschedule",
+    "not_interested",
+    "wrong_number",
+    "voicemail",
+];
+
+const DEFAULT_DNC: &str = "do-not-call.txt";
+
+/// Whole words that tell a callee the voice is not a person's; "virtual assistant" counts too.
+const DISCLOSURE_WORDS: [&str; 6] = [
+    "automated",
+    "automatic",
+    "ai",
+    "artificial",
+    "recorded",
+    "bot",
+];
+
+/// How often an attempt that ended one way is tried, and how long to wait before the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in total, the first included: 1 means never retried.
+    pub attempts: u32,
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub busy: Retry,
+    pub no_answer: Retry,
+    pub failed: Retry,
+    pub voicemail: Retry,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let retry = |attempts, minutes: u64| Retry {
+            attempts,
+            delay: Duration::from_secs(minutes * 60),
+        };
+        Self {
+            busy: retry(3, 10),
+            no_answer: retry(3, 60),
+            failed: retry(2, 30),
+            voicemail: retry(2, 4 * 60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The rule for an attempt that ended in this status; None for statuses never retried.
+    pub fn for_status(&self, status: LeadStatus) -> Option<&Retry> {
+        match status {
+            LeadStatus::Busy => Some(&self.busy),
+            LeadStatus::NoAnswer => Some(&self.no_answer),
+            LeadStatus::Failed => Some(&self.failed),
+            LeadStatus::Voicemail => Some(&self.voicemail),
+            _ => None,
+        }
+    }
+}
+
+/// Prices for the summary's estimated cost, in US dollars.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostRates {
+    /// Twilio bills outbound calls per started minute.
+    pub twilio_per_minute: f64,
+    /// The Voice Agent API bills by the second ($4.50/hour).
+    pub agent_per_minute: f64,
+}
+
+impl Default for CostRates {
+    fn default() -> Self {
+        Self {
+            twilio_per_minute: 0.014,
+            agent_per_minute: 0.075,
+        }
+    }
+}
+
+impl CostRates {
+    /// Cost of one call that was connected for `secs` seconds.
+    pub fn cost_of(&self, secs: u64) -> f64 {
+        let started_minutes = secs.div_ceil(60) as f64;
+        started_minutes * self.twilio_per_minute + secs as f64 / 60.0 * self.agent_per_minute
+    }
+}
+
+/// A campaign's settings, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignConfig {
+    pub name: String,
+    pub agent: AgentConfig,
+    pub dispositions: Vec<String>,
+    pub concurrency: usize,
+    pub calls_per_second: f64,
+    pub ring_timeout: Duration,
+    pub time_limit: Duration,
+    /// Answering-machine detection.
+    pub machine_detection: bool,
+    /// For leads whose row names none; None means such leads are not dialed.
+    pub timezone: Option<chrono_tz::Tz>,
+    /// Do-not-call files, resolved against the campaign file's folder.
+    pub dnc: Vec<PathBuf>,
+    pub allow_greeting_without_disclosure: bool,
+    pub window: CallingWindow,
+    pub retry: RetryPolicy,
+    pub cost: CostRates,
+    /// Where the simulated campaign clock starts (`--simulate` only).
+    pub sim_clock_start: Option<DateTime<Utc>>,
+}
+
+/// Why a campaign file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read campaign file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("campaign file {}: {message}", location(.path, .line))]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("campaign file {}: {key} {message}", location(.path, .line))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        /// The full key, e.g. `campaign.concurrency`.
+        key: String,
+        message: String,
+    },
+}
+
+fn location(path: &Path, line: &Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}, line {line}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+impl CampaignConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse a campaign file's text; `path` names it in messages and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let line_at = |offset: usize| {
+            text.as_bytes()[..offset.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        };
+        let doc = DeTable::parse(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.span().map(|s| line_at(s.start)),
+            message: e.message().to_string(),
+        })?;
+        let raw = RawFile::deserialize(toml::de::Deserializer::from(doc.clone())).map_err(|e| {
+            let span = e.span();
+            let key = span.as_ref().and_then(|s| key_at(doc.get_ref(), s.start));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: span.map(|s| line_at(s.start)),
+                message: match key {
+                    Some(key) => format!("{key}: {}", e.message()),
+                    None => e.message().to_string(),
+                },
+            }
+        })?;
+        raw.build(path)
+            .map_err(|Invalid { key, message }| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: span_of(doc.get_ref(), &key).map(line_at),
+                key,
+                message,
+            })
+    }
+
+    /// The settings of a campaign without a campaign file; do-not-call files resolve in
+    /// `base_dir`.
+    pub fn defaults(name: &str, agent: AgentConfig, base_dir: &Path) -> Self {
+        Self {
+            name: name.to_string(),
+            agent,
+            dispositions: DEFAULT_DISPOSITIONS.map(String::from).to_vec(),
+            concurrency: 5,
+            calls_per_second: 1.0,
+            ring_timeout: Duration::from_secs(30),
+            time_limit: Duration::from_secs(600),
+            machine_detection: true,
+            timezone: None,
+            dnc: vec![base_dir.join(DEFAULT_DNC)],
+            allow_greeting_without_disclosure: false,
+            window: CallingWindow::default(),
+            retry: RetryPolicy::default(),
+            cost: CostRates::default(),
+            sim_clock_start: None,
+        }
+    }
+}
+
+/// A bad value, before it is placed in the file.
+struct Invalid {
+    key: String,
+    message: String,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The dotted key whose key or value covers byte `offset`, innermost first.
+fn key_at(table: &DeTable<'_>, offset: usize) -> Option<String> {
+    table.iter().find_map(|(k, v)| {
+        if let DeValue::Table(inner) = v.get_ref()
+            && let Some(sub) = key_at(inner, offset)
+        {
+            return Some(format!("{}.{sub}", k.get_ref()));
+        }
+        (k.span().contains(&offset) || v.span().contains(&offset)).then(|| k.get_ref().to_string())
+    })
+}
+
+/// Where the dotted `key` is written in the file, if it is.
+fn span_of(table: &DeTable<'_>, key: &str) -> Option<usize> {
+    let (first, rest) = match key.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (key, None),
+    };
+    let (k, v) = table.get_key_value(first)?;
+    match (rest, v.get_ref()) {
+        (None, _) => Some(k.span().start),
+        (Some(rest), DeValue::Table(inner)) => span_of(inner, rest),
+        (Some(_), _) => None,
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawFile {
+    agent: Option<AgentConfig>,
+    campaign: RawCampaign,
+    window: RawWindow,
+    retry: RawRetryPolicy,
+    cost: RawCost,
+    simulation: RawSimulation,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [campaign] table")]
+struct RawCampaign {
+    name: Option<String>,
+    concurrency: Option<i64>,
+    calls_per_second: Option<f64>,
+    ring_timeout: Option<Secs>,
+    time_limit: Option<Secs>,
+    amd: Option<bool>,
+    timezone: Option<String>,
+    dnc: Option<Vec<String>>,
+    dispositions: Option<Vec<String>>,
+    allow_greeting_without_disclosure: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [window] table")]
+struct RawWindow {
+    hours: Option<String>,
+    days: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [retry] table")]
+struct RawRetryPolicy {
+    busy: RawRetry,
+    no_answer: RawRetry,
+    failed: RawRetry,
+    voicemail: RawRetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a table like { attempts = 3, delay = \"10m\" }"
+)]
+struct RawRetry {
+    attempts: Option<i64>,
+    delay: Option<Secs>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [cost] table")]
+struct RawCost {
+    twilio_per_minute: Option<f64>,
+    agent_per_minute: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [simulation] table")]
+struct RawSimulation {
+    /// A string, or a TOML date-time written bare.
+    clock_start: Option<toml::Value>,
+}
+
+impl RawFile {
+    /// Validate every key, over the defaults.
+    fn build(self, path: &Path) -> Result<CampaignConfig, Invalid> {
+        let c = self.campaign;
+        let name = match c.name {
+            Some(name) if name.trim().is_empty() => {
+                return Err(invalid("campaign.name", "must not be empty"));
+            }
+            Some(name) => name,
+            None => path.file_stem().map_or_else(
+                || "campaign".to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            ),
+        };
+        let agent = self.agent.unwrap_or_default();
+        agent.validate().map_err(|e| match e {
+            AgentConfigError::Invalid { key, message } => invalid(&format!("agent.{key}"), message),
+            other => invalid("agent", other.to_string()),
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        let mut config = CampaignConfig::defaults(&name, agent, base_dir);
+
+        if let Some(n) = c.concurrency {
+            config.concurrency = within("campaign.concurrency", n, 1..=200, "")? as usize;
+        }
+        if let Some(rate) = c.calls_per_second {
+            // Written so that NaN fails too.
+            if !(rate > 0.0 && rate <= 100.0) {
+                return Err(invalid(
+                    "campaign.calls_per_second",
+                    format!(
+                        "must be more than 0 and at most 100, got {rate} (Twilio's account default is 1)"
+                    ),
+                ));
+            }
+            config.calls_per_second = rate;
+        }
+        if let Some(Secs(d)) = c.ring_timeout {
+            within("campaign.ring_timeout", d.as_secs(), 15..=600, " seconds").map_err(|e| {
+                Invalid {
+                    message: format!(
+                        "{} (shorter hangs up on people reaching for the phone)",
+                        e.message
+                    ),
+                    ..e
+                }
+            })?;
+            config.ring_timeout = d;
+        }
+        if let Some(Secs(d)) = c.time_limit {
+            within("campaign.time_limit", d.as_secs(), 10..=14400, " seconds")?;
+            config.time_limit = d;
+        }
+        if let Some(amd) = c.amd {
+            config.machine_detection = amd;
+        }
+        if let Some(tz) = c.timezone {
+            config.timezone = Some(tz.parse().map_err(|_| {
+                invalid(
+                    "campaign.timezone",
+                    format!("must be an IANA time zone like \"America/New_York\", got \"{tz}\""),
+                )
+            })?);
+        }
+        if let Some(files) = c.dnc {
+            if files.is_empty() {
+                return Err(invalid(
+                    "campaign.dnc",
+                    "must list at least one file (opt-outs are recorded in the first)",
+                ));
+            }
+            if files.iter().any(|f| f.trim().is_empty()) {
+                return Err(invalid("campaign.dnc", "has an empty path"));
+            }
+            config.dnc = files.iter().map(|f| base_dir.join(f)).collect();
+        }
+        if let Some(names) = c.dispositions {
+            config.dispositions = check_dispositions(names)?;
+        }
+        if let Some(allow) = c.allow_greeting_without_disclosure {
+            config.allow_greeting_without_disclosure = allow;
+        }
+        if !config.allow_greeting_without_disclosure
+            && !discloses_automation(&config.agent.greeting)
+        {
+            return Err(invalid(
+                "agent.greeting",
+                "does not say the call is automated: callees must be told, and several \
+                 jurisdictions require it. Add a word like \"automated\", \"AI\" or \"virtual \
+                 assistant\", or set campaign.allow_greeting_without_disclosure = true",
+            ));
+        }
+
+        if let Some(hours) = self.window.hours {
+            (config.window.start, config.window.end) =
+                window::parse_hours(&hours).map_err(|m| invalid("window.hours", m))?;
+        }
+        if let Some(days) = self.window.days {
+            config.window.days =
+                window::parse_days(&days).map_err(|m| invalid("window.days", m))?;
+        }
+
+        let r = self.retry;
+        for (name, raw, rule) in [
+            ("busy", r.busy, &mut config.retry.busy),
+            ("no_answer", r.no_answer, &mut config.retry.no_answer),
+            ("failed", r.failed, &mut config.retry.failed),
+            ("voicemail", r.voicemail, &mut config.retry.voicemail),
+        ] {
+            if let Some(n) = raw.attempts {
+                rule.attempts = within(&format!("retry.{name}.attempts"), n, 1..=10, "")? as u32;
+            }
+            if let Some(Secs(delay)) = raw.delay {
+                rule.delay = delay;
+            }
+        }
+
+        for (key, raw, rate) in [
+            (
+                "cost.twilio_per_minute",
+                self.cost.twilio_per_minute,
+                &mut config.cost.twilio_per_minute,
+            ),
+            (
+                "cost.agent_per_minute",
+                self.cost.agent_per_minute,
+                &mut config.cost.agent_per_minute,
+            ),
+        ] {
+            if let Some(v) = raw {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(invalid(
+                        key,
+                        format!("must be a price in US dollars, 0 or more, got {v}"),
+                    ));
+                }
+                *rate = v;
+            }
+        }
+
+        if let Some(value) = self.simulation.clock_start {
+            let text = match &value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let start = DateTime::parse_from_rfc3339(&text).map_err(|_| {
+                invalid(
+                    "simulation.clock_start",
+                    format!(
+                        "must be an RFC 3339 time with an offset, like \"2026-12-01T19:55:00-05:00\", got {value}"
+                    ),
+                )
+            })?;
+            config.sim_clock_start = Some(start.with_timezone(&Utc));
+        }
+        Ok(config)
+    }
+}
+
+/// `value` if inside `range`, else an error saying the range (`unit` follows the numbers).
+fn within<T: PartialOrd + fmt::Display>(
+    key: &str,
+    value: T,
+    range: RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, Invalid> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "must be {}–{}{unit}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+fn check_dispositions(names: Vec<String>) -> Result<Vec<String>, Invalid> {
+    const KEY: &str = "campaign.dispositions";
+    within(KEY, names.len(), 1..=30, " names")?;
+    for (i, name) in names.iter().enumerate() {
+        let mut chars = name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "has \"{name}\": names are lowercase letters, digits and _, starting with a letter"
+                ),
+            ));
+        }
+        if names[..i].contains(name) {
+            return Err(invalid(KEY, format!("has \"{name}\" twice")));
+        }
+    }
+    Ok(names)
+}
+
+/// Whether a greeting tells the callee that the call is automated: a whole word like
+/// "automated", "AI" or "bot", or "virtual assistant", in any case.
+fn discloses_automation(greeting: &str) -> bool {
+    let words: Vec<String> = greeting
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    words.iter().any(|w| DISCLOSURE_WORDS.contains(&w.as_str()))
+        || words
+            .windows(2)
+            .any(|pair| pair == ["virtual", "assistant"])
+}
+
+/// A duration written as "90s", "10m", "2h", "1d", "1h30m", or a whole number of seconds.
+struct Secs(Duration);
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecsVisitor;
+        impl Visitor<'_> for SecsVisitor {
+            type Value = Secs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"90s\", \"10m\", \"1h30m\" or a number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
+                u64::try_from(v)
+                    .map(|s| Secs(Duration::from_secs(s)))
+                    .map_err(|_| E::custom(format!("a duration cannot be negative, got {v}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secs, E> {
+                Ok(Secs(Duration::from_secs(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secs, E> {
+                parse_duration(v).map(Secs).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SecsVisitor)
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "\"{text}\" is not a duration: write a whole number with a unit s, m, h or d, \
+             like \"90s\", \"10m\" or \"1h30m\""
+        )
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut secs: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit = match rest[digits..].chars().next() {
+            Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3600,
+            Some('d') => 86400,
+            _ => return Err(bad()),
+        };
+        secs = n
+            .checked_mul(unit)
+            .and_then(|s| secs.checked_add(s))
+            .ok_or_else(|| format!("\"{text}\" is too long a duration"))?;
+        rest = rest[digits + 1..].trim_start();
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveTime;
+
+    fn parse(text: &str) -> Result<CampaignConfig, ConfigError> {
+        CampaignConfig::parse(text, Path::new("camp/leads.toml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    /// The error for a file that sets just `key = value` in `[table]`, checked to name the key.
+    fn bad_value(table: &str, key: &str, value: &str) -> String {
+        let e = err(&format!("[{table}]\n{key} = {value}\n"));
+        assert!(e.contains(&format!("{table}.{key}")), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        e
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let cfg = parse("").unwrap();
+        let defaults = CampaignConfig::defaults("leads", AgentConfig::default(), Path::new("camp"));
+        assert_eq!(cfg, defaults);
+        assert_eq!(cfg.name, "leads");
+        assert_eq!(cfg.dnc, [PathBuf::from("camp/do-not-call.txt")]);
+        assert_eq!(cfg.dispositions, DEFAULT_DISPOSITIONS);
+        assert_eq!(cfg.concurrency, 5);
+        assert_eq!(cfg.calls_per_second, 1.0);
+        assert_eq!(cfg.ring_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.time_limit, Duration::from_secs(600));
+        assert!(cfg.machine_detection);
+        assert_eq!(cfg.timezone, None);
+        assert!(!cfg.allow_greeting_without_disclosure);
+        assert_eq!(cfg.window, CallingWindow::default());
+        assert_eq!(
+            cfg.retry.busy,
+            Retry {
+                attempts: 3,
+                delay: Duration::from_secs(600)
+            }
+        );
+        assert_eq!(
+            cfg.retry.no_answer,
+            Retry {
+                attempts: 3,
+                delay: Duration::from_secs(3600)
+            }
+        );
+        assert_eq!(
+            cfg.retry.failed,
+            Retry {
+                attempts: 2,
+                delay: Duration::from_secs(1800)
+            }
+        );
+        assert_eq!(
+            cfg.retry.voicemail,
+            Retry {
+                attempts: 2,
+                delay: Duration::from_secs(4 * 3600)
+            }
+        );
+        assert_eq!(
+            cfg.cost,
+            CostRates {
+                twilio_per_minute: 0.014,
+                agent_per_minute: 0.075
+            }
+        );
+        assert_eq!(cfg.sim_clock_start, None);
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let cfg = parse(
+            r#"
+[agent]
+greeting = "Hi {{first_name}}, this is an AI assistant from Dr. Lee's office."
+voice = "jane"
+[agent.turn_detection]
+min_silence = 400
+[campaign]
+name = "Spring reminders"
+concurrency = 20
+calls_per_second = 2.5
+ring_timeout = "45s"
+time_limit = "1h"
+amd = false
+timezone = "America/Chicago"
+dnc = ["lists/dnc.txt", "/srv/global-dnc.txt"]
+dispositions = ["booked", "call_back_2"]
+allow_greeting_without_disclosure = false
+[window]
+hours = "8:30 – 19:00"
+days = ["mon-fri", "Saturday"]
+[retry]
+busy = { attempts = 5, delay = "5m" }
+no_answer = { attempts = 1 }
+failed = { delay = 0 }
+voicemail = { attempts = 3, delay = "1d" }
+[cost]
+twilio_per_minute = 0.02
+agent_per_minute = 0
+[simulation]
+clock_start = "2026-12-01T19:55:00-05:00"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.name, "Spring reminders");
+        assert_eq!(cfg.agent.voice, "jane");
+        assert_eq!(cfg.agent.turn_detection.min_silence, Some(400));
+        assert_eq!(cfg.concurrency, 20);
+        assert_eq!(cfg.calls_per_second, 2.5);
+        assert_eq!(cfg.ring_timeout, Duration::from_secs(45));
+        assert_eq!(cfg.time_limit, Duration::from_secs(3600));
+        assert!(!cfg.machine_detection);
+        assert_eq!(cfg.timezone, Some(chrono_tz::America::Chicago));
+        assert_eq!(
+            cfg.dnc,
+            [
+                PathBuf::from("camp/lists/dnc.txt"),
+                PathBuf::from("/srv/global-dnc.txt")
+            ]
+        );
+        assert_eq!(cfg.dispositions, ["booked", "call_back_2"]);
+        assert_eq!(cfg.window.start, NaiveTime::from_hms_opt(8, 30, 0).unwrap());
+        assert_eq!(cfg.window.end, NaiveTime::from_hms_opt(19, 0, 0).unwrap());
+        assert_eq!(
+            cfg.window.days,
+            [true; 6].into_iter().chain([false]).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(
+            cfg.retry.busy,
+            Retry {
+                attempts: 5,
+                delay: Duration::from_secs(300)
+            }
+        );
+        // Keys left out keep their own defaults.
+        assert_eq!(
+            cfg.retry.no_answer,
+            Retry {
+                attempts: 1,
+                delay: Duration::from_secs(3600)
+            }
+        );
+        assert_eq!(
+            cfg.retry.failed,
+            Retry {
+                attempts: 2,
+                delay: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            cfg.retry.voicemail,
+            Retry {
+                attempts: 3,
+                delay: Duration::from_secs(86400)
+            }
+        );
+        assert_eq!(
+            cfg.cost,
+            CostRates {
+                twilio_per_minute: 0.02,
+                agent_per_minute: 0.0
+            }
+        );
+        assert_eq!(
+            cfg.sim_clock_start,
+            Some(
+                DateTime::parse_from_rfc3339("2026-12-02T00:55:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            )
+        );
+    }
+
+    #[test]
+    fn window_keys_alone_keep_the_other_default() {
+        let cfg = parse("[window]\nhours = \"10:00-12:00\"\n").unwrap();
+        assert_eq!(cfg.window.days, CallingWindow::default().days);
+        let cfg = parse("[window]\ndays = [\"sun\"]\n").unwrap();
+        assert_eq!(cfg.window.start, CallingWindow::default().start);
+        assert_eq!(
+            cfg.window.days,
+            [false, false, false, false, false, false, true]
+        );
+    }
+
+    #[test]
+    fn campaign_keys_are_range_checked() {
+        let e = bad_value("campaign", "concurrency", "0");
+        assert_eq!(
+            e,
+            "campaign file camp/leads.toml, line 2: campaign.concurrency must be 1–200, got 0"
+        );
+        bad_value("campaign", "concurrency", "201");
+        bad_value("campaign", "concurrency", "-1");
+        assert!(parse("[campaign]\nconcurrency = 200").is_ok());
+        assert!(bad_value("campaign", "concurrency", "\"five\"").contains("invalid type"));
+
+        for rate in ["0", "0.0", "-1", "100.5", "nan", "inf"] {
+            bad_value("campaign", "calls_per_second", rate);
+        }
+        assert_eq!(
+            parse("[campaign]\ncalls_per_second = 100")
+                .unwrap()
+                .calls_per_second,
+            100.0
+        );
+        assert_eq!(
+            parse("[campaign]\ncalls_per_second = 0.2")
+                .unwrap()
+                .calls_per_second,
+            0.2
+        );
+
+        let e = bad_value("campaign", "ring_timeout", "14");
+        assert!(
+            e.contains("15–600 seconds, got 14") && e.contains("reaching for the phone"),
+            "{e}"
+        );
+        bad_value("campaign", "ring_timeout", "\"11m\"");
+        assert!(parse("[campaign]\nring_timeout = \"10m\"").is_ok());
+        assert!(parse("[campaign]\nring_timeout = 15").is_ok());
+
+        bad_value("campaign", "time_limit", "9");
+        bad_value("campaign", "time_limit", "\"4h1s\"");
+        assert!(parse("[campaign]\ntime_limit = \"4h\"").is_ok());
+        assert!(parse("[campaign]\ntime_limit = 10").is_ok());
+
+        assert!(bad_value("campaign", "amd", "\"yes\"").contains("invalid type"));
+        bad_value("campaign", "allow_greeting_without_disclosure", "1");
+
+        let e = bad_value("campaign", "timezone", "\"America/NewYork\"");
+        assert!(e.contains("America/New_York"), "{e}");
+        bad_value("campaign", "timezone", "\"EST5\"");
+
+        bad_value("campaign", "name", "\"  \"");
+    }
+
+    #[test]
+    fn dnc_paths_resolve_beside_the_campaign_file() {
+        let cfg = CampaignConfig::parse(
+            "[campaign]\ndnc = [\"a.txt\", \"../shared/b.txt\", \"/abs/c.txt\"]\n",
+            Path::new("/data/spring/leads.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.dnc,
+            [
+                PathBuf::from("/data/spring/a.txt"),
+                PathBuf::from("/data/spring/../shared/b.txt"),
+                PathBuf::from("/abs/c.txt"),
+            ]
+        );
+        // A bare file name resolves in the current folder.
+        let cfg = CampaignConfig::parse("", Path::new("leads.toml")).unwrap();
+        assert_eq!(cfg.dnc, [PathBuf::from("do-not-call.txt")]);
+        assert!(bad_value("campaign", "dnc", "[]").contains("at least one"));
+        bad_value("campaign", "dnc", "[\"\"]");
+        bad_value("campaign", "dnc", "\"dnc.txt\"");
+    }
+
+    #[test]
+    fn dispositions_are_checked() {
+        assert!(bad_value("campaign", "dispositions", "[]").contains("1–30 names, got 0"));
+        let many: Vec<String> = (0..31).map(|i| format!("\"d{i}\"")).collect();
+        bad_value("campaign", "dispositions", &format!("[{}]", many.join(",")));
+        let thirty = format!("[campaign]\ndispositions = [{}]", many[..30].join(","));
+        assert_eq!(parse(&thirty).unwrap().dispositions.len(), 30);
+        for name in ["Confirmed", "2nd_try", "call-back", "", "_x", "café"] {
+            let e = bad_value("campaign", "dispositions", &format!("[\"ok\", \"{name}\"]"));
+            assert!(e.contains(&format!("\"{name}\"")), "{e}");
+        }
+        assert!(bad_value("campaign", "dispositions", "[\"a\", \"b\", \"a\"]").contains("twice"));
+    }
+
+    #[test]
+    fn window_keys_are_checked() {
+        assert!(bad_value("window", "hours", "\"20:00-09:00\"").contains("overnight"));
+        bad_value("window", "hours", "\"9am-5pm\"");
+        bad_value("window", "hours", "9");
+        assert!(bad_value("window", "days", "[]").contains("at least one day"));
+        assert!(bad_value("window", "days", "[\"mon\", \"funday\"]").contains("funday"));
+    }
+
+    #[test]
+    fn retry_keys_are_checked() {
+        for kind in ["busy", "no_answer", "failed", "voicemail"] {
+            let e = err(&format!("[retry]\n{kind} = {{ attempts = 0 }}\n"));
+            assert_eq!(
+                e,
+                format!(
+                    "campaign file camp/leads.toml, line 2: retry.{kind}.attempts must be 1–10, got 0"
+                )
+            );
+            let e = err(&format!("[retry.{kind}]\nattempts = 11\n"));
+            assert!(e.contains(&format!("line 2: retry.{kind}.attempts")), "{e}");
+            let e = err(&format!("[retry]\n{kind} = {{ delay = \"10x\" }}\n"));
+            assert!(
+                e.contains(&format!("line 2: retry.{kind}.delay")) && e.contains("\"10x\""),
+                "{e}"
+            );
+        }
+        assert!(err("[retry]\nbusy = { delay = -5 }").contains("negative"));
+        assert!(err("[retry]\nbusy = { delay = 1.5 }").contains("a duration like"));
+        let e = err("[retry]\nbusy = 3");
+        assert!(
+            e.contains("line 2: retry.busy: invalid type: integer `3`, expected a table like"),
+            "{e}"
+        );
+        let e = err("campaign = 3");
+        assert!(
+            e.contains("line 1: campaign: invalid type: integer `3`, expected a [campaign] table"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("10m"), Ok(600));
+        assert_eq!(secs("2h"), Ok(7200));
+        assert_eq!(secs("1d"), Ok(86400));
+        assert_eq!(secs("1h30m"), Ok(5400));
+        assert_eq!(secs(" 1h 30m 5s "), Ok(5405));
+        assert_eq!(secs("0s"), Ok(0));
+        for bad in ["", "10", "10x", "h", "1.5h", "-5m", "1h30", "10M", "1 h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(
+            parse_duration("999999999999999999d")
+                .unwrap_err()
+                .contains("too long")
+        );
+        let cfg = parse("[retry]\nbusy = { delay = 45 }").unwrap();
+        assert_eq!(cfg.retry.busy.delay, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn cost_keys_and_cost_of_a_call() {
+        bad_value("cost", "twilio_per_minute", "-0.01");
+        bad_value("cost", "agent_per_minute", "nan");
+        bad_value("cost", "agent_per_minute", "\"cheap\"");
+        let rates = CostRates {
+            twilio_per_minute: 0.014,
+            agent_per_minute: 0.075,
+        };
+        assert_eq!(rates.cost_of(0), 0.0);
+        // One second: a whole Twilio minute, a sixtieth of an agent minute.
+        assert!((rates.cost_of(1) - (0.014 + 0.075 / 60.0)).abs() < 1e-12);
+        assert!((rates.cost_of(60) - (0.014 + 0.075)).abs() < 1e-12);
+        assert!((rates.cost_of(61) - (2.0 * 0.014 + 0.075 * 61.0 / 60.0)).abs() < 1e-12);
+        assert!((rates.cost_of(3600) - (60.0 * 0.014 + 4.5)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn simulation_clock_start() {
+        let bare = parse("[simulation]\nclock_start = 2026-12-01T19:55:00-05:00\n").unwrap();
+        let quoted = parse("[simulation]\nclock_start = \"2026-12-01T19:55:00-05:00\"\n").unwrap();
+        assert_eq!(bare.sim_clock_start, quoted.sim_clock_start);
+        assert!(bare.sim_clock_start.is_some());
+        assert!(
+            bad_value("simulation", "clock_start", "\"2026-12-01 19:55\"").contains("RFC 3339")
+        );
+        bad_value("simulation", "clock_start", "2026-12-01T19:55:00");
+        bad_value("simulation", "clock_start", "5");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_in_every_table() {
+        for (text, key, line) in [
+            ("title = \"x\"\n", "title", 1),
+            ("[agent]\nvoise = \"jane\"\n", "agent.voise", 2),
+            (
+                "[agent.turn_detection]\nmin_silense = 1\n",
+                "agent.turn_detection.min_silense",
+                2,
+            ),
+            (
+                "[campaign]\nname = \"x\"\nconcurency = 5\n",
+                "campaign.concurency",
+                3,
+            ),
+            ("[window]\nhour = \"09:00-17:00\"\n", "window.hour", 2),
+            ("[retry]\nbusyy = { attempts = 2 }\n", "retry.busyy", 2),
+            ("[retry]\nbusy = { attempt = 2 }\n", "retry.busy.attempt", 2),
+            ("[cost]\ntwilio = 0.01\n", "cost.twilio", 2),
+            ("[simulation]\nclock = 1\n", "simulation.clock", 2),
+        ] {
+            let e = err(text);
+            assert!(
+                e.contains(&format!("line {line}: {key}: unknown field")),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_give_the_line() {
+        let e = parse("[campaign]\nname = \"x\"\n\nconcurrency = = 5\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { line: Some(4), .. }), "{e}");
+        let e = parse("[campaign]\nname = \"x\"\n[campaign]\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { line: Some(3), .. }), "{e}");
+    }
+
+    #[test]
+    fn agent_checks_still_apply() {
+        let e = err("[agent]\n\n[agent.turn_detection]\nvad_threshold = 1.5\n");
+        assert!(
+            e.contains("line 4: agent.turn_detection.vad_threshold"),
+            "{e}"
+        );
+        let e = err("[agent]\nvoice = \" \"\n");
+        assert!(e.contains("line 2: agent.voice must name a voice"), "{e}");
+        let e = err("[agent]\ngreeting = \"\"\n");
+        assert!(e.contains("agent.greeting must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn greeting_must_disclose_automation() {
+        let e = err("[agent]\ngreeting = \"Hi, this is Sam from Dr. Lee's office.\"\n");
+        assert!(
+            e.starts_with("campaign file camp/leads.toml, line 2: agent.greeting does not say")
+                && e.contains("jurisdictions")
+                && e.contains("allow_greeting_without_disclosure = true"),
+            "{e}"
+        );
+        let allowed = "[agent]\ngreeting = \"Hi, this is Sam.\"\n[campaign]\nallow_greeting_without_disclosure = true\n";
+        assert!(parse(allowed).is_ok());
+        for good in [
+            "This is an AUTOMATED call",
+            "Automatic reminder: hello",
+            "I'm an AI assistant",
+            "an artificial voice",
+            "Hi, your virtual  assistant here",
+            "This is a recorded message",
+            "I am a bot.",
+        ] {
+            assert!(discloses_automation(good), "{good}");
+        }
+        for bad in [
+            "Hi, I maintain your account",
+            "a bottle of wine",
+            "virtual tour",
+            "robotic",
+            "",
+        ] {
+            assert!(!discloses_automation(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_rules_by_status() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.for_status(LeadStatus::Busy), Some(&policy.busy));
+        assert_eq!(
+            policy.for_status(LeadStatus::NoAnswer),
+            Some(&policy.no_answer)
+        );
+        assert_eq!(policy.for_status(LeadStatus::Failed), Some(&policy.failed));
+        assert_eq!(
+            policy.for_status(LeadStatus::Voicemail),
+            Some(&policy.voicemail)
+        );
+        for status in [
+            LeadStatus::Completed,
+            LeadStatus::OptedOut,
+            LeadStatus::Pending,
+        ] {
+            assert_eq!(policy.for_status(status), None);
+        }
+    }
+
+    #[test]
+    fn load_reads_the_file_and_names_it_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spring.toml");
+        std::fs::write(&path, "[campaign]\nconcurrency = 7\n").unwrap();
+        let cfg = CampaignConfig::load(&path).unwrap();
+        assert_eq!((cfg.name.as_str(), cfg.concurrency), ("spring", 7));
+        assert_eq!(cfg.dnc, [dir.path().join("do-not-call.txt")]);
+        let missing = dir.path().join("nope.toml");
+        let e = CampaignConfig::load(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(e.to_string().contains("nope.toml"), "{e}");
+    }
+}

@@ -1,11 +1,11 @@
 //! What happens during a call, as plain data. The call path emits these; the terminal view,
 //! the JSON printer and the campaign runner consume them. Nothing here knows how it is shown.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Who said a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Speaker {
     Agent,
@@ -13,14 +13,14 @@ pub enum Speaker {
 }
 
 /// One line of the conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TranscriptLine {
     pub speaker: Speaker,
     pub text: String,
     /// Milliseconds since the callee answered.
     pub at_ms: u64,
     /// The agent was cut off while saying this (barge-in); `text` is what was heard.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
 }
 

@@ -567,7 +567,7 @@ mod tests {
     use crate::events::Disposition;
 
     fn policy() -> RetryPolicy {
-        let r = |attempts, mins| Retry {
+        let r = |attempts, mins: u64| Retry {
             attempts,
             delay: Duration::from_secs(60 * mins),
         };

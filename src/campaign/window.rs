@@ -120,10 +120,14 @@ impl CallingWindow {
 
     /// "09:00–20:00 Mon–Sat", for messages.
     pub fn describe(&self) -> String {
+        let end = if self.end == END_OF_DAY {
+            "24:00".to_string()
+        } else {
+            self.end.format("%H:%M").to_string()
+        };
         format!(
-            "{}–{} {}",
+            "{}–{end} {}",
             self.start.format("%H:%M"),
-            self.end.format("%H:%M"),
             describe_days(&self.days)
         )
     }
@@ -156,11 +160,23 @@ fn offset_changes(tz: Tz, lo: DateTime<Utc>, hi: DateTime<Utc>) -> Vec<DateTime<
 }
 
 /// "09:00-20:00" (also "9:00 - 20:00", with an en dash) into start and end.
+/// The last instant of a day: a window ending at "24:00".
+const END_OF_DAY: NaiveTime = match NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999) {
+    Some(t) => t,
+    None => panic!("a valid time"),
+};
+
 pub(super) fn parse_hours(hours: &str) -> Result<(NaiveTime, NaiveTime), String> {
     let malformed = || format!("must look like \"09:00-20:00\" (24-hour clock), got \"{hours}\"");
     let (start, end) = hours.split_once(['-', '–']).ok_or_else(malformed)?;
     let time = |s: &str| NaiveTime::parse_from_str(s.trim(), "%H:%M").map_err(|_| malformed());
-    let (start, end) = (time(start)?, time(end)?);
+    // "24:00" closes the window at midnight, so "00:00-24:00" is the whole day.
+    let end = if end.trim() == "24:00" {
+        END_OF_DAY
+    } else {
+        time(end)?
+    };
+    let start = time(start)?;
     if end <= start {
         return Err(format!(
             "must end after it starts, got \"{hours}\" (overnight windows are not supported)"
@@ -305,7 +321,6 @@ mod tests {
             "09:00",
             "9am-5pm",
             "25:00-26:00",
-            "09:00-24:00",
             "09:00-20:00-21:00",
         ] {
             assert!(parse_hours(bad).is_err(), "{bad}");
@@ -561,6 +576,18 @@ mod tests {
             (Chatham, "2026-12-24T00:00:00Z"),
         ] {
             check_against_grid(&CallingWindow::default(), tz, utc(day), 1);
+        }
+    }
+
+    #[test]
+    fn a_window_to_24_00_covers_the_whole_day() {
+        let w = CallingWindow::parse("00:00-24:00", &["mon-sun".to_string()]).unwrap();
+        assert_eq!(w.describe(), "00:00–24:00 Mon–Sun");
+        let tz = chrono_tz::America::New_York;
+        for minute in 0..(48 * 60) {
+            let at = Utc.with_ymd_and_hms(2026, 3, 7, 0, 0, 0).unwrap()
+                + chrono::Duration::minutes(minute) + chrono::Duration::seconds(59);
+            assert!(w.is_open(tz, at), "{at}");
         }
     }
 }

@@ -26,7 +26,12 @@ fn main() {
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).expect("csv"));
         writeln!(f, "phone,first_name,appointment,timezone").unwrap();
-        let zones = ["America/New_York", "America/Chicago", "America/Los_Angeles", ""];
+        let zones = [
+            "America/New_York",
+            "America/Chicago",
+            "America/Los_Angeles",
+            "",
+        ];
         for i in 0..n {
             // Distinct valid NANP numbers in national-looking formats, as CSVs really hold them.
             writeln!(
@@ -44,7 +49,12 @@ fn main() {
     let t0 = Instant::now();
     let file = leads::load(&csv, None).expect("leads load");
     let parsed = t0.elapsed();
-    assert_eq!(file.leads.len(), n, "{:?}", file.bad_rows.first().map(|b| &b.reason));
+    assert_eq!(
+        file.leads.len(),
+        n,
+        "{:?}",
+        file.bad_rows.first().map(|b| &b.reason)
+    );
 
     let t1 = Instant::now();
     let mut store = Store::open(&dir.path().join("leads.db")).expect("store");

@@ -139,16 +139,28 @@ not a number,Lou,America/New_York
     assert!(matches!(run.result, Ok(true)), "{:?}", run.result.err());
 
     let statuses = run.statuses();
-    assert_eq!(statuses.len(), 4, "the bad row and the duplicate are not leads");
+    assert_eq!(
+        statuses.len(),
+        4,
+        "the bad row and the duplicate are not leads"
+    );
     assert_eq!(statuses["+12025550100"], LeadStatus::Completed);
     assert_eq!(statuses["+12025550106"], LeadStatus::OptedOut);
     assert_eq!(statuses["+12025550109"], LeadStatus::Completed);
     assert_eq!(statuses["+12025550105"], LeadStatus::Voicemail);
-    assert!(run.events.iter().any(
-        |e| matches!(e, CampaignEvent::BadRow { .. }) || matches!(e, CampaignEvent::Plan { .. })
-    ));
+    assert!(
+        run.events
+            .iter()
+            .any(|e| matches!(e, CampaignEvent::BadRow { .. })
+                || matches!(e, CampaignEvent::Plan { .. }))
+    );
     // Each lead was called exactly once.
-    for to in ["+12025550100", "+12025550106", "+12025550109", "+12025550105"] {
+    for to in [
+        "+12025550100",
+        "+12025550106",
+        "+12025550109",
+        "+12025550105",
+    ] {
         assert_eq!(creates_to(&app, to), 1, "{to}");
     }
 
@@ -181,16 +193,27 @@ not a number,Lou,America/New_York
         assert_eq!(field("status"), lead.status.as_str());
         assert_eq!(field("attempts"), lead.attempts.to_string());
         assert_eq!(field("talk_secs"), lead.talk_secs.to_string());
-        assert_eq!(field("disposition"), lead.disposition.clone().unwrap_or_default());
-        assert_eq!(field("last_call_sid"), lead.last_call_sid.clone().unwrap_or_default());
+        assert_eq!(
+            field("disposition"),
+            lead.disposition.clone().unwrap_or_default()
+        );
+        assert_eq!(
+            field("last_call_sid"),
+            lead.last_call_sid.clone().unwrap_or_default()
+        );
         assert_eq!(field("first_name"), lead.vars[0].1);
     }
     assert_eq!(written.transcripts, 4);
     let ana = by_phone("+12025550100").last_call_sid.clone().unwrap();
-    let transcript =
-        std::fs::read_to_string(run.paths.out.join("transcripts").join(format!("{ana}.jsonl")))
-            .unwrap();
-    let first: serde_json::Value = serde_json::from_str(transcript.lines().next().unwrap()).unwrap();
+    let transcript = std::fs::read_to_string(
+        run.paths
+            .out
+            .join("transcripts")
+            .join(format!("{ana}.jsonl")),
+    )
+    .unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(transcript.lines().next().unwrap()).unwrap();
     assert_eq!(first["speaker"], "agent");
     assert!(
         first["text"].as_str().unwrap().contains("Hi Ana,"),
@@ -223,7 +246,11 @@ async fn pacing_never_exceeds_concurrency_or_calls_per_second() {
             .map(|r| r.at - first.at)
             .take_while(|d| *d < Duration::from_secs(1))
             .collect();
-        assert!(within.len() <= 2, "{} creations within one second: {within:?}", within.len());
+        assert!(
+            within.len() <= 2,
+            "{} creations within one second: {within:?}",
+            within.len()
+        );
     }
     // Live calls at once, from the fake's own creation and end times.
     let calls = app.sim().twilio.calls();
@@ -255,7 +282,11 @@ async fn retries_follow_the_policy() {
     let run = run_campaign(&app, dir.path(), csv, &toml, TUESDAY_10_NY).await;
     assert!(matches!(run.result, Ok(true)), "{:?}", run.result.err());
     assert_eq!(creates_to(&app, "+12025550101"), 3, "busy: three attempts");
-    assert_eq!(creates_to(&app, "+12025550102"), 1, "no-answer: never retried");
+    assert_eq!(
+        creates_to(&app, "+12025550102"),
+        1,
+        "no-answer: never retried"
+    );
     assert_eq!(creates_to(&app, "+12025550111"), 2, "busy, then answered");
     let statuses = run.statuses();
     assert_eq!(statuses["+12025550101"], LeadStatus::Busy);
@@ -288,9 +319,10 @@ async fn a_closed_window_means_no_dial_until_it_opens() {
     let run = run_campaign(&app, dir.path(), csv, &campaign_toml("", ""), TUESDAY_10_NY).await;
     assert!(matches!(run.result, Ok(true)), "{:?}", run.result.err());
     let opens = at("2026-12-01T17:00:00Z");
-    let waited = run.events.iter().any(
-        |e| matches!(e, CampaignEvent::Waiting { until, .. } if *until == opens),
-    );
+    let waited = run
+        .events
+        .iter()
+        .any(|e| matches!(e, CampaignEvent::Waiting { until, .. } if *until == opens));
     assert!(waited, "waited for 09:00 in Los Angeles: {:?}", run.events);
     assert_eq!(creates_to(&app, "+12135550100"), 1);
     // The dial came after the wait, never before it.
@@ -317,9 +349,11 @@ async fn a_closed_window_means_no_dial_until_it_opens() {
     )
     .await;
     let monday = at("2026-12-07T14:00:00Z");
-    assert!(run.events.iter().any(
-        |e| matches!(e, CampaignEvent::Waiting { until, .. } if *until == monday)
-    ));
+    assert!(
+        run.events
+            .iter()
+            .any(|e| matches!(e, CampaignEvent::Waiting { until, .. } if *until == monday))
+    );
 }
 
 #[tokio::test]
@@ -380,7 +414,11 @@ async fn do_not_call_is_checked_at_dial_time_and_opt_outs_carry_to_the_next_camp
     assert_eq!(statuses["+12025550100"], LeadStatus::Completed);
     assert_eq!(statuses["+12025550106"], LeadStatus::DoNotCall);
     assert_eq!(statuses["+12025550109"], LeadStatus::DoNotCall);
-    assert_eq!(creates_to(&app, "+12025550106"), 1, "only campaign one called");
+    assert_eq!(
+        creates_to(&app, "+12025550106"),
+        1,
+        "only campaign one called"
+    );
     assert_eq!(creates_to(&app, "+12025550109"), 0);
 }
 
@@ -440,8 +478,18 @@ async fn attempts_a_dead_run_left_in_flight_are_settled_from_twilio_not_redialed
             if phone == "+12025550100" {
                 loaded.store.set_call_sid(attempt, &created.sid).unwrap();
             }
+            // Answered before the run "dies": the callee is on the line with nobody bridging.
+            let sim = &app.sim().twilio;
+            common::eventually("the orphaned call is answered", || {
+                sim.call(&created.sid)
+                    .is_some_and(|c| c.status == "in-progress")
+            })
+            .await;
         }
-        loaded.store.begin_attempt(ids["+12025550112"], start).unwrap();
+        loaded
+            .store
+            .begin_attempt(ids["+12025550112"], start)
+            .unwrap();
     }
     let before: HashMap<&str, usize> = ["+12025550100", "+12025550109", "+12025550112"]
         .into_iter()
@@ -467,11 +515,15 @@ async fn attempts_a_dead_run_left_in_flight_are_settled_from_twilio_not_redialed
         })
         .collect();
     assert_eq!(reconciled.len(), 3, "{reconciled:?}");
-    assert!(reconciled.iter().any(|(to, sid)| *to == "+12025550109" && sid.is_some()));
-    let store = run.store();
-    assert!(store.in_flight().unwrap().is_empty());
+    assert!(
+        reconciled
+            .iter()
+            .any(|(to, sid)| *to == "+12025550109" && sid.is_some())
+    );
+    assert!(run.store().in_flight().unwrap().is_empty());
     let statuses = run.statuses();
     assert_eq!(statuses["+12025550100"], LeadStatus::Completed);
+    assert_eq!(statuses["+12025550109"], LeadStatus::Completed);
     assert_eq!(statuses["+12025550112"], LeadStatus::Completed);
     for call in app.sim().twilio.calls() {
         assert!(call.ended_at.is_some(), "no call is left live: {call:?}");

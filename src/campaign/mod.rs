@@ -236,7 +236,11 @@ pub enum CampaignEvent {
     /// A CSV row that was not imported.
     BadRow { line: u64, reason: String },
     /// A number already seen on an earlier row: dialed once.
-    Duplicate { line: u64, to: String, first_line: u64 },
+    Duplicate {
+        line: u64,
+        to: String,
+        first_line: u64,
+    },
     /// A lead that will not be dialed (do-not-call, no time zone).
     Skipped {
         lead: i64,

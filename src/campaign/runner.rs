@@ -163,7 +163,10 @@ impl<D: Dialer> Runner<D> {
                 };
                 if last_wait != Some(at) && at > self.clock.now() {
                     last_wait = Some(at);
-                    self.emit(CampaignEvent::Waiting { until: at, leads: waiting });
+                    self.emit(CampaignEvent::Waiting {
+                        until: at,
+                        leads: waiting,
+                    });
                 }
                 if live.is_empty() && self.clock.jump_to(at) {
                     continue;
@@ -381,15 +384,15 @@ impl<D: Dialer> Runner<D> {
                     answered_by: None,
                     start_time: None,
                 };
-                self.settle(&f, &snapshot)?;
+                self.settle(&f, &snapshot, false)?;
                 continue;
             };
-            if snapshot.final_status().is_none() {
+            let hung_up = snapshot.final_status().is_none();
+            if hung_up {
                 // Still ringing or talking with nobody bridging it since the crash.
                 self.dialer.hang_up(&snapshot.sid).await?;
                 let deadline = tokio::time::Instant::now() + ORPHAN_SETTLE;
-                while snapshot.final_status().is_none() && tokio::time::Instant::now() < deadline
-                {
+                while snapshot.final_status().is_none() && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     if let Some(s) = self.dialer.lookup(&snapshot.sid).await? {
                         snapshot = s;
@@ -400,7 +403,7 @@ impl<D: Dialer> Runner<D> {
                     continue;
                 }
             }
-            self.settle(&f, &snapshot)?;
+            self.settle(&f, &snapshot, hung_up)?;
         }
         Ok(())
     }
@@ -419,19 +422,40 @@ impl<D: Dialer> Runner<D> {
             .min_by_key(|c| c.start_time))
     }
 
-    fn settle(&self, f: &InFlight, snapshot: &CallSnapshot) -> Result<(), CampaignError> {
+    /// Record a crashed run's call from Twilio's record of it. `hung_up`: it was still live and
+    /// this run ended it, as an operator would; if nobody had answered, the lead is tried again.
+    fn settle(
+        &self,
+        f: &InFlight,
+        snapshot: &CallSnapshot,
+        hung_up: bool,
+    ) -> Result<(), CampaignError> {
         let status = snapshot.final_status().unwrap_or(FinalStatus::Failed);
+        let (ended_by, reason) = if hung_up {
+            (
+                EndedBy::Operator,
+                format!(
+                    "left live by a run that stopped; hung up on restart ({})",
+                    snapshot.status
+                ),
+            )
+        } else {
+            (
+                EndedBy::Error,
+                format!(
+                    "the run placing it stopped; Twilio's record says {}",
+                    snapshot.status
+                ),
+            )
+        };
         let outcome = Outcome {
             to: f.phone.clone(),
             call_sid: Some(snapshot.sid.clone()),
             status,
             duration_secs: snapshot.duration_secs,
             answered_by: snapshot.answered_by.clone(),
-            ended_by: EndedBy::Error,
-            reason: format!(
-                "the run placing it stopped; Twilio's record says {}",
-                snapshot.status
-            ),
+            ended_by,
+            reason,
             error: None,
             disposition: None,
             opted_out: false,
@@ -616,9 +640,15 @@ mod tests {
         o.answered_by = Some("machine_end_beep".into());
         let v = verdict(&o, 1, &policy(), now());
         assert_eq!(v.next_at, Some(now() + chrono::Duration::hours(4)));
-        assert_eq!(verdict(&o, 2, &policy(), now()).status, LeadStatus::Voicemail);
+        assert_eq!(
+            verdict(&o, 2, &policy(), now()).status,
+            LeadStatus::Voicemail
+        );
         o.answered_by = Some("human".into());
-        assert_eq!(verdict(&o, 1, &policy(), now()).status, LeadStatus::Completed);
+        assert_eq!(
+            verdict(&o, 1, &policy(), now()).status,
+            LeadStatus::Completed
+        );
         o.disposition = Some(Disposition {
             name: "voicemail".into(),
             notes: String::new(),
@@ -631,7 +661,10 @@ mod tests {
         let mut o = outcome(FinalStatus::Completed);
         o.opted_out = true;
         o.answered_by = Some("machine_start".into());
-        assert_eq!(verdict(&o, 1, &policy(), now()).status, LeadStatus::OptedOut);
+        assert_eq!(
+            verdict(&o, 1, &policy(), now()).status,
+            LeadStatus::OptedOut
+        );
     }
 
     #[test]
@@ -651,7 +684,10 @@ mod tests {
         assert_eq!((v.status, v.next_at), (LeadStatus::Retry, Some(now())));
         let mut o = outcome(FinalStatus::Completed);
         o.ended_by = EndedBy::Operator;
-        assert_eq!(verdict(&o, 1, &policy(), now()).status, LeadStatus::Completed);
+        assert_eq!(
+            verdict(&o, 1, &policy(), now()).status,
+            LeadStatus::Completed
+        );
     }
 
     #[test]

@@ -306,10 +306,7 @@ impl Store {
             "SELECT {LEAD_COLUMNS} FROM leads WHERE status IN ('pending', 'retry')
              AND (next_at IS NULL OR next_at <= ?1) ORDER BY next_at IS NOT NULL, next_at, id LIMIT ?2"
         ))?;
-        let rows = stmt.query_map(
-            params![ms(now), (limit + exclude.len()) as i64],
-            lead_row,
-        )?;
+        let rows = stmt.query_map(params![ms(now), (limit + exclude.len()) as i64], lead_row)?;
         let mut out = Vec::with_capacity(limit);
         for row in rows {
             let row = row?;
@@ -549,7 +546,10 @@ impl Store {
             .prepare("SELECT status, COUNT(*) FROM leads GROUP BY status")?;
         let mut by_status: Vec<(LeadStatus, u64)> = stmt
             .query_map([], |r| {
-                Ok((status_of(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)? as u64))
+                Ok((
+                    status_of(&r.get::<_, String>(0)?)?,
+                    r.get::<_, i64>(1)? as u64,
+                ))
             })?
             .collect::<Result<_, _>>()?;
         by_status.sort();
@@ -702,11 +702,17 @@ mod tests {
         };
         s.finish_attempt(a, &outcome(FinalStatus::Busy, None), &verdict, t(1))
             .unwrap();
-        let due: Vec<i64> = s.due(t(10), 10, &[]).unwrap().iter().map(|l| l.id).collect();
+        let due: Vec<i64> = s
+            .due(t(10), 10, &[])
+            .unwrap()
+            .iter()
+            .map(|l| l.id)
+            .collect();
         assert!(!due.contains(&first));
         assert_eq!(s.next_due().unwrap().unwrap().1, 2);
         let second = due[0];
-        s.skip(second, LeadStatus::DoNotCall, "on list", t(2)).unwrap();
+        s.skip(second, LeadStatus::DoNotCall, "on list", t(2))
+            .unwrap();
         assert_eq!(s.next_due().unwrap(), Some((t(600), 1)));
         assert_eq!(s.due(t(600), 10, &[]).unwrap()[0].id, first);
         s.defer(first, t(900)).unwrap();
@@ -738,8 +744,13 @@ mod tests {
             next_at: None,
             reason: String::new(),
         };
-        s.finish_attempt(a, &outcome(FinalStatus::Completed, Some(61)), &verdict, t(1))
-            .unwrap();
+        s.finish_attempt(
+            a,
+            &outcome(FinalStatus::Completed, Some(61)),
+            &verdict,
+            t(1),
+        )
+        .unwrap();
         let totals = s.totals().unwrap();
         assert_eq!(
             totals.statuses,

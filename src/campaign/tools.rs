@@ -139,7 +139,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (t, _) = tools(dir.path());
         let ok = t
-            .call(RECORD_OUTCOME, &json!({"disposition": "confirmed", "notes": "Tuesday"}))
+            .call(
+                RECORD_OUTCOME,
+                &json!({"disposition": "confirmed", "notes": "Tuesday"}),
+            )
             .unwrap();
         assert!(!ok.is_error);
         assert_eq!(ok.disposition.unwrap().notes, "Tuesday");

@@ -586,7 +586,8 @@ mod tests {
         let tz = chrono_tz::America::New_York;
         for minute in 0..(48 * 60) {
             let at = Utc.with_ymd_and_hms(2026, 3, 7, 0, 0, 0).unwrap()
-                + chrono::Duration::minutes(minute) + chrono::Duration::seconds(59);
+                + chrono::Duration::minutes(minute)
+                + chrono::Duration::seconds(59);
             assert!(w.is_open(tz, at), "{at}");
         }
     }

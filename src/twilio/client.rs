@@ -199,22 +199,18 @@ impl TwilioClient {
         }
     }
 
-    /// Calls to `to` created since `since`, newest first.
+    /// Calls to `to` created since `since`, newest first. No `StartTime` filter: a call that is
+    /// still queued or ringing has no start time yet, and Twilio's filter would hide exactly
+    /// the call a crashed run is looking for. Twilio lists newest first, so one page holds
+    /// the recent ones; `since` is applied to each call's creation date here.
     pub async fn list_calls_to(
         &self,
         to: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<CallResource>, TwilioError> {
         let url = self.calls_url();
-        let day = since.format("%Y-%m-%d").to_string();
         let page: CallPage = self
-            .with_retries(|| {
-                self.http.get(&url).query(&[
-                    ("To", to),
-                    ("StartTime>", day.as_str()),
-                    ("PageSize", "50"),
-                ])
-            })
+            .with_retries(|| self.http.get(&url).query(&[("To", to), ("PageSize", "50")]))
             .await?;
         let mut calls: Vec<CallResource> = page
             .calls

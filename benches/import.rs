@@ -64,7 +64,10 @@ fn main() {
     let t2 = Instant::now();
     let (dnc, _) = DncList::load(&[dir.path().join("dnc.txt")], None).expect("dnc");
     let window = CallingWindow::default();
-    let now = Utc::now();
+    // A Tuesday afternoon in the US, so the window check does real work whatever day it runs.
+    let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T19:00:00Z")
+        .expect("a valid instant")
+        .with_timezone(&Utc);
     let first = store.due(now, 200, &[]).expect("due");
     let mut open = 0;
     for lead in &first {

@@ -529,3 +529,49 @@ async fn attempts_a_dead_run_left_in_flight_are_settled_from_twilio_not_redialed
         assert!(call.ended_at.is_some(), "no call is left live: {call:?}");
     }
 }
+
+#[tokio::test]
+async fn a_twilio_429_is_backed_off_and_every_lead_is_still_called_once() {
+    let app = TestApp::start().await;
+    // Too many concurrent REST requests: Twilio refuses without processing.
+    app.sim().twilio.throttle_next(3);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "phone,first_name\n+12025550100,Ana\n+12025550109,Ben\n";
+    let run = run_campaign(
+        &app,
+        dir.path(),
+        csv,
+        &campaign_toml("calls_per_second = 5", ""),
+        TUESDAY_10_NY,
+    )
+    .await;
+    assert!(matches!(run.result, Ok(true)), "{:?}", run.result.err());
+    let requests = app.sim().twilio.requests();
+    let refused: Vec<&dialer::sim::twilio::ApiRequest> =
+        requests.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(refused.len(), 3);
+    // Each refusal was followed by a pause (half the 400 ms base at least), not a hammering.
+    for r in &refused {
+        assert!(r.to.is_some(), "{r:?}");
+        let next = requests
+            .iter()
+            .find(|n| n.at > r.at && n.to == r.to)
+            .expect("the same call asked again");
+        assert!(
+            next.at - r.at >= Duration::from_millis(190),
+            "{:?}",
+            next.at - r.at
+        );
+    }
+    let placed = |to: &str| {
+        requests
+            .iter()
+            .filter(|r| r.status == 201 && r.to.as_deref() == Some(to))
+            .count()
+    };
+    assert_eq!(placed("+12025550100"), 1);
+    assert_eq!(placed("+12025550109"), 1);
+    let statuses = run.statuses();
+    assert_eq!(statuses["+12025550100"], LeadStatus::Completed);
+    assert_eq!(statuses["+12025550109"], LeadStatus::Completed);
+}

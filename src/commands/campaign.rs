@@ -76,6 +76,13 @@ pub async fn run(
     // Every file is read and checked before anything starts or dials.
     let region = RawSettings::load(&sources)?.default_region;
     let loaded = campaign::load(&paths, region.as_deref(), Utc::now())?;
+    let (leads, finished) = loaded.store.counts().map_err(campaign::LoadError::from)?;
+    if leads > 0 && leads == finished && !json {
+        eprintln!(
+            "dialer: every lead of this campaign is already finished; to run it again from the start, delete {}",
+            paths.db.display()
+        );
+    }
     let stack = Stack::start(server, sources).await?;
     let clock = Arc::new(match (&stack.simulation, loaded.config.sim_clock_start) {
         (Some(_), Some(start)) => Clock::simulated(start, server.sim_speed),

@@ -244,6 +244,12 @@ impl FakeTwilio {
         state.index.get(sid).map(|&i| state.calls[i].record.clone())
     }
 
+    /// Answer the next `n` requests with 429 / 20429 (too many concurrent requests): the
+    /// request is not processed, and a client should back off and send it again.
+    pub fn throttle_next(&self, n: u32) {
+        self.shared.lock().throttle = n;
+    }
+
     /// Wait until no call is in progress: every call has its final status and all its
     /// callbacks were delivered.
     pub async fn wait_idle(&self) {
@@ -274,6 +280,9 @@ struct State {
     requests: Vec<ApiRequest>,
     /// Calls placed per number, for personas that behave differently on a retry.
     dialed: HashMap<String, u32>,
+    /// Requests still to be refused with 429 / 20429, as Twilio does when an account has too
+    /// many REST requests in flight.
+    throttle: u32,
 }
 
 struct CallEntry {

@@ -237,6 +237,17 @@ async fn route(
         return Err(ApiError::unauthenticated());
     }
     let p = Params(params);
+    {
+        let mut state = shared.lock();
+        if state.throttle > 0 {
+            state.throttle -= 1;
+            return Err(ApiError {
+                status: 429,
+                code: 20429,
+                message: "Too Many Requests".into(),
+            });
+        }
+    }
     match (method, rest) {
         ("POST", ["Calls.json"]) => create(shared, &p),
         ("GET", ["Calls.json"]) => list(shared, &p),

@@ -275,6 +275,76 @@ fn first_ctrl_c_stops_new_dials_and_lets_live_calls_finish() {
     assert!(store.in_flight().unwrap().is_empty());
 }
 
+#[cfg(unix)]
+#[test]
+fn second_ctrl_c_hangs_the_live_calls_up_and_saves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("phone,first_name\n");
+    for i in 0..4 {
+        csv.push_str(&format!("+1202555{:04},P{i}\n", 5000 + i));
+    }
+    write_campaign(dir.path(), &csv, "concurrency = 2\ncalls_per_second = 5");
+    let mut child = dialer(dir.path())
+        .args([
+            "campaign",
+            "leads.csv",
+            "--simulate",
+            "--sim-speed",
+            "2",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut child);
+    let mut events: Vec<Value> = Vec::new();
+    // Wait until a conversation is under way, then Ctrl-C twice.
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("events come");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        let talking = event["event"] == "call" && event["call"]["event"] == "connected";
+        events.push(event);
+        if talking {
+            break;
+        }
+    }
+    let interrupt = || {
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(interrupt().success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(interrupt().success());
+    let exit = wait(&mut child, Duration::from_secs(60));
+    events.extend(
+        rx.iter()
+            .map(|l| serde_json::from_str::<Value>(&l).unwrap()),
+    );
+    assert_eq!(exit.code(), Some(130));
+    let ended: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "call" && e["call"]["event"] == "ended")
+        .map(|e| &e["call"]["outcome"])
+        .collect();
+    assert!(
+        ended.iter().any(|o| o["ended_by"] == "operator"),
+        "a live call was hung up by the operator: {ended:?}"
+    );
+    let store = Store::open(&dir.path().join("leads.sim.db")).unwrap();
+    assert!(
+        store.in_flight().unwrap().is_empty(),
+        "every hung-up call is saved"
+    );
+    assert!(
+        store.leads().unwrap().iter().any(|l| !l.status.is_final()),
+        "leads are left for the next run"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -495,7 +495,8 @@ fn note(
         Ok(Err(e)) => e,
         Err(e) => CampaignError::Store(StoreError::Data(format!("a call task failed: {e}"))),
     };
-    tracing::error!(error = %err, "campaign stops dialing");
+    // The command reports the first failure as its one closing line; more would repeat it.
+    tracing::debug!(error = %err, "campaign stops dialing");
     failure.get_or_insert(err);
 }
 
@@ -565,14 +566,11 @@ pub fn verdict(
 /// The campaign's totals and estimated cost.
 pub fn summary(store: &Store, config: &CampaignConfig) -> Result<Summary, CampaignError> {
     let totals = store.totals()?;
+    // A fold from +0.0: an empty float sum is -0.0, which would print as "$-0.00".
     let cost = totals
         .durations
         .iter()
-        .map(|&secs| {
-            secs.div_ceil(60) as f64 * config.cost.twilio_per_minute
-                + secs as f64 / 60.0 * config.cost.agent_per_minute
-        })
-        .sum();
+        .fold(0.0, |sum, &secs| sum + config.cost.cost_of(secs));
     Ok(Summary {
         leads: totals.statuses.iter().map(|(_, n)| n).sum(),
         statuses: totals.statuses,

@@ -697,4 +697,18 @@ mod tests {
         });
         assert_eq!(verdict(&o, 2, &policy(), now()).status, LeadStatus::Failed);
     }
+
+    #[test]
+    fn an_empty_campaign_costs_nothing_rather_than_minus_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.db")).unwrap();
+        let config = CampaignConfig::defaults(
+            "t",
+            crate::agent::config::AgentConfig::default(),
+            dir.path(),
+        );
+        let s = summary(&store, &config).unwrap();
+        assert_eq!(format!("{:.2}", s.estimated_cost_usd), "0.00");
+        assert_eq!((s.leads, s.attempts), (0, 0));
+    }
 }

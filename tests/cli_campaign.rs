@@ -201,45 +201,66 @@ fn the_demo_campaign_runs_to_its_summary_and_its_results_can_be_regenerated() {
     );
 }
 
-#[cfg(unix)]
-#[test]
-fn first_ctrl_c_stops_new_dials_and_lets_live_calls_finish() {
-    let dir = tempfile::tempdir().unwrap();
+/// A simulated campaign of `n` agreeable callees, run with `--json` on a child process.
+fn start_simulated(dir: &Path, first: u32, n: u32, keys: &str, speed: &str) -> Child {
     let mut csv = String::from("phone,first_name\n");
-    for i in 0..8 {
-        csv.push_str(&format!("+1202555{:04},P{i}\n", 3000 + i));
+    for i in 0..n {
+        csv.push_str(&format!("+1202555{:04},P{i}\n", first + i));
     }
-    write_campaign(dir.path(), &csv, "concurrency = 2\ncalls_per_second = 2");
-    let mut child = dialer(dir.path())
+    write_campaign(dir, &csv, keys);
+    dialer(dir)
         .args([
             "campaign",
             "leads.csv",
             "--simulate",
             "--sim-speed",
-            "5",
+            speed,
             "--json",
         ])
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
-    let rx = lines(&mut child);
-    let mut events: Vec<Value> = Vec::new();
+        .unwrap()
+}
+
+/// Read JSON events until one satisfies `until` (it is included).
+fn events_until(rx: &mpsc::Receiver<String>, until: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut events = Vec::new();
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("events come");
         let event: Value = serde_json::from_str(&line).unwrap();
-        let dialing = event["event"] == "dialing";
+        let last = until(&event);
         events.push(event);
-        if dialing {
-            break;
+        if last {
+            return events;
         }
     }
+}
+
+#[cfg(unix)]
+fn ctrl_c(child: &Child) {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn first_ctrl_c_stops_new_dials_and_lets_live_calls_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_simulated(
+        dir.path(),
+        3000,
+        8,
+        "concurrency = 2\ncalls_per_second = 2",
+        "5",
+    );
+    let rx = lines(&mut child);
+    let mut events = events_until(&rx, |e| e["event"] == "dialing");
+    ctrl_c(&child);
     let exit = wait(&mut child, Duration::from_secs(120));
     events.extend(
         rx.iter()
@@ -279,46 +300,21 @@ fn first_ctrl_c_stops_new_dials_and_lets_live_calls_finish() {
 #[test]
 fn second_ctrl_c_hangs_the_live_calls_up_and_saves_them() {
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("phone,first_name\n");
-    for i in 0..4 {
-        csv.push_str(&format!("+1202555{:04},P{i}\n", 5000 + i));
-    }
-    write_campaign(dir.path(), &csv, "concurrency = 2\ncalls_per_second = 5");
-    let mut child = dialer(dir.path())
-        .args([
-            "campaign",
-            "leads.csv",
-            "--simulate",
-            "--sim-speed",
-            "2",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = start_simulated(
+        dir.path(),
+        5000,
+        4,
+        "concurrency = 2\ncalls_per_second = 5",
+        "2",
+    );
     let rx = lines(&mut child);
-    let mut events: Vec<Value> = Vec::new();
     // Wait until a conversation is under way, then Ctrl-C twice.
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("events come");
-        let event: Value = serde_json::from_str(&line).unwrap();
-        let talking = event["event"] == "call" && event["call"]["event"] == "connected";
-        events.push(event);
-        if talking {
-            break;
-        }
-    }
-    let interrupt = || {
-        Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-    };
-    assert!(interrupt().success());
+    let mut events = events_until(&rx, |e| {
+        e["event"] == "call" && e["call"]["event"] == "connected"
+    });
+    ctrl_c(&child);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(interrupt().success());
+    ctrl_c(&child);
     let exit = wait(&mut child, Duration::from_secs(60));
     events.extend(
         rx.iter()

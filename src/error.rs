@@ -78,19 +78,7 @@ mod tests {
     use super::*;
 
     fn outcome(status: FinalStatus, by: EndedBy) -> Outcome {
-        Outcome {
-            to: "+12025550100".into(),
-            call_sid: None,
-            status,
-            duration_secs: None,
-            answered_by: None,
-            ended_by: by,
-            reason: String::new(),
-            error: None,
-            disposition: None,
-            opted_out: false,
-            transcript: vec![],
-        }
+        Outcome::sample("+12025550100", status, by)
     }
 
     #[test]

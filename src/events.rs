@@ -128,6 +128,27 @@ impl Outcome {
     }
 }
 
+#[cfg(test)]
+impl Outcome {
+    /// A call to `to` that ended as told, with nothing else known: unit tests set the fields
+    /// they care about.
+    pub(crate) fn sample(to: &str, status: FinalStatus, ended_by: EndedBy) -> Outcome {
+        Outcome {
+            to: to.into(),
+            call_sid: Some("CA00000000000000000000000000000001".into()),
+            status,
+            duration_secs: None,
+            answered_by: None,
+            ended_by,
+            reason: String::new(),
+            error: None,
+            disposition: None,
+            opted_out: false,
+            transcript: vec![],
+        }
+    }
+}
+
 /// Something that happened on one call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

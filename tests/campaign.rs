@@ -49,6 +49,9 @@ struct Outcome {
     result: Result<bool, CampaignError>,
     events: Vec<CampaignEvent>,
     paths: Paths,
+    /// Lines of the CSV not imported, and lines repeating an earlier number.
+    bad_lines: Vec<u64>,
+    duplicate_lines: Vec<(u64, u64)>,
 }
 
 impl Outcome {
@@ -75,6 +78,12 @@ async fn run_campaign(app: &TestApp, dir: &Path, csv: &str, toml: &str, start: &
 async fn run_files(app: &TestApp, dir: &Path, start: &str, stop: CancellationToken) -> Outcome {
     let paths = Paths::beside(&dir.join("leads.csv"), None, None, None, false);
     let loaded = campaign::load(&paths, None, Utc::now()).expect("campaign loads");
+    let bad_lines = loaded.bad_rows.iter().map(|r| r.line).collect();
+    let duplicate_lines = loaded
+        .duplicates
+        .iter()
+        .map(|d| (d.line, d.first_line))
+        .collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let runner = Arc::new(Runner::new(
         app.stack.service.clone(),
@@ -99,6 +108,8 @@ async fn run_files(app: &TestApp, dir: &Path, start: &str, stop: CancellationTok
         result,
         events,
         paths,
+        bad_lines,
+        duplicate_lines,
     }
 }
 
@@ -148,12 +159,8 @@ not a number,Lou,America/New_York
     assert_eq!(statuses["+12025550106"], LeadStatus::OptedOut);
     assert_eq!(statuses["+12025550109"], LeadStatus::Completed);
     assert_eq!(statuses["+12025550105"], LeadStatus::Voicemail);
-    assert!(
-        run.events
-            .iter()
-            .any(|e| matches!(e, CampaignEvent::BadRow { .. })
-                || matches!(e, CampaignEvent::Plan { .. }))
-    );
+    assert_eq!(run.bad_lines, [5]);
+    assert_eq!(run.duplicate_lines, [(6, 2)]);
     // Each lead was called exactly once.
     for to in [
         "+12025550100",

@@ -134,18 +134,8 @@ impl<D: Dialer> Runner<D> {
                 let Some(lead) = self.store().due(now, 1, &[])?.pop() else {
                     break None;
                 };
-                match self.check(&lead, now)? {
-                    Check::Dial => break Some(lead),
-                    Check::Skip(status, reason) => {
-                        self.store().skip(lead.id, status, &reason, now)?;
-                        self.emit(CampaignEvent::Skipped {
-                            lead: lead.id,
-                            to: lead.phone.clone(),
-                            status,
-                            reason,
-                        });
-                    }
-                    Check::Defer(until) => self.store().defer(lead.id, until)?,
+                if self.cleared(&lead, now)? {
+                    break Some(lead);
                 }
             };
             let Some(lead) = lead else {
@@ -186,22 +176,8 @@ impl<D: Dialer> Runner<D> {
             // The list and the window again, at the moment of dialing: the turn may have
             // taken a while, and the list may have changed meanwhile.
             let now = self.clock.now();
-            match self.check(&lead, now)? {
-                Check::Dial => {}
-                Check::Skip(status, reason) => {
-                    self.store().skip(lead.id, status, &reason, now)?;
-                    self.emit(CampaignEvent::Skipped {
-                        lead: lead.id,
-                        to: lead.phone.clone(),
-                        status,
-                        reason,
-                    });
-                    continue;
-                }
-                Check::Defer(until) => {
-                    self.store().defer(lead.id, until)?;
-                    continue;
-                }
+            if !self.cleared(&lead, now)? {
+                continue;
             }
             let (attempt, number) = self.store().begin_attempt(lead.id, now)?;
             let runner = self.clone();
@@ -232,6 +208,25 @@ impl<D: Dialer> Runner<D> {
             .as_deref()
             .and_then(|z| z.parse::<Tz>().ok())
             .or(self.config.timezone)
+    }
+
+    /// Whether the lead may be dialed now; if not, it is skipped for good (recorded and
+    /// reported) or deferred to its window's next opening.
+    fn cleared(&self, lead: &LeadRow, now: DateTime<Utc>) -> Result<bool, CampaignError> {
+        match self.check(lead, now)? {
+            Check::Dial => return Ok(true),
+            Check::Skip(status, reason) => {
+                self.store().skip(lead.id, status, &reason, now)?;
+                self.emit(CampaignEvent::Skipped {
+                    lead: lead.id,
+                    to: lead.phone.clone(),
+                    status,
+                    reason,
+                });
+            }
+            Check::Defer(until) => self.store().defer(lead.id, until)?,
+        }
+        Ok(false)
     }
 
     fn check(&self, lead: &LeadRow, now: DateTime<Utc>) -> Result<Check, CampaignError> {
@@ -602,19 +597,7 @@ mod tests {
     }
 
     fn outcome(status: FinalStatus) -> Outcome {
-        Outcome {
-            to: "+12025550100".into(),
-            call_sid: Some("CA1".into()),
-            status,
-            duration_secs: None,
-            answered_by: None,
-            ended_by: EndedBy::Network,
-            reason: "busy".into(),
-            error: None,
-            disposition: None,
-            opted_out: false,
-            transcript: vec![],
-        }
+        Outcome::sample("+12025550100", status, EndedBy::Network)
     }
 
     fn now() -> DateTime<Utc> {

@@ -596,20 +596,13 @@ mod tests {
 
     fn outcome(status: FinalStatus, secs: Option<u64>) -> Outcome {
         Outcome {
-            to: "+12025550100".into(),
-            call_sid: Some("CA1".into()),
-            status,
             duration_secs: secs,
             answered_by: secs.map(|_| "human".into()),
-            ended_by: EndedBy::Agent,
-            reason: "agent ended the call".into(),
-            error: None,
             disposition: Some(Disposition {
                 name: "confirmed".into(),
                 notes: "yes".into(),
             }),
-            opted_out: false,
-            transcript: vec![],
+            ..Outcome::sample("+12025550100", status, EndedBy::Agent)
         }
     }
 

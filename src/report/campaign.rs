@@ -785,17 +785,9 @@ estimated cost    $0.00"
     fn plain_call_lines_are_prefixed_by_the_number_and_skip_partials() {
         let to = || TO.to_string();
         let outcome = Outcome {
-            to: to(),
             call_sid: Some("CA9".into()),
-            status: FinalStatus::Busy,
-            duration_secs: None,
-            answered_by: None,
-            ended_by: EndedBy::Network,
             reason: "busy".into(),
-            error: None,
-            disposition: None,
-            opted_out: false,
-            transcript: vec![],
+            ..Outcome::sample(TO, FinalStatus::Busy, EndedBy::Network)
         };
         let cases = [
             (CallEvent::Dialing { to: to() }, None),

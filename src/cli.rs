@@ -137,15 +137,15 @@ pub struct CampaignArgs {
     #[command(flatten)]
     pub server: ServerArgs,
 
-    /// Campaign file (default: the CSV's name with .toml).
-    #[arg(long, value_name = "FILE")]
+    /// Campaign file: the agent and the campaign's rules (default: the CSV's name with .toml).
+    #[arg(long, visible_alias = "agent", value_name = "FILE")]
     pub campaign: Option<PathBuf>,
 
-    /// State database (default: the CSV's name with .db).
+    /// State database (default: the CSV's name with .db; .sim.db with --simulate).
     #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
 
-    /// Results folder (default: the CSV's name with -results).
+    /// Results folder (default: the CSV's name with -results; -sim-results with --simulate).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 

@@ -73,7 +73,7 @@ impl Paths {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "no campaign file {0}: create it beside the CSV (campaigns/demo.toml shows one) or name one with --campaign"
+        "campaign file {0} does not exist: write one (campaigns/demo.toml shows every key); it is the CSV's name with .toml unless --campaign names another"
     )]
     NoCampaignFile(PathBuf),
     #[error(transparent)]
@@ -106,11 +106,13 @@ pub fn load(
     default_region: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Loaded, LoadError> {
+    // The CSV first: a mistyped CSV name should be reported as that, not as a missing
+    // campaign file named after it.
+    let lead_file = leads::load(&paths.csv, default_region)?;
     if !paths.campaign.exists() {
         return Err(LoadError::NoCampaignFile(paths.campaign.clone()));
     }
     let config = config::CampaignConfig::load(&paths.campaign)?;
-    let lead_file = leads::load(&paths.csv, default_region)?;
     template::check(&config.agent.greeting, &lead_file.columns, "agent.greeting")?;
     template::check(
         &config.agent.system_prompt,

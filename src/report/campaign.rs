@@ -403,8 +403,11 @@ impl Live {
                 disposition,
                 retry_at,
             } => {
-                let mut text = result(&to, attempt, status, disposition.as_deref(), retry_at);
-                if let Some(outcome) = self.remove(lead).and_then(|c| c.outcome) {
+                let outcome = self.remove(lead).and_then(|c| c.outcome);
+                // The call's outcome line names the disposition itself.
+                let shown = disposition.as_deref().filter(|_| outcome.is_none());
+                let mut text = result(&to, attempt, status, shown, retry_at);
+                if let Some(outcome) = outcome {
                     text += &format!(" — {}", format::outcome(&outcome));
                     for line in &outcome.transcript {
                         text += &format!("\n{}", format::line(line));

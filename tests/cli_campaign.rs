@@ -349,22 +349,101 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The simulators in a process of their own, so that killing a dialer leaves their records.
+struct Simulators {
+    child: Child,
+    settings: HashMap<String, String>,
+}
+
+impl Simulators {
+    fn start(dir: &Path) -> Simulators {
+        let mut child = dialer(dir)
+            .args(["simulators", "--sim-speed", "10"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let settings = serde_json::from_str(
+            &lines(&mut child)
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the simulators print their settings"),
+        )
+        .unwrap();
+        Simulators { child, settings }
+    }
+
+    /// `dialer campaign leads.csv --json`, not simulated, pointed at these simulators, with
+    /// `overrides` on top of their settings.
+    fn campaign(&self, dir: &Path, port: u16, overrides: &[(&str, &str)]) -> Command {
+        let mut cmd = dialer(dir);
+        cmd.args(["campaign", "leads.csv", "--json"])
+            .env("PORT", port.to_string())
+            .env("PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+            .stdout(Stdio::piped());
+        for (k, v) in &self.settings {
+            cmd.env(k, v);
+        }
+        for (k, v) in overrides {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Every call to `number` in the fake Twilio's records, asked through its REST API.
+    async fn calls_to(&self, number: &str) -> Vec<dialer::twilio::CallResource> {
+        let twilio = TwilioClient::new(
+            &self.settings["TWILIO_API_BASE_URL"],
+            &self.settings["TWILIO_ACCOUNT_SID"],
+            Secret::new(self.settings["TWILIO_AUTH_TOKEN"].clone()),
+        );
+        let since = chrono::Utc::now() - chrono::Duration::days(2);
+        twilio
+            .list_calls_to(E164::parse(number).unwrap().as_str(), since)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Simulators {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_voice_agent_key_stops_the_campaign_before_anyone_is_called() {
+    let dir = tempfile::tempdir().unwrap();
+    let sims = Simulators::start(dir.path());
+    write_campaign(
+        dir.path(),
+        "phone,first_name\n+12025550100,Ana\n+12025550109,Ben\n",
+        "",
+    );
+    let out = sims
+        .campaign(
+            dir.path(),
+            free_port(),
+            &[("ASSEMBLYAI_API_KEY", "not-the-key")],
+        )
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ASSEMBLYAI_API_KEY") && stderr.contains("nobody was called"),
+        "{stderr}"
+    );
+    for n in ["+12025550100", "+12025550109"] {
+        assert!(sims.calls_to(n).await.is_empty(), "{n} was called");
+    }
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_campaign_then_resume_dials_nobody_twice_and_loses_no_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sims = dialer(dir.path())
-        .args(["simulators", "--sim-speed", "10"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let sim_lines = lines(&mut sims);
-    let settings: HashMap<String, String> = serde_json::from_str(
-        &sim_lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the simulators print their settings"),
-    )
-    .unwrap();
+    let sims = Simulators::start(dir.path());
 
     // Agreeable callees and a few others; no retries, so every number is called exactly once.
     let mut csv = String::from("phone,first_name\n");
@@ -380,17 +459,7 @@ async fn kill_9_mid_campaign_then_resume_dials_nobody_twice_and_loses_no_outcome
     }
     write_campaign(dir.path(), &csv, "concurrency = 3\ncalls_per_second = 3");
     let port = free_port();
-    let run = || {
-        let mut cmd = dialer(dir.path());
-        cmd.args(["campaign", "leads.csv", "--json"])
-            .env("PORT", port.to_string())
-            .env("PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-            .stdout(Stdio::piped());
-        for (k, v) in &settings {
-            cmd.env(k, v);
-        }
-        cmd
-    };
+    let run = || sims.campaign(dir.path(), port, &[]);
 
     let mut first = run().spawn().unwrap();
     let rx = lines(&mut first);
@@ -428,17 +497,8 @@ async fn kill_9_mid_campaign_then_resume_dials_nobody_twice_and_loses_no_outcome
     // nobody had two conversations.
     let store = Store::open(&dir.path().join("leads.db")).unwrap();
     let leads = store.leads().unwrap();
-    let twilio = TwilioClient::new(
-        &settings["TWILIO_API_BASE_URL"],
-        &settings["TWILIO_ACCOUNT_SID"],
-        Secret::new(settings["TWILIO_AUTH_TOKEN"].clone()),
-    );
-    let since = chrono::Utc::now() - chrono::Duration::days(2);
     for n in &numbers {
-        let calls = twilio
-            .list_calls_to(E164::parse(n).unwrap().as_str(), since)
-            .await
-            .unwrap();
+        let calls = sims.calls_to(n).await;
         let lead = leads.iter().find(|l| &l.phone == n).unwrap();
         assert_eq!(calls.len() as u32, lead.attempts, "{n}: {calls:?}");
         let answered = calls
@@ -455,6 +515,4 @@ async fn kill_9_mid_campaign_then_resume_dials_nobody_twice_and_loses_no_outcome
     }
     assert!(leads.iter().all(|l| l.status.is_final()));
     assert!(store.in_flight().unwrap().is_empty());
-    let _ = sims.kill();
-    let _ = sims.wait();
 }

@@ -1,8 +1,13 @@
 //! Opening a Voice Agent WebSocket: the URL is a setting (production, the EU host, or a
 //! simulator), the API key travels as `Authorization: Bearer`.
 
+use super::config::AgentConfig;
+use super::protocol::{self, AgentMessage};
+use crate::call::tools::ToolSpec;
 use crate::secret::Secret;
-use crate::ws::{self, FrameSink, FrameStream};
+use crate::ws::{self, Frame, FrameSink, FrameStream};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, http};
 
@@ -48,4 +53,61 @@ pub async fn connect(
             },
         })?;
     Ok(ws::from_tungstenite(socket))
+}
+
+/// Why a trial session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The service refused the key or the session (`unauthorized`, `invalid_value`, …).
+    #[error("{}", protocol::describe_error(code, message))]
+    Rejected { code: String, message: String },
+    #[error("the Voice Agent API did not confirm a trial session within {0} s")]
+    Timeout(u64),
+    #[error("the Voice Agent API closed a trial session before confirming it")]
+    Closed,
+}
+
+/// Open a session with this agent and close it at once. A campaign does this before its first
+/// dial, so that a rejected key or settings the service refuses (an unknown voice, say) stop it
+/// before anyone is called, rather than on the first callees to answer. The service says
+/// nothing until the first `session.update`, so the trial has to send one.
+pub async fn preflight(
+    url: &str,
+    api_key: &Secret,
+    agent: &AgentConfig,
+    tools: &[ToolSpec],
+    limit: Duration,
+) -> Result<(), PreflightError> {
+    let (mut stream, mut sink) = connect(url, api_key).await?;
+    let update = protocol::session_update(agent, tools);
+    if sink.send(Frame::text(update)).await.is_err() {
+        return Err(PreflightError::Closed);
+    }
+    let verdict = tokio::time::timeout(limit, async {
+        let mut rejected = None;
+        while let Some(frame) = stream.next().await {
+            let Frame::Text(bytes) = frame else {
+                if matches!(frame, Frame::Close(_)) {
+                    break;
+                }
+                continue;
+            };
+            match protocol::parse_bytes(&bytes) {
+                Ok(AgentMessage::SessionReady { .. }) => return Ok(()),
+                Ok(AgentMessage::SessionError { code, message }) => {
+                    rejected = Some(PreflightError::Rejected { code, message });
+                }
+                _ => {}
+            }
+        }
+        Err(rejected.unwrap_or(PreflightError::Closed))
+    })
+    .await
+    .unwrap_or(Err(PreflightError::Timeout(limit.as_secs())));
+    let _ = sink
+        .send(Frame::Close(Some((1000, "trial session".into()))))
+        .await;
+    verdict
 }

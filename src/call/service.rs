@@ -84,6 +84,22 @@ impl CallService {
     pub fn twilio(&self) -> &TwilioClient {
         &self.twilio
     }
+
+    /// A trial Voice Agent session with this agent, before anyone is called (see
+    /// [`agent::client::preflight`]).
+    pub async fn check_agent(
+        &self,
+        agent: &crate::agent::config::AgentConfig,
+    ) -> Result<(), agent::client::PreflightError> {
+        agent::client::preflight(
+            &self.endpoints.agent_url,
+            &self.endpoints.agent_key,
+            agent,
+            &[],
+            self.timings.agent_setup,
+        )
+        .await
+    }
 }
 
 /// What one call has gathered so far.

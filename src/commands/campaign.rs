@@ -3,6 +3,7 @@
 //! that says whether the campaign reached its end. Re-running the same command resumes it.
 
 use super::{Interrupts, Stack};
+use crate::agent::client::PreflightError;
 use crate::campaign::clock::Clock;
 use crate::campaign::runner::{CampaignError, Runner};
 use crate::campaign::{self, CampaignEvent, Paths, export, store::Store};
@@ -84,6 +85,20 @@ pub async fn run(
         );
     }
     let stack = Stack::start(server, sources).await?;
+    if let Err(e) = stack.service.check_agent(&loaded.config.agent).await {
+        stack.stop().await;
+        return Err(match &e {
+            PreflightError::Rejected { code, .. }
+                if matches!(
+                    code.as_str(),
+                    "unauthorized" | "forbidden" | "invalid_value"
+                ) =>
+            {
+                AppError::Input(format!("{e}; nobody was called"))
+            }
+            _ => AppError::Other(format!("{e}; nobody was called")),
+        });
+    }
     let clock = Arc::new(match (&stack.simulation, loaded.config.sim_clock_start) {
         (Some(_), Some(start)) => Clock::simulated(start, server.sim_speed),
         (Some(_), None) => Clock::simulated(Utc::now(), server.sim_speed),

@@ -85,7 +85,9 @@ pub async fn run(
         );
     }
     let stack = Stack::start(server, sources).await?;
-    if let Err(e) = stack.service.check_agent(&loaded.config.agent).await {
+    // Only when someone may be called: a finished campaign needs no agent.
+    let to_call = leads > finished;
+    if to_call && let Err(e) = stack.service.check_agent(&loaded.config.agent).await {
         stack.stop().await;
         return Err(match &e {
             PreflightError::Rejected { code, .. }

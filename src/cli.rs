@@ -1,4 +1,5 @@
-//! The command line: clap parses raw values only; commands turn them into validated settings.
+//! The command line. Each argument is validated once, here, by its value parser; settings
+//! files and the environment are validated by `settings`.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -56,7 +57,8 @@ pub struct ServerArgs {
         long,
         value_name = "FACTOR",
         default_value_t = 1.0,
-        requires = "simulate"
+        requires = "simulate",
+        value_parser = speed_factor
     )]
     pub sim_speed: f64,
 
@@ -117,7 +119,7 @@ pub struct CallArgs {
     pub agent: AgentArgs,
 
     /// Seconds to let it ring before giving up (15–600).
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = ring_timeout)]
     pub ring_timeout: u64,
 
     /// Longest the call may last, in seconds.
@@ -157,7 +159,7 @@ pub struct CampaignArgs {
 #[derive(Debug, Args)]
 pub struct SimulatorsArgs {
     /// Run this many times faster than real time.
-    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = speed_factor)]
     pub sim_speed: f64,
 }
 
@@ -165,6 +167,28 @@ pub struct SimulatorsArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// `--sim-speed`: a positive, finite factor.
+fn speed_factor(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f.is_finite() => Ok(f),
+        _ => Err("must be a positive number (10 runs ten times faster than real time)".into()),
+    }
+}
+
+/// `--ring-timeout`: within what `call::dialer::RING_TIMEOUT_SECS` allows.
+fn ring_timeout(s: &str) -> Result<u64, String> {
+    let range = crate::call::dialer::RING_TIMEOUT_SECS;
+    match s.parse::<u64>() {
+        Ok(secs) if range.contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "must be {}–{} seconds (shorter than {} s hangs up on people reaching for the phone)",
+            range.start(),
+            range.end(),
+            range.start()
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -195,5 +219,20 @@ mod tests {
             panic!()
         };
         assert_eq!(args.server.sim_speed, 5.0);
+    }
+
+    #[test]
+    fn bad_factors_and_ring_timeouts_are_refused_at_parse_time() {
+        for bad in ["0", "-1", "inf", "NaN", "fast"] {
+            assert!(
+                Cli::try_parse_from(["dialer", "simulators", "--sim-speed", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        for (secs, ok) in [("14", false), ("15", true), ("600", true), ("601", false)] {
+            let parsed =
+                Cli::try_parse_from(["dialer", "call", "+12025550100", "--ring-timeout", secs]);
+            assert_eq!(parsed.is_ok(), ok, "{secs}");
+        }
     }
 }

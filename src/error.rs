@@ -1,7 +1,10 @@
 //! What the process tells the user when something is wrong, and the exit code it ends with.
 //! Every failure becomes one line on stderr; exit codes are documented in README.md.
 
+use crate::agent::client::PreflightError;
 use crate::call::dialer::DialError;
+use crate::campaign::runner::CampaignError;
+use crate::campaign::{LoadError, export::ExportError, store::StoreError};
 use crate::events::{EndedBy, FinalStatus, Outcome};
 use crate::settings::SettingsError;
 use std::process::ExitCode;
@@ -58,6 +61,7 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// The one place errors become exit codes.
     pub fn exit(&self) -> Exit {
         match self {
             AppError::Settings(_) | AppError::Input(_) => Exit::Config,
@@ -65,11 +69,55 @@ impl AppError {
             AppError::Dial(_) | AppError::Other(_) => Exit::Failure,
         }
     }
+
+    /// The trial agent session before a campaign's first dial failed: settings the service
+    /// refused are the user's to fix; anything else (an outage) is not.
+    pub fn nobody_called(e: PreflightError) -> Self {
+        let text = format!("{e}; nobody was called");
+        match &e {
+            PreflightError::Rejected { code, .. }
+                if matches!(
+                    code.as_str(),
+                    "unauthorized" | "forbidden" | "invalid_value"
+                ) =>
+            {
+                AppError::Input(text)
+            }
+            _ => AppError::Other(text),
+        }
+    }
 }
 
 impl From<std::io::Error> for AppError {
     fn from(e: std::io::Error) -> Self {
         AppError::Other(e.to_string())
+    }
+}
+
+impl From<LoadError> for AppError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Store(StoreError::Sql(e)) => {
+                AppError::Other(format!("campaign database: {e}"))
+            }
+            other => AppError::Input(other.to_string()),
+        }
+    }
+}
+
+impl From<ExportError> for AppError {
+    fn from(e: ExportError) -> Self {
+        AppError::Other(e.to_string())
+    }
+}
+
+impl From<CampaignError> for AppError {
+    fn from(e: CampaignError) -> Self {
+        match e {
+            CampaignError::Dial(e) => AppError::Dial(e),
+            CampaignError::Agent(message) => AppError::Input(message),
+            other => AppError::Other(other.to_string()),
+        }
     }
 }
 

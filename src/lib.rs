@@ -21,7 +21,11 @@ pub mod report;
 pub mod secret;
 pub mod server;
 pub mod settings;
+pub mod shutdown;
+#[cfg(feature = "simulate")]
 pub mod sim;
+pub mod startup;
 pub mod telemetry;
 pub mod twilio;
+pub mod webhooks;
 pub mod ws;

@@ -118,6 +118,14 @@ fn hint(name: &str) -> &'static str {
 }
 
 impl RawSettings {
+    /// `DEFAULT_REGION`, when set to something.
+    pub fn default_region(&self) -> Option<&str> {
+        self.default_region
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+    }
+
     /// Merge the sources in precedence order.
     pub fn load(sources: &Sources) -> Result<Self, SettingsError> {
         let mut builder = config::Config::builder();
@@ -170,6 +178,7 @@ impl RawSettings {
 
     /// Validate for talking to the real services.
     pub fn resolve(self) -> Result<Settings, SettingsError> {
+        let default_region = self.default_region().map(str::to_string);
         let sid = required("TWILIO_ACCOUNT_SID", self.twilio_account_sid)?;
         if !(sid.len() == 34
             && sid.starts_with("AC")
@@ -225,7 +234,7 @@ impl RawSettings {
                     .unwrap_or(DEFAULT_AGENT_URL),
                 &["wss", "ws"],
             )?,
-            default_region: self.default_region.filter(|r| !r.trim().is_empty()),
+            default_region,
         })
     }
 }

@@ -232,7 +232,7 @@ async fn barge_in_clears_twilios_buffer() {
 #[tokio::test]
 async fn forged_callback_is_refused_and_changes_nothing() {
     let app = TestApp::start().await;
-    let public = app.stack.public_url.clone();
+    let public = app.app.urls.base().to_string();
     let req = app.request("+12025550100");
     let call = app.call(req);
     tokio::pin!(call);
@@ -292,7 +292,7 @@ async fn forged_or_foreign_media_stream_is_refused() {
     let app = TestApp::start().await;
     let ws_url = format!(
         "{}/twilio/media",
-        app.stack.public_url.replacen("http://", "ws://", 1)
+        app.app.urls.base().replacen("http://", "ws://", 1)
     );
     // No signature: refused at the handshake.
     match tokio_tungstenite::connect_async(ws_url.as_str()).await {
@@ -337,7 +337,7 @@ async fn forged_or_foreign_media_stream_is_refused() {
         ),
         "{next:?}"
     );
-    assert!(app.stack.registry.is_empty());
+    assert!(app.app.registry.is_empty());
 }
 
 #[tokio::test]

@@ -86,7 +86,7 @@ async fn run_files(app: &TestApp, dir: &Path, start: &str, stop: CancellationTok
         .collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let runner = Arc::new(Runner::new(
-        app.stack.service.clone(),
+        app.app.service.clone(),
         loaded.store,
         loaded.config,
         loaded.dnc,
@@ -457,7 +457,7 @@ async fn attempts_a_dead_run_left_in_flight_are_settled_from_twilio_not_redialed
     // A run "dies" in three places: after Twilio created Ana's call and the SID was saved;
     // after Ben's create request reached Twilio but before the answer was saved; and before
     // Grace's create request was sent at all.
-    let twilio = app.stack.service.twilio().clone();
+    let twilio = app.app.service.twilio().clone();
     let start = Utc::now();
     {
         let mut loaded = campaign::load(&paths, None, start).unwrap();

@@ -13,6 +13,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How long a call may ring (Twilio's `Timeout`), in seconds: Twilio allows up to 600, and
+/// less than 15 hangs up on people reaching for the phone.
+pub const RING_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 15..=600;
+
 /// One call to place.
 #[derive(Clone)]
 pub struct CallRequest {

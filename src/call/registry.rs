@@ -49,7 +49,6 @@ pub enum CallSignal {
 
 struct Entry {
     tx: mpsc::UnboundedSender<CallSignal>,
-    twiml: String,
     stream_claimed: bool,
 }
 
@@ -74,21 +73,15 @@ impl Registry {
     }
 
     /// Register a call; returns its token (unguessable, 128 bits) and its signal receiver.
-    /// `twiml` builds the call's TwiML, which carries the token.
-    pub fn register(
-        &self,
-        twiml: impl FnOnce(&str) -> String,
-    ) -> (String, mpsc::UnboundedReceiver<CallSignal>) {
+    pub fn register(&self) -> (String, mpsc::UnboundedReceiver<CallSignal>) {
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let (tx, rx) = mpsc::unbounded_channel();
-        let twiml = twiml(&token);
         self.lock().insert(
             token.clone(),
             Entry {
                 tx,
-                twiml,
                 stream_claimed: false,
             },
         );
@@ -100,11 +93,6 @@ impl Registry {
         self.lock()
             .get(token)
             .is_some_and(|e| e.tx.send(signal).is_ok())
-    }
-
-    /// The TwiML of a call (for calls whose TwiML Twilio fetches).
-    pub fn twiml(&self, token: &str) -> Option<String> {
-        self.lock().get(token).map(|e| e.twiml.clone())
     }
 
     /// Hand a stream to its call. Each token opens one stream only.
@@ -147,8 +135,8 @@ mod tests {
     #[test]
     fn tokens_are_unique_and_unguessable_length() {
         let r = Registry::new();
-        let (a, _ra) = r.register(|_| String::new());
-        let (b, _rb) = r.register(|_| String::new());
+        let (a, _ra) = r.register();
+        let (b, _rb) = r.register();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
     }
@@ -156,11 +144,10 @@ mod tests {
     #[test]
     fn delivery_reaches_only_known_calls() {
         let r = Registry::new();
-        let (t, mut rx) = r.register(|_| "<Response/>".into());
+        let (t, mut rx) = r.register();
         assert!(r.deliver(&t, CallSignal::AnsweredBy("human".into())));
         assert!(matches!(rx.try_recv(), Ok(CallSignal::AnsweredBy(a)) if a == "human"));
         assert!(!r.deliver("nope", CallSignal::AnsweredBy("human".into())));
-        assert_eq!(r.twiml(&t).as_deref(), Some("<Response/>"));
         r.remove(&t);
         assert!(!r.deliver(&t, CallSignal::AnsweredBy("human".into())));
         assert!(r.is_empty());

@@ -11,8 +11,8 @@ use crate::agent;
 use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
 use crate::phone::E164;
 use crate::secret::Secret;
-use crate::server::{self, paths};
 use crate::twilio::{NewCall, TwilioClient, TwilioError, twiml};
+use crate::webhooks::PublicUrls;
 use crate::ws::Frame;
 use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
@@ -52,8 +52,8 @@ impl Default for Timings {
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub from: E164,
-    /// How Twilio reaches our server (`https://…`, no trailing slash).
-    pub public_url: String,
+    /// How Twilio reaches our server.
+    pub urls: PublicUrls,
     pub agent_url: String,
     pub agent_key: Secret,
 }
@@ -258,22 +258,6 @@ impl Call<'_> {
 }
 
 impl CallService {
-    fn status_url(&self, token: &str) -> String {
-        format!("{}{}/{}", self.endpoints.public_url, paths::STATUS, token)
-    }
-
-    fn amd_url(&self, token: &str) -> String {
-        format!("{}{}/{}", self.endpoints.public_url, paths::AMD, token)
-    }
-
-    fn stream_url(&self) -> String {
-        format!(
-            "{}{}",
-            server::to_ws_url(&self.endpoints.public_url),
-            paths::MEDIA
-        )
-    }
-
     async fn hang_up(&self, call: &mut Call<'_>) {
         let Some(sid) = call.state.sid().map(str::to_string) else {
             return;
@@ -418,6 +402,7 @@ impl CallService {
         &self,
         req: &CallRequest,
         token: &str,
+        twiml: &str,
         mut signals: mpsc::UnboundedReceiver<CallSignal>,
         events: &mpsc::UnboundedSender<CallEvent>,
         cancel: &CancellationToken,
@@ -437,13 +422,12 @@ impl CallService {
         call.emit(CallEvent::Dialing {
             to: call.to.clone(),
         });
-        let twiml = self.registry.twiml(token).unwrap_or_default();
-        let status_url = self.status_url(token);
-        let amd_url = self.amd_url(token);
+        let status_url = self.endpoints.urls.status(token);
+        let amd_url = self.endpoints.urls.amd(token);
         let new_call = NewCall {
             to: req.to.as_str(),
             from: self.endpoints.from.as_str(),
-            twiml: &twiml,
+            twiml,
             status_callback: &status_url,
             timeout_secs: req.ring_timeout.as_secs().clamp(1, 600),
             time_limit_secs: req.time_limit.as_secs().max(1),
@@ -519,7 +503,7 @@ impl CallService {
                     call.fail(None, format!(
                         "the call was answered but Twilio did not open the media stream within {} s; check that PUBLIC_URL ({}) reaches this machine over HTTPS",
                         self.timings.stream_after_answer.as_secs(),
-                        self.endpoints.public_url,
+                        self.endpoints.urls.base(),
                     ));
                     self.hang_up(&mut call).await;
                 }
@@ -571,11 +555,12 @@ impl Dialer for CallService {
         events: mpsc::UnboundedSender<CallEvent>,
         cancel: CancellationToken,
     ) -> Result<Outcome, DialError> {
-        let stream_url = self.stream_url();
-        let (token, signals) = self
-            .registry
-            .register(|token| twiml::connect_stream(&stream_url, &[("token", token)]));
-        let result = self.follow(&req, &token, signals, &events, &cancel).await;
+        let (token, signals) = self.registry.register();
+        // The stream URL is the same for every call; the token tells the server whose it is.
+        let twiml = twiml::connect_stream(&self.endpoints.urls.media(), &[("token", &token)]);
+        let result = self
+            .follow(&req, &token, &twiml, signals, &events, &cancel)
+            .await;
         self.registry.remove(&token);
         let outcome = result?;
         let _ = events.send(CallEvent::Ended {

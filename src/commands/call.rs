@@ -1,42 +1,26 @@
 //! `dialer call NUMBER`: one call with a live transcript, its outcome, and an exit code.
 
-use super::{Interrupts, Stack};
+use super::Context;
 use crate::agent::config::AgentConfig;
 use crate::call::dialer::{CallRequest, Dialer};
 use crate::call::tools::NoTools;
-use crate::cli::{AgentArgs, CallArgs, ServerArgs};
+use crate::cli::{AgentArgs, CallArgs};
 use crate::error::{AppError, Exit};
 use crate::phone::E164;
-use crate::report::{self, Style};
-use crate::settings::Sources;
+use crate::report;
+use crate::shutdown::Interrupts;
+use crate::startup::Startup;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-pub async fn run(
-    server: &ServerArgs,
-    args: &CallArgs,
-    sources: Sources,
-    json: bool,
-) -> Result<Exit, AppError> {
+pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppError> {
+    let mut interrupts = Interrupts::listen();
     let agent = agent_config(&args.agent)?;
-    if !(15..=600).contains(&args.ring_timeout) {
-        return Err(AppError::Input(format!(
-            "--ring-timeout {} is outside 15–600 seconds (shorter than 15 s hangs up on people reaching for the phone)",
-            args.ring_timeout
-        )));
-    }
-    let stack = Stack::start(server, sources).await?;
-    let to = E164::parse_with_region(&args.number, stack.default_region.as_deref())
-        .map_err(|e| AppError::Input(format!("cannot call {}: {e}", args.number)));
-    let to = match to {
-        Ok(to) => to,
-        Err(e) => {
-            stack.stop().await;
-            return Err(e);
-        }
-    };
+    let startup = Startup::load(ctx.sources.clone(), &args.server)?;
+    let to = E164::parse_with_region(&args.number, startup.default_region())
+        .map_err(|e| AppError::Input(format!("cannot call {}: {e}", args.number)))?;
+    let app = startup.start(ctx.shutdown).await?;
     let request = CallRequest {
         to,
         agent,
@@ -46,18 +30,26 @@ pub async fn run(
         machine_detection: !args.no_amd,
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let view = tokio::spawn(report::call::show(rx, Style::choose(json)));
-    let cancel = CancellationToken::new();
-    let mut interrupts = Interrupts::listen();
-    let service = stack.service.clone();
-    let dial = service.dial(request, tx, cancel.clone());
+    let view = ctx
+        .shutdown
+        .spawn(report::call::show(rx, ctx.printer.clone()));
+    // This call's branch of the shutdown tree: cancelling it hangs the call up.
+    let hang_up = ctx.shutdown.child();
+    let service = app.service.clone();
+    let dial = service.dial(request, tx, hang_up.clone());
     tokio::pin!(dial);
     let result = tokio::select! {
         r = &mut dial => Some(r),
-        () = interrupts.next() => {
-            // First Ctrl-C: hang up through Twilio and wait for the final status.
-            cancel.cancel();
-            eprintln!("dialer: hanging up… (Ctrl-C again to quit at once)");
+        () = async {
+            tokio::select! {
+                () = interrupts.next() => {
+                    ctx.printer.message("hanging up… (Ctrl-C again to quit at once)");
+                }
+                // Nobody reads the transcript any more: end the call as the operator would.
+                () = ctx.printer.closed() => {}
+            }
+        } => {
+            hang_up.cancel();
             tokio::select! {
                 r = &mut dial => Some(r),
                 () = interrupts.next() => None,
@@ -65,17 +57,21 @@ pub async fn run(
         }
     };
     let Some(result) = result else {
-        stack.stop().await;
+        app.stop().await;
         return Ok(Exit::Interrupted);
     };
     let _ = view.await;
-    stack.stop().await;
+    app.stop().await;
     let outcome = result?;
+    if ctx.printer.stdout_closed() {
+        // As a reader that stops reading ends a search (ripgrep): a normal end.
+        return Ok(Exit::Success);
+    }
     Ok(Exit::for_outcome(&outcome))
 }
 
 /// The agent from an agent file, then flags on top.
-pub fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
+fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
     let mut agent = match &args.agent {
         Some(path) => AgentConfig::from_file(path).map_err(|e| AppError::Input(e.to_string()))?,
         None => AgentConfig::default(),

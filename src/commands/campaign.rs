@@ -2,59 +2,28 @@
 //! simulators), run the leads with a live view, write the results folder, and exit with a code
 //! that says whether the campaign reached its end. Re-running the same command resumes it.
 
-use super::{Interrupts, Stack};
-use crate::agent::client::PreflightError;
+use super::Context;
 use crate::campaign::clock::Clock;
-use crate::campaign::runner::{CampaignError, Runner};
+use crate::campaign::runner::Runner;
 use crate::campaign::{self, CampaignEvent, Paths, export, store::Store};
-use crate::cli::{CampaignArgs, ServerArgs};
+use crate::cli::CampaignArgs;
 use crate::error::{AppError, Exit};
-use crate::report::{self, Style};
-use crate::settings::{RawSettings, Sources};
+use crate::report;
+use crate::shutdown::Interrupts;
+use crate::startup::Startup;
 use chrono::Utc;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-impl From<campaign::LoadError> for AppError {
-    fn from(e: campaign::LoadError) -> Self {
-        match e {
-            campaign::LoadError::Store(campaign::store::StoreError::Sql(e)) => {
-                AppError::Other(format!("campaign database: {e}"))
-            }
-            other => AppError::Input(other.to_string()),
-        }
-    }
-}
-
-impl From<export::ExportError> for AppError {
-    fn from(e: export::ExportError) -> Self {
-        AppError::Other(e.to_string())
-    }
-}
-
-impl From<CampaignError> for AppError {
-    fn from(e: CampaignError) -> Self {
-        match e {
-            CampaignError::Dial(e) => AppError::Dial(e),
-            CampaignError::Agent(message) => AppError::Input(message),
-            other => AppError::Other(other.to_string()),
-        }
-    }
-}
-
-pub async fn run(
-    server: &ServerArgs,
-    args: &CampaignArgs,
-    sources: Sources,
-    json: bool,
-) -> Result<Exit, AppError> {
+pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, AppError> {
+    let mut interrupts = Interrupts::listen();
+    let printer = ctx.printer;
     let paths = Paths::beside(
         &args.csv,
         args.campaign.clone(),
         args.db.clone(),
         args.out.clone(),
-        server.simulate,
+        args.server.simulate,
     );
     if args.export {
         if !paths.db.exists() {
@@ -65,50 +34,43 @@ pub async fn run(
         }
         let store = Store::open(&paths.db).map_err(campaign::LoadError::from)?;
         let written = export::export(&store, &paths.out)?;
-        println!(
+        printer.out(&format!(
             "wrote {} and {} transcript(s) in {}",
             written.results.display(),
             written.transcripts,
             paths.out.join("transcripts").display()
-        );
+        ));
         return Ok(Exit::Success);
     }
 
     // Every file is read and checked before anything starts or dials.
-    let region = RawSettings::load(&sources)?.default_region;
-    let loaded = campaign::load(&paths, region.as_deref(), Utc::now())?;
+    let startup = Startup::load(ctx.sources.clone(), &args.server)?;
+    let loaded = campaign::load(&paths, startup.default_region(), Utc::now())?;
     let (leads, finished) = loaded.store.counts().map_err(campaign::LoadError::from)?;
-    if leads > 0 && leads == finished && !json {
-        eprintln!(
-            "dialer: every lead of this campaign is already finished; to run it again from the start, delete {}",
+    if leads > 0 && leads == finished && printer.style() != report::Style::Json {
+        printer.message(&format!(
+            "every lead of this campaign is already finished; to run it again from the start, delete {}",
             paths.db.display()
-        );
+        ));
     }
-    let stack = Stack::start(server, sources).await?;
-    // Only when someone may be called: a finished campaign needs no agent.
-    let to_call = leads > finished;
-    if to_call && let Err(e) = stack.service.check_agent(&loaded.config.agent).await {
-        stack.stop().await;
-        return Err(match &e {
-            PreflightError::Rejected { code, .. }
-                if matches!(
-                    code.as_str(),
-                    "unauthorized" | "forbidden" | "invalid_value"
-                ) =>
-            {
-                AppError::Input(format!("{e}; nobody was called"))
-            }
-            _ => AppError::Other(format!("{e}; nobody was called")),
-        });
-    }
-    let clock = Arc::new(match (&stack.simulation, loaded.config.sim_clock_start) {
-        (Some(_), Some(start)) => Clock::simulated(start, server.sim_speed),
-        (Some(_), None) => Clock::simulated(Utc::now(), server.sim_speed),
+    let clock = Arc::new(match (startup.sim_speed(), loaded.config.sim_clock_start) {
+        (Some(speed), Some(start)) => Clock::simulated(start, speed),
+        (Some(speed), None) => Clock::simulated(Utc::now(), speed),
         (None, _) => Clock::system(),
     });
+    let app = startup.start(ctx.shutdown).await?;
+    // Only when someone may be called: a finished campaign needs no agent.
+    if leads > finished
+        && let Err(e) = app.service.check_agent(&loaded.config.agent).await
+    {
+        app.stop().await;
+        return Err(AppError::nobody_called(e));
+    }
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let view = tokio::spawn(report::campaign::show(rx, Style::choose(json)));
+    let view = ctx
+        .shutdown
+        .spawn(report::campaign::show(rx, printer.clone()));
     for row in &loaded.bad_rows {
         let _ = tx.send(CampaignEvent::BadRow {
             line: row.line,
@@ -127,31 +89,34 @@ pub async fn run(
     }
 
     let runner = Arc::new(Runner::new(
-        stack.service.clone(),
+        app.service.clone(),
         loaded.store,
         loaded.config,
         loaded.dnc,
         clock,
         tx.clone(),
     ));
-    let stop = CancellationToken::new();
-    let hang_up = CancellationToken::new();
-    let mut interrupts = Interrupts::listen();
+    // The campaign's branch of the shutdown tree hangs up its calls; below it, `stop` only
+    // stops the dialing, so the first Ctrl-C lets live calls finish.
+    let hang_up = ctx.shutdown.child();
+    let stop = hang_up.child_token();
     let work = runner.clone().run(stop.clone(), hang_up.clone());
     tokio::pin!(work);
     let mut interrupted = false;
     let result = loop {
         tokio::select! {
             r = &mut work => break r,
+            // A reader that stopped reading stops the dialing, as a first Ctrl-C does.
+            () = printer.closed(), if !stop.is_cancelled() => stop.cancel(),
             () = interrupts.next() => {
                 if !interrupted {
                     interrupted = true;
                     stop.cancel();
                 } else if !hang_up.is_cancelled() {
-                    eprintln!("dialer: hanging up the live calls…");
+                    printer.message("hanging up the live calls…");
                     hang_up.cancel();
                 } else {
-                    eprintln!("dialer: still waiting for Twilio to confirm the hang-ups…");
+                    printer.message("still waiting for Twilio to confirm the hang-ups…");
                 }
             }
         }
@@ -169,15 +134,15 @@ pub async fn run(
     drop(tx);
     drop(runner);
     let _ = view.await;
-    stack.stop().await;
+    app.stop().await;
     let written = written?;
-    if !json {
-        eprintln!(
-            "dialer: results in {} ({} transcript(s)); state in {}",
+    if printer.style() != report::Style::Json {
+        printer.message(&format!(
+            "results in {} ({} transcript(s)); state in {}",
             written.results.display(),
             written.transcripts,
             paths.db.display()
-        );
+        ));
     }
     summary?;
     match result {

@@ -1,178 +1,40 @@
-//! The commands: each turns parsed arguments into settings, starts what it needs (the webhook
-//! server, the simulators), runs, and returns the exit status. `main` only maps the result.
+//! The commands: each parses what it was given, builds the application through
+//! [`crate::startup`], runs, and reports. `main` only maps the result to an exit code.
 
-pub mod call;
-pub mod campaign;
-pub mod serve;
-pub mod simulators;
+mod call;
+mod campaign;
+mod serve;
+mod simulators;
 
-use crate::call::registry::Registry;
-use crate::call::service::{CallService, Endpoints};
-use crate::cli::{Cli, Command, ServerArgs};
+use crate::cli::{Cli, Command};
 use crate::error::{AppError, Exit};
-use crate::server::{self, ServerState};
-use crate::settings::{RawSettings, Sources};
-use crate::sim::{Simulation, TimeScale};
-use crate::twilio::TwilioClient;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use crate::report::Printer;
+use crate::settings::Sources;
+use crate::shutdown::Shutdown;
 
-/// Run the parsed command line.
-pub async fn run(cli: Cli) -> Result<Exit, AppError> {
-    let sources = |server: &ServerArgs| {
-        let mut s = Sources::standard(cli.config.clone(), cli.env_file.clone());
-        if let Some(url) = &server.public_url {
-            s.flags.push(("public_url", url.clone()));
-        }
-        if let Some(port) = server.port {
-            s.flags.push(("port", port.to_string()));
-        }
-        s
+/// What every command is given.
+pub(crate) struct Context<'a> {
+    /// Where settings come from (before the command's own flags).
+    pub sources: Sources,
+    pub printer: &'a Printer,
+    /// The root of the shutdown tree.
+    pub shutdown: &'a Shutdown,
+}
+
+/// Run the parsed command line, then stop everything it started and wait for it.
+pub async fn run(cli: Cli, printer: &Printer) -> Result<Exit, AppError> {
+    let shutdown = Shutdown::new();
+    let ctx = Context {
+        sources: Sources::standard(cli.config.clone(), cli.env_file.clone()),
+        printer,
+        shutdown: &shutdown,
     };
-    match cli.command {
-        Command::Call(ref args) => {
-            call::run(&args.server.clone(), args, sources(&args.server), cli.json).await
-        }
-        Command::Campaign(ref args) => {
-            campaign::run(&args.server.clone(), args, sources(&args.server), cli.json).await
-        }
-        Command::Serve(ref args) => serve::run(&args.server, sources(&args.server)).await,
-        Command::Simulators(ref args) => simulators::run(args).await,
-    }
-}
-
-/// Everything a command needs to place calls: the call service, the running webhook server,
-/// and the simulators when simulating. Dropping it does not stop the server; `shutdown` does.
-pub struct Stack {
-    pub service: Arc<CallService>,
-    pub registry: Arc<Registry>,
-    pub server_addr: SocketAddr,
-    pub public_url: String,
-    pub default_region: Option<String>,
-    pub shutdown: CancellationToken,
-    server: JoinHandle<()>,
-    /// Kept alive while the stack runs.
-    pub simulation: Option<Simulation>,
-}
-
-impl Stack {
-    /// Start the server (and the simulators), with settings from `sources`.
-    pub async fn start(args: &ServerArgs, sources: Sources) -> Result<Stack, AppError> {
-        let shutdown = CancellationToken::new();
-        let raw = RawSettings::load(&sources)?;
-        let default_region = raw.default_region.clone();
-        let (settings, simulation) = if args.simulate {
-            if !(args.sim_speed > 0.0 && args.sim_speed.is_finite()) {
-                return Err(AppError::Input(
-                    "--sim-speed must be a positive number".into(),
-                ));
-            }
-            let sim = Simulation::start(TimeScale(1.0 / args.sim_speed), shutdown.child_token())
-                .await
-                .map_err(|e| AppError::Other(format!("cannot start the simulators: {e}")))?;
-            (sim.settings(raw), Some(sim))
-        } else {
-            (raw.resolve()?, None)
-        };
-        Self::start_with(settings, simulation, shutdown, default_region).await
-    }
-
-    /// Start with settings already made (tests point them at simulators they control). With an
-    /// empty public URL the server is its own public URL (simulators reach it directly).
-    pub async fn start_with(
-        settings: crate::settings::Settings,
-        simulation: Option<Simulation>,
-        shutdown: CancellationToken,
-        default_region: Option<String>,
-    ) -> Result<Stack, AppError> {
-        let addr = SocketAddr::new(settings.bind_address, settings.port);
-        let listener = server::bind(addr).await.map_err(|e| {
-            AppError::Other(format!(
-                "cannot listen on {addr}: {e} (set PORT to a free port)"
-            ))
-        })?;
-        let server_addr = listener.local_addr()?;
-        // Simulators reach the server directly; with no public URL it is its own.
-        let public_url = if settings.public_url.is_empty() {
-            format!("http://{server_addr}")
-        } else {
-            settings.public_url.clone()
-        };
-        let registry = Arc::new(Registry::new());
-        let state = ServerState {
-            registry: registry.clone(),
-            auth_token: settings.twilio_auth_token.clone(),
-            public_url: public_url.clone(),
-        };
-        let server = tokio::spawn(server::serve(listener, state, shutdown.child_token()));
-        let twilio = TwilioClient::new(
-            &settings.twilio_api_base_url,
-            &settings.twilio_account_sid,
-            settings.twilio_auth_token.clone(),
-        );
-        let service = CallService::new(
-            twilio,
-            Endpoints {
-                from: settings.twilio_from_number.clone(),
-                public_url: public_url.clone(),
-                agent_url: settings.assemblyai_agent_url.clone(),
-                agent_key: settings.assemblyai_api_key.clone(),
-            },
-            registry.clone(),
-        );
-        tracing::info!(%server_addr, %public_url, simulate = simulation.is_some(), "webhook server listening");
-        Ok(Stack {
-            service: Arc::new(service),
-            registry,
-            server_addr,
-            public_url,
-            default_region,
-            shutdown,
-            server,
-            simulation,
-        })
-    }
-
-    /// Stop the server and the simulators.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.server).await;
-    }
-}
-
-/// Resolves on the first Ctrl-C (or SIGTERM), then again on the second.
-pub struct Interrupts {
-    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
-}
-
-impl Interrupts {
-    pub fn listen() -> Self {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            #[cfg(unix)]
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            loop {
-                #[cfg(unix)]
-                let got = tokio::select! {
-                    r = tokio::signal::ctrl_c() => r.is_ok(),
-                    Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => true,
-                };
-                #[cfg(not(unix))]
-                let got = tokio::signal::ctrl_c().await.is_ok();
-                if !got || tx.send(()).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { rx }
-    }
-
-    pub async fn next(&mut self) {
-        if self.rx.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
-    }
+    let result = match &cli.command {
+        Command::Call(args) => call::run(args, &ctx).await,
+        Command::Campaign(args) => campaign::run(args, &ctx).await,
+        Command::Serve(args) => serve::run(args, &ctx).await,
+        Command::Simulators(args) => simulators::run(args, &ctx).await,
+    };
+    shutdown.finish().await;
+    result
 }

@@ -1,17 +1,22 @@
 //! `dialer serve`: only the webhook server, until Ctrl-C.
 
-use super::{Interrupts, Stack};
-use crate::cli::ServerArgs;
+use super::Context;
+use crate::cli::ServeArgs;
 use crate::error::{AppError, Exit};
-use crate::settings::Sources;
+use crate::shutdown::Interrupts;
+use crate::startup::Startup;
 
-pub async fn run(server: &ServerArgs, sources: Sources) -> Result<Exit, AppError> {
-    let stack = Stack::start(server, sources).await?;
-    eprintln!(
-        "dialer: serving Twilio webhooks on {} (public URL {}); Ctrl-C to stop",
-        stack.server_addr, stack.public_url
-    );
-    Interrupts::listen().next().await;
-    stack.stop().await;
+pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, AppError> {
+    let mut interrupts = Interrupts::listen();
+    let app = Startup::load(ctx.sources.clone(), &args.server)?
+        .start(ctx.shutdown)
+        .await?;
+    ctx.printer.message(&format!(
+        "serving Twilio webhooks on {} (public URL {}); Ctrl-C to stop",
+        app.server_addr,
+        app.urls.base()
+    ));
+    interrupts.next().await;
+    app.stop().await;
     Ok(Exit::Success)
 }

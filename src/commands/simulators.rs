@@ -2,39 +2,27 @@
 //! separate dialer process at them (the crash-and-resume tests kill that process, not these)
 //! or for trying another client against them. Prints the settings as one JSON line on stdout.
 
-use super::Interrupts;
+use super::Context;
 use crate::cli::SimulatorsArgs;
 use crate::error::{AppError, Exit};
-use crate::sim::{Simulation, TimeScale};
-use std::io::Write;
-use tokio_util::sync::CancellationToken;
+use crate::shutdown::Interrupts;
+use crate::startup;
 
-pub async fn run(args: &SimulatorsArgs) -> Result<Exit, AppError> {
-    if !(args.sim_speed > 0.0 && args.sim_speed.is_finite()) {
-        return Err(AppError::Input(
-            "--sim-speed must be a positive number".into(),
-        ));
-    }
-    let shutdown = CancellationToken::new();
-    let sim = Simulation::start(TimeScale(1.0 / args.sim_speed), shutdown.child_token())
-        .await
-        .map_err(|e| AppError::Other(format!("cannot start the simulators: {e}")))?;
+pub(super) async fn run(args: &SimulatorsArgs, ctx: &Context<'_>) -> Result<Exit, AppError> {
+    let mut interrupts = Interrupts::listen();
+    let (settings, sim) = startup::simulate(args.sim_speed, None, ctx.shutdown).await?;
     // The fake accounts' credentials are not secrets: printing them is the point.
-    let settings = serde_json::json!({
-        "TWILIO_API_BASE_URL": sim.twilio.base_url(),
-        "TWILIO_ACCOUNT_SID": sim.account_sid,
-        "TWILIO_AUTH_TOKEN": sim.auth_token,
-        "TWILIO_FROM_NUMBER": sim.from_number,
-        "ASSEMBLYAI_AGENT_URL": sim.agent.url(),
-        "ASSEMBLYAI_API_KEY": sim.api_key,
+    let printed = serde_json::json!({
+        "TWILIO_API_BASE_URL": settings.twilio_api_base_url,
+        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+        "TWILIO_AUTH_TOKEN": settings.twilio_auth_token.expose(),
+        "TWILIO_FROM_NUMBER": settings.twilio_from_number.as_str(),
+        "ASSEMBLYAI_AGENT_URL": settings.assemblyai_agent_url,
+        "ASSEMBLYAI_API_KEY": settings.assemblyai_api_key.expose(),
     });
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{settings}");
-        let _ = out.flush();
-    }
-    eprintln!("dialer: simulators running; Ctrl-C stops them");
-    Interrupts::listen().next().await;
-    shutdown.cancel();
+    ctx.printer.out(&printed.to_string());
+    ctx.printer.message("simulators running; Ctrl-C stops them");
+    interrupts.next().await;
+    drop(sim);
     Ok(Exit::Success)
 }

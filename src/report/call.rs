@@ -1,17 +1,17 @@
 //! The view of one call (`dialer call`): progress, each line as it is spoken, the callee's
 //! partial transcript updated in place on a terminal, and the outcome.
 
-use super::{Style, format};
+use super::{Printer, Style, format};
 use crate::events::CallEvent;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Show events until the channel closes.
-pub async fn show(mut events: mpsc::UnboundedReceiver<CallEvent>, style: Style) {
+pub async fn show(mut events: mpsc::UnboundedReceiver<CallEvent>, printer: Printer) {
+    let style = printer.style();
     let bar = (style == Style::Live).then(|| {
-        let bar = ProgressBar::new_spinner();
+        let bar = printer.bars().add(ProgressBar::new_spinner());
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -22,10 +22,14 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<CallEvent>, style: Style) 
     let mut status = String::from("starting");
     while let Some(event) = events.recv().await {
         match style {
-            Style::Json => json_line(&event),
+            Style::Json => {
+                if let Ok(json) = serde_json::to_string(&event) {
+                    printer.out(&json);
+                }
+            }
             Style::Plain => {
                 if let Some(text) = plain(&event) {
-                    println!("{text}");
+                    printer.out(&text);
                 }
             }
             Style::Live => {
@@ -36,13 +40,13 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<CallEvent>, style: Style) 
                         continue;
                     }
                     CallEvent::Line { line, .. } => {
-                        bar.println(format::line(line));
+                        printer.out(&format::line(line));
                         bar.set_message(status.clone());
                         continue;
                     }
                     CallEvent::Ended { outcome } => {
                         bar.finish_and_clear();
-                        println!("{}", format::outcome(outcome));
+                        printer.out(&format::outcome(outcome));
                         continue;
                     }
                     _ => {}
@@ -52,21 +56,14 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<CallEvent>, style: Style) 
                     bar.set_message(status.clone());
                 }
                 if let Some(text) = notable(&event) {
-                    bar.println(text);
+                    printer.out(&text);
                 }
             }
         }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
-    }
-    let _ = std::io::stdout().flush();
-}
-
-pub fn json_line(event: &CallEvent) {
-    if let Ok(s) = serde_json::to_string(event) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{s}");
+        printer.bars().remove(&bar);
     }
 }
 

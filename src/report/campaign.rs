@@ -2,13 +2,12 @@
 //! line per live call, with each finished call's result and transcript scrolling above them;
 //! otherwise one line per event, or one JSON object per line; and the closing table.
 
-use super::{Style, format};
+use super::{Printer, Style, format};
 use crate::campaign::{CampaignEvent, LeadStatus, Summary};
 use crate::events::{CallEvent, Outcome, Speaker};
 use chrono::{DateTime, Utc};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -19,31 +18,30 @@ const SHOWN_CALLS: usize = 20;
 const SAID_CHARS: usize = 60;
 
 /// Show events until the channel closes.
-pub async fn show(mut events: mpsc::UnboundedReceiver<CampaignEvent>, style: Style) {
-    match style {
+pub async fn show(mut events: mpsc::UnboundedReceiver<CampaignEvent>, printer: Printer) {
+    match printer.style() {
         Style::Json => {
             while let Some(event) = events.recv().await {
                 if let Ok(json) = serde_json::to_string(&event) {
-                    out(&json);
+                    printer.out(&json);
                 }
             }
         }
         Style::Plain => {
             while let Some(event) = events.recv().await {
                 if let Some(text) = plain(&event) {
-                    out(&text);
+                    printer.out(&text);
                 }
             }
         }
         Style::Live => {
-            let mut live = Live::new();
+            let mut live = Live::new(printer);
             while let Some(event) = events.recv().await {
                 live.show(event);
             }
             live.clear();
         }
     }
-    let _ = std::io::stdout().flush();
 }
 
 /// The closing table: leads per status, dispositions, attempts, connect rate, talk time, cost.
@@ -104,10 +102,6 @@ fn closing(summary: &Summary, complete: bool) -> String {
         n => plural(n, "lead remains", "leads remain"),
     };
     format!("{table}\n{left}: run the same command again to resume.")
-}
-
-fn out(text: &str) {
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// One line (the closing table for `Done`) per meaningful event, for logs and pipes.
@@ -346,6 +340,7 @@ impl LiveCall {
 
 /// The terminal view.
 struct Live {
+    printer: Printer,
     multi: MultiProgress,
     overall: ProgressBar,
     call_style: ProgressStyle,
@@ -358,13 +353,13 @@ struct Live {
 }
 
 impl Live {
-    fn new() -> Self {
-        // Style::Live means stdout is a terminal, so draw there, with the log lines.
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+    fn new(printer: Printer) -> Self {
+        let multi = printer.bars().clone();
         let overall = multi.add(ProgressBar::new_spinner().with_style(style("{spinner} {msg}")));
         overall.set_message("loading leads…");
         overall.enable_steady_tick(Duration::from_millis(100));
         Self {
+            printer,
             multi,
             overall,
             call_style: style("  {prefix:16} {wide_msg}"),
@@ -413,15 +408,15 @@ impl Live {
                         text += &format!("\n{}", format::line(line));
                     }
                 }
-                let _ = self.multi.println(text);
+                self.printer.out(&text);
             }
             CampaignEvent::Done { summary, complete } => {
                 self.clear();
-                out(&closing(&summary, complete));
+                self.printer.out(&closing(&summary, complete));
             }
             other => {
                 if let Some(text) = notice(&other) {
-                    let _ = self.multi.println(text);
+                    self.printer.out(&text);
                 }
             }
         }

@@ -5,6 +5,9 @@
 pub mod call;
 pub mod campaign;
 pub mod format;
+mod printer;
+
+pub use printer::{LogWriter, Printer};
 
 use std::io::IsTerminal;
 

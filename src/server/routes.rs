@@ -1,12 +1,17 @@
-//! One filter per route, and the handlers at their ends.
+//! One filter per route, and the handlers at their ends. Every Twilio route goes through
+//! [`signed_form`] (or the signed handshake of [`media_stream`]), so no handler runs for a
+//! request whose `X-Twilio-Signature` does not check out; refusals are rejections, turned into
+//! responses in one place, [`recover`].
 
 use super::{ServerState, convert};
 use crate::call::registry::{CallSignal, IncomingStream, StatusUpdate};
 use crate::twilio::media::{self, TwilioMessage};
-use crate::twilio::{signature, twiml};
+use crate::twilio::signature;
+use crate::webhooks::paths;
 use crate::ws::Frame;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use std::convert::Infallible;
 use std::time::Duration;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -18,37 +23,57 @@ const MAX_FORM: u64 = 64 * 1024;
 
 pub(super) fn routes(
     state: ServerState,
-) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     health()
         .or(status(state.clone()))
         .or(amd(state.clone()))
-        .or(twiml_route(state.clone()))
         .or(media_stream(state))
         .recover(recover)
         .with(warp::trace::request())
 }
 
+/// Why a request was refused before any handler saw it.
+#[derive(Debug)]
+enum Refused {
+    /// No `X-Twilio-Signature`, or one that does not match.
+    Signature,
+}
+
+impl warp::reject::Reject for Refused {}
+
+/// A Twilio form POST to `/twilio/{kind}/{token}` whose signature checked out.
+struct SignedForm {
+    token: String,
+    params: Vec<(String, String)>,
+}
+
+impl SignedForm {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 fn with_state(
     state: ServerState,
-) -> impl Filter<Extract = (ServerState,), Error = std::convert::Infallible> + Clone {
+) -> impl Filter<Extract = (ServerState,), Error = Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
 /// The raw query string, empty when there is none.
-fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
-/// A signed Twilio form POST: (token, params, signature header, full path, query).
 fn signed_form(
-    prefix: &'static str,
-) -> impl Filter<
-    Extract = (String, Bytes, Option<String>, warp::path::FullPath, String),
-    Error = Rejection,
-> + Clone {
+    kind: &'static str,
+    state: ServerState,
+) -> impl Filter<Extract = (SignedForm, ServerState), Error = Rejection> + Clone {
     warp::post()
-        .and(warp::path("twilio"))
-        .and(warp::path(prefix))
+        .and(warp::path(paths::PREFIX))
+        .and(warp::path(kind))
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(warp::body::content_length_limit(MAX_FORM))
@@ -56,6 +81,38 @@ fn signed_form(
         .and(warp::header::optional::<String>("x-twilio-signature"))
         .and(warp::path::full())
         .and(raw_query())
+        .and(with_state(state))
+        .and_then(
+            move |token: String,
+                  body: Bytes,
+                  sig: Option<String>,
+                  path: warp::path::FullPath,
+                  query: String,
+                  state: ServerState| async move {
+                let params: Vec<(String, String)> =
+                    url::form_urlencoded::parse(&body).into_owned().collect();
+                // Signed over the URL Twilio requested, not over what a proxy forwarded to us.
+                let url = if query.is_empty() {
+                    state.urls.http(path.as_str())
+                } else {
+                    state.urls.http(&format!("{}?{query}", path.as_str()))
+                };
+                let valid = sig.as_deref().is_some_and(|sig| {
+                    signature::is_valid(state.auth_token.expose(), &url, &params, sig)
+                });
+                if valid {
+                    Ok((SignedForm { token, params }, state))
+                } else {
+                    // The path ends in the call's token: log the route only.
+                    tracing::warn!(
+                        route = kind,
+                        "request with a wrong X-Twilio-Signature refused"
+                    );
+                    Err(warp::reject::custom(Refused::Signature))
+                }
+            },
+        )
+        .untuple_one()
 }
 
 fn health() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
@@ -66,104 +123,66 @@ fn health() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
 }
 
 fn status(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    signed_form("status").and(with_state(state)).map(
-        |token: String,
-         body: Bytes,
-         sig: Option<String>,
-         path: warp::path::FullPath,
-         query: String,
-         state: ServerState| {
-            let Some(params) = verify(&state, &body, sig.as_deref(), path.as_str(), &query) else {
-                return forbidden();
-            };
-            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let update = StatusUpdate {
-                call_sid: get("CallSid").unwrap_or_default(),
-                status: get("CallStatus").unwrap_or_default(),
-                sequence: get("SequenceNumber").and_then(|s| s.parse().ok()),
-                duration_secs: get("CallDuration").and_then(|s| s.parse().ok()),
-                answered_by: get("AnsweredBy"),
-                error_code: get("ErrorCode"),
-                error_message: get("ErrorMessage"),
-            };
-            // A callback for a call that is already over is acknowledged and ignored.
-            let _ = state.registry.deliver(&token, CallSignal::Status(update));
-            StatusCode::NO_CONTENT.into_response()
-        },
-    )
+    signed_form(paths::STATUS, state).map(|form: SignedForm, state: ServerState| {
+        let update = StatusUpdate {
+            call_sid: form.get("CallSid").unwrap_or_default().to_string(),
+            status: form.get("CallStatus").unwrap_or_default().to_string(),
+            sequence: form.get("SequenceNumber").and_then(|s| s.parse().ok()),
+            duration_secs: form.get("CallDuration").and_then(|s| s.parse().ok()),
+            answered_by: form.get("AnsweredBy").map(str::to_string),
+            error_code: form.get("ErrorCode").map(str::to_string),
+            error_message: form.get("ErrorMessage").map(str::to_string),
+        };
+        // A callback for a call that is already over is acknowledged and ignored.
+        let _ = state
+            .registry
+            .deliver(&form.token, CallSignal::Status(update));
+        StatusCode::NO_CONTENT
+    })
 }
 
 fn amd(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    signed_form("amd").and(with_state(state)).map(
-        |token: String,
-         body: Bytes,
-         sig: Option<String>,
-         path: warp::path::FullPath,
-         query: String,
-         state: ServerState| {
-            let Some(params) = verify(&state, &body, sig.as_deref(), path.as_str(), &query) else {
-                return forbidden();
-            };
-            if let Some((_, answered_by)) = params.iter().find(|(k, _)| k == "AnsweredBy") {
-                let _ = state
-                    .registry
-                    .deliver(&token, CallSignal::AnsweredBy(answered_by.clone()));
-            }
-            StatusCode::NO_CONTENT.into_response()
-        },
-    )
-}
-
-fn twiml_route(
-    state: ServerState,
-) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    signed_form("twiml").and(with_state(state)).map(
-        |token: String,
-         body: Bytes,
-         sig: Option<String>,
-         path: warp::path::FullPath,
-         query: String,
-         state: ServerState| {
-            if verify(&state, &body, sig.as_deref(), path.as_str(), &query).is_none() {
-                return forbidden();
-            }
-            // A call we do not know (or no longer know) is hung up rather than left hanging.
-            let doc = state.registry.twiml(&token).unwrap_or_else(twiml::hang_up);
-            warp::reply::with_header(doc, "content-type", "text/xml").into_response()
-        },
-    )
+    signed_form(paths::AMD, state).map(|form: SignedForm, state: ServerState| {
+        if let Some(answered_by) = form.get("AnsweredBy") {
+            let _ = state
+                .registry
+                .deliver(&form.token, CallSignal::AnsweredBy(answered_by.to_string()));
+        }
+        StatusCode::NO_CONTENT
+    })
 }
 
 fn media_stream(
     state: ServerState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path("twilio")
-        .and(warp::path("media"))
+    warp::path(paths::PREFIX)
+        .and(warp::path(paths::MEDIA))
         .and(warp::path::end())
         .and(warp::header::optional::<String>("x-twilio-signature"))
         .and(warp::path::full())
         .and(with_state(state))
-        .and(warp::ws())
-        .map(
-            |sig: Option<String>,
-             path: warp::path::FullPath,
-             state: ServerState,
-             ws: warp::ws::Ws| {
-                // Twilio signs the wss:// URL exactly as written in the TwiML, with no parameters.
-                let url = format!("{}{}", state.public_ws_url(), path.as_str());
-                let ok = sig
+        .and_then(
+            |sig: Option<String>, path: warp::path::FullPath, state: ServerState| async move {
+                // Twilio signs the wss:// URL exactly as written in the TwiML, with no
+                // parameters.
+                let url = state.urls.ws(path.as_str());
+                let valid = sig
                     .as_deref()
                     .is_some_and(|s| signature::is_valid(state.auth_token.expose(), &url, &[], s));
-                if !ok {
+                if valid {
+                    Ok(state)
+                } else {
                     tracing::warn!(
                         "media stream handshake with a missing or wrong signature refused"
                     );
-                    return forbidden();
+                    Err(warp::reject::custom(Refused::Signature))
                 }
-                ws.on_upgrade(move |socket| accept_stream(socket, state))
-                    .into_response()
             },
         )
+        .and(warp::ws())
+        .map(|state: ServerState, ws: warp::ws::Ws| {
+            ws.on_upgrade(move |socket| accept_stream(socket, state))
+        })
 }
 
 /// Read `connected` and `start`, then hand the stream to the call whose token it carries.
@@ -214,38 +233,15 @@ async fn accept_stream(socket: warp::ws::WebSocket, state: ServerState) {
     }
 }
 
-/// Check a form POST's signature; the parsed parameters when it is Twilio's.
-fn verify(
-    state: &ServerState,
-    body: &[u8],
-    sig: Option<&str>,
-    path: &str,
-    query: &str,
-) -> Option<Vec<(String, String)>> {
-    let sig = sig?;
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let url = if query.is_empty() {
-        format!("{}{}", state.public_url, path)
-    } else {
-        format!("{}{}?{}", state.public_url, path, query)
-    };
-    if signature::is_valid(state.auth_token.expose(), &url, &params, sig) {
-        Some(params)
-    } else {
-        tracing::warn!(path, "request with a wrong X-Twilio-Signature refused");
-        None
+/// Every refusal and every request that matched no route, as one response each.
+async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible> {
+    if let Some(Refused::Signature) = err.find::<Refused>() {
+        return Ok(warp::reply::with_status(
+            "invalid or missing X-Twilio-Signature",
+            StatusCode::FORBIDDEN,
+        )
+        .into_response());
     }
-}
-
-fn forbidden() -> warp::reply::Response {
-    warp::reply::with_status(
-        "invalid or missing X-Twilio-Signature",
-        StatusCode::FORBIDDEN,
-    )
-    .into_response()
-}
-
-async fn recover(err: Rejection) -> Result<warp::reply::Response, std::convert::Infallible> {
     let (code, message) = if err.is_not_found() {
         (StatusCode::NOT_FOUND, "not found")
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {

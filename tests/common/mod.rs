@@ -6,11 +6,12 @@
 use dialer::agent::config::AgentConfig;
 use dialer::call::dialer::{CallRequest, DialError, Dialer};
 use dialer::call::tools::{NoTools, ToolHandler};
-use dialer::commands::Stack;
 use dialer::events::{CallEvent, Outcome};
 use dialer::phone::E164;
-use dialer::settings::{RawSettings, Settings};
-use dialer::sim::{Simulation, TimeScale};
+use dialer::settings::Settings;
+use dialer::shutdown::Shutdown;
+use dialer::sim::Simulation;
+use dialer::startup::{self, App};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 pub const SPEED: f64 = 10.0;
 
 pub struct TestApp {
-    pub stack: Stack,
+    pub app: App,
+    /// Finishing it stops the simulators and the server; the test's runtime ends them anyway.
+    pub shutdown: Shutdown,
 }
 
 impl TestApp {
@@ -30,20 +33,19 @@ impl TestApp {
 
     /// Start with settings adjusted by `tweak` (wrong credentials, say).
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-        let shutdown = CancellationToken::new();
-        let sim = Simulation::start(TimeScale(1.0 / SPEED), shutdown.child_token())
+        let shutdown = Shutdown::new();
+        let (mut settings, sim) = startup::simulate(SPEED, None, &shutdown)
             .await
             .expect("simulators start");
-        let mut settings = sim.settings(RawSettings::default());
         tweak(&mut settings);
-        let stack = Stack::start_with(settings, Some(sim), shutdown, None)
+        let app = App::start(settings, Some(sim), &shutdown)
             .await
-            .expect("stack starts");
-        TestApp { stack }
+            .expect("app starts");
+        TestApp { app, shutdown }
     }
 
     pub fn sim(&self) -> &Simulation {
-        self.stack.simulation.as_ref().expect("simulated")
+        self.app.simulation.as_ref().expect("simulated")
     }
 
     pub fn request(&self, to: &str) -> CallRequest {
@@ -63,7 +65,7 @@ impl TestApp {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let result = tokio::time::timeout(
             Duration::from_secs(60),
-            self.stack.service.dial(req, tx, cancel),
+            self.app.service.dial(req, tx, cancel),
         )
         .await
         .expect("call finishes within a minute");

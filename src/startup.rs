@@ -1,0 +1,180 @@
+//! The composition root: turns settings (and, with `--simulate`, the simulators) into the
+//! running application — the webhook server, the registry of live calls, the call service —
+//! for every command and for the tests. Settings are loaded once, here; commands only parse,
+//! build, run and report.
+
+use crate::call::registry::Registry;
+use crate::call::service::{CallService, Endpoints};
+use crate::cli::ServerArgs;
+use crate::error::AppError;
+use crate::server::{self, ServerState};
+use crate::settings::{RawSettings, Settings, Sources};
+use crate::shutdown::Shutdown;
+use crate::twilio::TwilioClient;
+use crate::webhooks::PublicUrls;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "simulate")]
+pub use crate::sim::Simulation;
+
+/// Stands in for the simulators in a build without them, so the code that holds one still
+/// compiles and no value of it can exist.
+#[cfg(not(feature = "simulate"))]
+#[derive(Debug)]
+pub enum Simulation {}
+
+/// A command's settings, loaded once, and whether it runs against the simulators.
+#[derive(Debug)]
+pub struct Startup {
+    raw: RawSettings,
+    /// Simulated seconds per real second, when simulating.
+    sim_speed: Option<f64>,
+}
+
+impl Startup {
+    /// Load the settings from `sources`, with the server flags on top.
+    pub fn load(mut sources: Sources, args: &ServerArgs) -> Result<Self, AppError> {
+        if let Some(url) = &args.public_url {
+            sources.flags.push(("public_url", url.clone()));
+        }
+        if let Some(port) = args.port {
+            sources.flags.push(("port", port.to_string()));
+        }
+        Ok(Self {
+            raw: RawSettings::load(&sources)?,
+            sim_speed: args.simulate.then_some(args.sim_speed),
+        })
+    }
+
+    /// `DEFAULT_REGION`, for reading national numbers before anything starts.
+    pub fn default_region(&self) -> Option<&str> {
+        self.raw.default_region()
+    }
+
+    /// Simulated seconds per real second, when running against the simulators.
+    pub fn sim_speed(&self) -> Option<f64> {
+        self.sim_speed
+    }
+
+    /// Validate the settings (or start the simulators) and start the application.
+    pub async fn start(self, shutdown: &Shutdown) -> Result<App, AppError> {
+        match self.sim_speed {
+            None => App::start(self.raw.resolve()?, None, shutdown).await,
+            Some(speed) => {
+                let region = self.raw.default_region().map(str::to_string);
+                let (settings, sim) = simulate(speed, region, shutdown).await?;
+                App::start(settings, Some(sim), shutdown).await
+            }
+        }
+    }
+}
+
+/// Start the simulators, and settings that point the real client code at them. The public URL
+/// is left empty: the server, once bound, is its own public URL.
+#[cfg(feature = "simulate")]
+pub async fn simulate(
+    speed: f64,
+    default_region: Option<String>,
+    shutdown: &Shutdown,
+) -> Result<(Settings, Simulation), AppError> {
+    let sim = Simulation::start(crate::sim::TimeScale(1.0 / speed), shutdown.child())
+        .await
+        .map_err(|e| AppError::Other(format!("cannot start the simulators: {e}")))?;
+    let settings = sim.settings(RawSettings {
+        default_region,
+        ..RawSettings::default()
+    });
+    Ok((settings, sim))
+}
+
+#[cfg(not(feature = "simulate"))]
+pub async fn simulate(
+    _speed: f64,
+    _default_region: Option<String>,
+    _shutdown: &Shutdown,
+) -> Result<(Settings, Simulation), AppError> {
+    Err(AppError::Input(NO_SIMULATORS.into()))
+}
+
+/// What `--simulate` says in a build without the simulators.
+pub const NO_SIMULATORS: &str =
+    "this build has no simulators: rebuild with the default `simulate` feature";
+
+/// The running application. Dropping it does not stop the server; [`App::stop`] does, and the
+/// root [`Shutdown`] stops whatever is left at exit.
+pub struct App {
+    pub service: Arc<CallService>,
+    pub registry: Arc<Registry>,
+    pub settings: Settings,
+    pub urls: PublicUrls,
+    pub server_addr: SocketAddr,
+    pub simulation: Option<Simulation>,
+    server_token: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+impl App {
+    /// Bind the server and build the call service. With an empty public URL the server is its
+    /// own public URL (the simulators reach it directly).
+    pub async fn start(
+        settings: Settings,
+        simulation: Option<Simulation>,
+        shutdown: &Shutdown,
+    ) -> Result<App, AppError> {
+        let addr = SocketAddr::new(settings.bind_address, settings.port);
+        let listener = server::bind(addr).await.map_err(|e| {
+            AppError::Other(format!(
+                "cannot listen on {addr}: {e} (set PORT to a free port)"
+            ))
+        })?;
+        let server_addr = listener.local_addr()?;
+        let urls = PublicUrls::new(&if settings.public_url.is_empty() {
+            format!("http://{server_addr}")
+        } else {
+            settings.public_url.clone()
+        });
+        let registry = Arc::new(Registry::new());
+        let state = ServerState {
+            registry: registry.clone(),
+            auth_token: settings.twilio_auth_token.clone(),
+            urls: urls.clone(),
+        };
+        let server_token = shutdown.child();
+        let server = shutdown.spawn(server::serve(listener, state, server_token.clone()));
+        let twilio = TwilioClient::new(
+            &settings.twilio_api_base_url,
+            &settings.twilio_account_sid,
+            settings.twilio_auth_token.clone(),
+        );
+        let service = CallService::new(
+            twilio,
+            Endpoints {
+                from: settings.twilio_from_number.clone(),
+                urls: urls.clone(),
+                agent_url: settings.assemblyai_agent_url.clone(),
+                agent_key: settings.assemblyai_api_key.clone(),
+            },
+            registry.clone(),
+        );
+        tracing::info!(%server_addr, public_url = urls.base(), simulate = simulation.is_some(), "webhook server listening");
+        Ok(App {
+            service: Arc::new(service),
+            registry,
+            settings,
+            urls,
+            server_addr,
+            simulation,
+            server_token,
+            server,
+        })
+    }
+
+    /// Stop the server, letting requests in flight finish.
+    pub async fn stop(self) {
+        self.server_token.cancel();
+        let _ = self.server.await;
+    }
+}

@@ -196,22 +196,20 @@ impl RawSettings {
             why: e.to_string(),
         })?;
         let key = required("ASSEMBLYAI_API_KEY", self.assemblyai_api_key)?;
-        let public_url = required("PUBLIC_URL", self.public_url)?;
-        let public_url = check_url("PUBLIC_URL", &public_url, &["https", "http"])?;
-        if public_url.starts_with("http://") && !is_loopback_url(&public_url) {
-            return Err(SettingsError::Invalid {
-                name: "PUBLIC_URL",
-                why: "Twilio only opens Media Streams over wss://, so PUBLIC_URL must be https://"
-                    .into(),
-            });
-        }
-        if public_url.contains('?') {
-            return Err(SettingsError::Invalid {
-                name: "PUBLIC_URL",
-                why: "it must not contain a query string (Twilio stream URLs cannot have one)"
-                    .into(),
-            });
-        }
+        let twilio_api_base_url = check_url(
+            "TWILIO_API_BASE_URL",
+            self.twilio_api_base_url
+                .as_deref()
+                .unwrap_or(DEFAULT_TWILIO_API),
+            &["https", "http"],
+        )?;
+        let public_url = match self.public_url.filter(|u| !u.trim().is_empty()) {
+            Some(url) => check_public_url(&url)?,
+            // A Twilio on this machine (a simulator in another process) reaches the server
+            // where it listens, whatever port it got; the real one needs PUBLIC_URL.
+            None if is_loopback_url(&twilio_api_base_url) => String::new(),
+            None => required("PUBLIC_URL", None)?,
+        };
         Ok(Settings {
             twilio_account_sid: sid,
             twilio_auth_token: Secret::new(token),
@@ -220,13 +218,7 @@ impl RawSettings {
             public_url,
             port: parse_port(self.port.as_deref())?,
             bind_address: parse_bind(self.bind_address.as_deref())?,
-            twilio_api_base_url: check_url(
-                "TWILIO_API_BASE_URL",
-                self.twilio_api_base_url
-                    .as_deref()
-                    .unwrap_or(DEFAULT_TWILIO_API),
-                &["https", "http"],
-            )?,
+            twilio_api_base_url,
             assemblyai_agent_url: check_url(
                 "ASSEMBLYAI_AGENT_URL",
                 self.assemblyai_agent_url
@@ -261,6 +253,42 @@ fn check_url(name: &'static str, value: &str, schemes: &[&str]) -> Result<String
         });
     }
     Ok(value.trim().trim_end_matches('/').to_string())
+}
+
+fn check_public_url(url: &str) -> Result<String, SettingsError> {
+    check_url("PUBLIC_URL", url, &["https", "http"])?;
+    let invalid = |why: &str| SettingsError::Invalid {
+        name: "PUBLIC_URL",
+        why: why.into(),
+    };
+    let parsed = url::Url::parse(url.trim()).map_err(|e| invalid(&e.to_string()))?;
+    if parsed.fragment().is_some() {
+        return Err(invalid(
+            "it must not contain a #fragment (Twilio would not send it back)",
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            "it must not contain a user name or password (Twilio signs requests instead)",
+        ));
+    }
+    // Every URL given to Twilio is built from this one, and signatures are checked over them:
+    // the parser's form (lower-case scheme and host) is the one Twilio will send back.
+    let public_url = parsed.as_str().trim_end_matches('/').to_string();
+    if public_url.starts_with("http://") && !is_loopback_url(&public_url) {
+        return Err(SettingsError::Invalid {
+            name: "PUBLIC_URL",
+            why: "Twilio only opens Media Streams over wss://, so PUBLIC_URL must be https://"
+                .into(),
+        });
+    }
+    if public_url.contains('?') {
+        return Err(SettingsError::Invalid {
+            name: "PUBLIC_URL",
+            why: "it must not contain a query string (Twilio stream URLs cannot have one)".into(),
+        });
+    }
+    Ok(public_url)
 }
 
 fn is_loopback_url(u: &str) -> bool {
@@ -394,6 +422,9 @@ mod tests {
             ("TWILIO_FROM_NUMBER", "555-0100"),
             ("PUBLIC_URL", "http://example.com"),
             ("PUBLIC_URL", "not a url"),
+            ("PUBLIC_URL", "https://example.com/#top"),
+            ("PUBLIC_URL", "HTTP://example.com"),
+            ("PUBLIC_URL", "https://user:pw@example.com"),
             ("PORT", "80000"),
             (
                 "ASSEMBLYAI_AGENT_URL",
@@ -415,6 +446,28 @@ mod tests {
     }
 
     #[test]
+    fn public_url_may_be_left_out_only_for_a_twilio_on_this_machine() {
+        let mut env = full_env();
+        env.remove("PUBLIC_URL");
+        let load = |env: &HashMap<String, String>| {
+            let sources = Sources {
+                env: env.clone(),
+                ..Sources::default()
+            };
+            RawSettings::load(&sources).unwrap().resolve()
+        };
+        assert!(matches!(
+            load(&env),
+            Err(SettingsError::Missing {
+                name: "PUBLIC_URL",
+                ..
+            })
+        ));
+        env.insert("TWILIO_API_BASE_URL".into(), "http://127.0.0.1:4010".into());
+        assert_eq!(load(&env).unwrap().public_url, "");
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug() {
         let sources = Sources {
             env: full_env(),
@@ -426,6 +479,18 @@ mod tests {
             !shown.contains("tok\"") && !shown.contains("\"key\""),
             "{shown}"
         );
+        assert_eq!(s.public_url, "https://example.ngrok.app");
+    }
+
+    #[test]
+    fn public_url_is_normalised_to_what_twilio_sends_back() {
+        let mut env = full_env();
+        env.insert("PUBLIC_URL".into(), "HTTPS://Example.NGROK.app/".into());
+        let sources = Sources {
+            env,
+            ..Sources::default()
+        };
+        let s = RawSettings::load(&sources).unwrap().resolve().unwrap();
         assert_eq!(s.public_url, "https://example.ngrok.app");
     }
 }

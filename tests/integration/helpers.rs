@@ -1,8 +1,6 @@
 //! Shared test harness: the real call stack (server, call service) pointed at the simulators,
 //! everything on port 0 and faster than real time.
 
-#![allow(dead_code)]
-
 use dialer::agent::config::AgentConfig;
 use dialer::call::dialer::{CallRequest, DialError, Dialer};
 use dialer::call::tools::{NoTools, ToolHandler};
@@ -22,8 +20,6 @@ pub const SPEED: f64 = 10.0;
 
 pub struct TestApp {
     pub app: App,
-    /// Finishing it stops the simulators and the server; the test's runtime ends them anyway.
-    pub shutdown: Shutdown,
 }
 
 impl TestApp {
@@ -33,6 +29,7 @@ impl TestApp {
 
     /// Start with settings adjusted by `tweak` (wrong credentials, say).
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        // The test's runtime ends whatever the root would stop.
         let shutdown = Shutdown::new();
         let (mut settings, sim) = startup::simulate(SPEED, None, &shutdown)
             .await
@@ -41,7 +38,7 @@ impl TestApp {
         let app = App::start(settings, Some(sim), &shutdown)
             .await
             .expect("app starts");
-        TestApp { app, shutdown }
+        TestApp { app }
     }
 
     pub fn sim(&self) -> &Simulation {

@@ -110,3 +110,63 @@ fn simulated_call_json_and_exit_code_for_busy() {
     assert_eq!(last["event"], "ended");
     assert_eq!(last["outcome"]["status"], "busy");
 }
+
+/// `dialer … | head -1`: the reader takes one line and goes. The run ends as a normal end —
+/// no panic, no backtrace, exit 0 — and nothing is left calling.
+fn first_line_then_close(dir: &std::path::Path, args: &[&str]) -> (String, std::process::Output) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dialer"))
+        .env_clear()
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        reader.read_line(&mut first).unwrap();
+        // Dropping the reader closes the pipe, as `head -1` does when it exits.
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not end after its reader left"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (first, child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_closed_stdout_ends_a_call_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, out) = first_line_then_close(
+        dir.path(),
+        &["call", "+12025550100", "--simulate", "--sim-speed", "10"],
+    );
+    assert!(first.contains("+12025550100"), "{first}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn a_closed_stdout_ends_a_campaign_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns");
+    for f in ["demo.csv", "demo.toml", "demo-do-not-call.txt"] {
+        std::fs::copy(demo.join(f), dir.path().join(f)).unwrap();
+    }
+    let (first, out) = first_line_then_close(
+        dir.path(),
+        &["campaign", "demo.csv", "--simulate", "--sim-speed", "20"],
+    );
+    assert!(!first.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -2,10 +2,8 @@
 //! Agent simulators, with the campaign's clock simulated (so calling windows and retry delays
 //! pass quickly) and every claim judged from the fake Twilio's own records.
 
-mod common;
-
+use crate::helpers::{self, SPEED, TestApp};
 use chrono::{DateTime, Utc};
-use common::{SPEED, TestApp};
 use dialer::campaign::clock::Clock;
 use dialer::campaign::runner::{CampaignError, Runner};
 use dialer::campaign::store::Store;
@@ -487,7 +485,7 @@ async fn attempts_a_dead_run_left_in_flight_are_settled_from_twilio_not_redialed
             }
             // Answered before the run "dies": the callee is on the line with nobody bridging.
             let sim = &app.sim().twilio;
-            common::eventually("the orphaned call is answered", || {
+            helpers::eventually("the orphaned call is answered", || {
                 sim.call(&created.sid)
                     .is_some_and(|c| c.status == "in-progress")
             })

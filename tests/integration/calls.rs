@@ -1,9 +1,7 @@
 //! One call end to end: the real client (REST, webhooks, Media Stream server, bridge, Voice
 //! Agent client) against the Twilio and Voice Agent simulators.
 
-mod common;
-
-use common::TestApp;
+use crate::helpers::{self, TestApp};
 use dialer::call::bridge::END_MARK;
 use dialer::events::{CallEvent, EndedBy, FinalStatus, Speaker};
 use dialer::twilio::signature;
@@ -92,7 +90,7 @@ async fn callee_hears_exactly_the_agents_audio_and_end_call_waits_for_the_mark()
         Some("api"),
         "dialer hung up through the API"
     );
-    common::eventually("the agent session is ended with session.end", || {
+    helpers::eventually("the agent session is ended with session.end", || {
         app.sim().agent.sessions()[0].ended_by_client
     })
     .await;
@@ -194,7 +192,7 @@ async fn callee_hanging_up_mid_greeting_ends_the_call() {
         "{outcome:?}"
     );
     assert!(outcome.error.is_none());
-    common::eventually("the agent session is ended when the callee leaves", || {
+    helpers::eventually("the agent session is ended when the callee leaves", || {
         app.sim()
             .agent
             .sessions()

@@ -1,0 +1,8 @@
+//! The integration tests, one crate (one link step): the real call stack against the
+//! simulators on port 0, and the real binary run as a user runs it.
+
+mod calls;
+mod campaign;
+mod cli;
+mod cli_campaign;
+mod helpers;

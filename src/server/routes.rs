@@ -29,7 +29,21 @@ pub(super) fn routes(
         .or(amd(state.clone()))
         .or(media_stream(state))
         .recover(recover)
-        .with(warp::trace::request())
+        .with(warp::trace(|info| {
+            tracing::info_span!("request", method = %info.method(), route = %route(info.path()))
+        }))
+}
+
+/// A request's path for the logs: the segment after `/twilio/{kind}/` is a call's one-time
+/// token, which must never reach a log.
+fn route(path: &str) -> String {
+    let mut segments = path.trim_start_matches('/').split('/');
+    match (segments.next(), segments.next(), segments.next()) {
+        (Some(prefix), Some(kind), Some(_)) if prefix == paths::PREFIX => {
+            format!("/{prefix}/{kind}/…")
+        }
+        _ => path.to_string(),
+    }
 }
 
 /// Why a request was refused before any handler saw it.
@@ -230,6 +244,21 @@ async fn accept_stream(socket: warp::ws::WebSocket, state: ServerState) {
         // The stream (and its sink) came back inside the error path's drop: close politely by
         // letting the socket drop. Log without the token.
         tracing::warn!(reason = %refused, "media stream refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route;
+
+    #[test]
+    fn tokens_are_cut_from_logged_routes() {
+        assert_eq!(
+            route("/twilio/status/02534d211f11e456f8e519d447dd8e76"),
+            "/twilio/status/…"
+        );
+        assert_eq!(route("/twilio/media"), "/twilio/media");
+        assert_eq!(route("/health"), "/health");
     }
 }
 

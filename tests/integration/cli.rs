@@ -170,3 +170,82 @@ fn a_closed_stdout_ends_a_campaign_cleanly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// Bare 32-hex-digit words: the shape of a call's one-time stream token. SIDs (`CA…`, `MZ…`)
+/// and session ids (`sess_…`) have a prefix and are not matched.
+fn bare_tokens(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let is_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if is_hex(bytes[i]) {
+            let start = i;
+            while i < bytes.len() && is_hex(bytes[i]) {
+                i += 1;
+            }
+            let before = start.checked_sub(1).map(|j| bytes[j]);
+            let glued = before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let after = bytes.get(i).copied();
+            if i - start == 32 && !glued && !after.is_some_and(|b| b.is_ascii_alphanumeric()) {
+                found.push(text[start..i].to_string());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+#[test]
+fn no_secret_or_token_reaches_the_output_at_any_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = [
+        "sim-twilio-token",
+        "sim-assemblyai-key",
+        // The Basic credentials of the simulated account, as they travel.
+        "QUMwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDpzaW0tdHdpbGlvLXRva2Vu",
+    ];
+    for level in [
+        "trace",
+        "debug",
+        "dialer=trace,warp=trace,tungstenite=trace",
+    ] {
+        let out = dialer(dir.path())
+            .env("RUST_LOG", level)
+            .args([
+                "call",
+                "+12025550100",
+                "--simulate",
+                "--sim-speed",
+                "20",
+                "--json",
+            ])
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("request"), "{level}: the run was traced");
+        for secret in secrets {
+            assert!(!text.contains(secret), "{level}: {secret} was printed");
+        }
+        assert_eq!(bare_tokens(&text), Vec::<String>::new(), "{level}");
+    }
+}
+
+#[test]
+fn the_token_finder_finds_tokens() {
+    assert_eq!(
+        bare_tokens("path=/twilio/status/02534d211f11e456f8e519d447dd8e76 x"),
+        ["02534d211f11e456f8e519d447dd8e76"]
+    );
+    assert!(
+        bare_tokens("CA02534d211f11e456f8e519d447dd8e76 sess_02534d211f11e456f8e519d447dd8e76")
+            .is_empty()
+    );
+}

@@ -247,21 +247,6 @@ async fn accept_stream(socket: warp::ws::WebSocket, state: ServerState) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::route;
-
-    #[test]
-    fn tokens_are_cut_from_logged_routes() {
-        assert_eq!(
-            route("/twilio/status/02534d211f11e456f8e519d447dd8e76"),
-            "/twilio/status/…"
-        );
-        assert_eq!(route("/twilio/media"), "/twilio/media");
-        assert_eq!(route("/health"), "/health");
-    }
-}
-
 /// Every refusal and every request that matched no route, as one response each.
 async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible> {
     if let Some(Refused::Signature) = err.find::<Refused>() {
@@ -285,4 +270,19 @@ async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible> {
         code,
     )
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route;
+
+    #[test]
+    fn tokens_are_cut_from_logged_routes() {
+        assert_eq!(
+            route("/twilio/status/02534d211f11e456f8e519d447dd8e76"),
+            "/twilio/status/…"
+        );
+        assert_eq!(route("/twilio/media"), "/twilio/media");
+        assert_eq!(route("/health"), "/health");
+    }
 }

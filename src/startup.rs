@@ -143,7 +143,12 @@ impl App {
             urls: urls.clone(),
         };
         let server_token = shutdown.child();
-        let server = shutdown.spawn(server::serve(listener, state, server_token.clone()));
+        let server = shutdown.spawn(server::serve(
+            listener,
+            state,
+            server::Limits::default(),
+            server_token.clone(),
+        ));
         let twilio = TwilioClient::new(
             &settings.twilio_api_base_url,
             &settings.twilio_account_sid,

@@ -2,8 +2,11 @@
 //! the Media Stream socket, and a health check. Every Twilio request is checked against
 //! `X-Twilio-Signature` before it changes anything. This module is the only one that knows warp.
 
+mod accept;
 mod convert;
 mod routes;
+
+pub use accept::Limits;
 
 use crate::call::registry::Registry;
 use crate::secret::Secret;
@@ -28,11 +31,12 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serve until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: ServerState, shutdown: CancellationToken) {
-    warp::serve(routes::routes(state))
-        .incoming(listener)
-        .graceful(shutdown.cancelled_owned())
-        .run()
-        .await;
+/// Serve until `shutdown` is cancelled, then let requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: ServerState,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    accept::serve(listener, routes::routes(state), limits, shutdown).await;
 }

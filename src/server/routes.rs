@@ -20,6 +20,8 @@ use warp::{Filter, Rejection, Reply};
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Twilio's webhooks are small forms; anything larger is not Twilio.
 const MAX_FORM: u64 = 64 * 1024;
+/// Largest Media Stream message or frame accepted.
+const MAX_WS_MESSAGE: usize = 64 * 1024;
 
 pub(super) fn routes(
     state: ServerState,
@@ -195,7 +197,10 @@ fn media_stream(
         )
         .and(warp::ws())
         .map(|state: ServerState, ws: warp::ws::Ws| {
-            ws.on_upgrade(move |socket| accept_stream(socket, state))
+            // Twilio's frames are a few hundred bytes; a peer sending megabytes is not Twilio.
+            ws.max_message_size(MAX_WS_MESSAGE)
+                .max_frame_size(MAX_WS_MESSAGE)
+                .on_upgrade(move |socket| accept_stream(socket, state))
         })
 }
 

@@ -354,3 +354,35 @@ async fn operator_cancel_hangs_up_through_the_api() {
     assert_eq!(outcome.ended_by, EndedBy::Operator, "{outcome:?}");
     assert_eq!(app.sim().twilio.calls()[0].ended_by.as_deref(), Some("api"));
 }
+
+#[tokio::test]
+async fn an_oversized_media_stream_frame_closes_the_socket_at_once() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+    let app = TestApp::start().await;
+    let ws_url = format!(
+        "{}/twilio/media",
+        app.app.urls.base().replacen("http://", "ws://", 1)
+    );
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    let sig = signature::compute(&app.sim().auth_token, &ws_url, &[]);
+    req.headers_mut()
+        .insert("x-twilio-signature", sig.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("signed handshake accepted");
+    // Twilio's frames are a few hundred bytes; this is two megabytes.
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let _ = socket.send(tungstenite::Message::text(huge)).await;
+    // Well before the 10 s the server gives a stream to send `start`.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(tungstenite::Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept reading an oversized frame");
+}

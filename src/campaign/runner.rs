@@ -352,19 +352,19 @@ impl<D: Dialer> Runner<D> {
     /// Settle attempts a previous run left in flight, from Twilio's records.
     async fn reconcile(&self) -> Result<(), CampaignError> {
         let flying = self.store().in_flight()?;
-        for f in flying {
-            let snapshot = match &f.call_sid {
+        for attempt in flying {
+            let snapshot = match &attempt.call_sid {
                 Some(sid) => self.dialer.lookup(sid).await?,
-                None => self.find_orphan(&f).await?,
+                None => self.find_orphan(&attempt).await?,
             };
             let Some(mut snapshot) = snapshot else {
-                if f.call_sid.is_none() {
+                if attempt.call_sid.is_none() {
                     // The create request never reached Twilio: the attempt did not happen.
-                    self.store().void_attempt(f.attempt_id)?;
-                    let status = self.store().lead(f.lead_id)?.status;
+                    self.store().void_attempt(attempt.attempt_id)?;
+                    let status = self.store().lead(attempt.lead_id)?.status;
                     self.emit(CampaignEvent::Reconciled {
-                        lead: f.lead_id,
-                        to: f.phone.clone(),
+                        lead: attempt.lead_id,
+                        to: attempt.phone.clone(),
                         call_sid: None,
                         status,
                     });
@@ -372,14 +372,14 @@ impl<D: Dialer> Runner<D> {
                 }
                 // Twilio created it once but no longer knows it: count it as failed.
                 let snapshot = CallSnapshot {
-                    sid: f.call_sid.clone().unwrap_or_default(),
-                    to: f.phone.clone(),
+                    sid: attempt.call_sid.clone().unwrap_or_default(),
+                    to: attempt.phone.clone(),
                     status: "failed".into(),
                     duration_secs: None,
                     answered_by: None,
                     start_time: None,
                 };
-                self.settle(&f, &snapshot, false)?;
+                self.settle(&attempt, &snapshot, false)?;
                 continue;
             };
             let hung_up = snapshot.final_status().is_none();
@@ -398,18 +398,18 @@ impl<D: Dialer> Runner<D> {
                     continue;
                 }
             }
-            self.settle(&f, &snapshot, hung_up)?;
+            self.settle(&attempt, &snapshot, hung_up)?;
         }
         Ok(())
     }
 
     /// A call to this number that no recorded attempt accounts for.
-    async fn find_orphan(&self, f: &InFlight) -> Result<Option<CallSnapshot>, CampaignError> {
-        let to = E164::parse(&f.phone).map_err(|e| StoreError::Data(e.to_string()))?;
+    async fn find_orphan(&self, attempt: &InFlight) -> Result<Option<CallSnapshot>, CampaignError> {
+        let to = E164::parse(&attempt.phone).map_err(|e| StoreError::Data(e.to_string()))?;
         // A generous margin: Twilio's clock and ours differ, and recorded SIDs rule out the
         // lead's earlier attempts anyway.
-        let since = f.started_at - chrono::Duration::minutes(10);
-        let known = self.store().call_sids(f.lead_id)?;
+        let since = attempt.started_at - chrono::Duration::minutes(10);
+        let known = self.store().call_sids(attempt.lead_id)?;
         let calls = self.dialer.find_calls_to(&to, since).await?;
         Ok(calls
             .into_iter()
@@ -421,7 +421,7 @@ impl<D: Dialer> Runner<D> {
     /// this run ended it, as an operator would; if nobody had answered, the lead is tried again.
     fn settle(
         &self,
-        f: &InFlight,
+        attempt: &InFlight,
         snapshot: &CallSnapshot,
         hung_up: bool,
     ) -> Result<(), CampaignError> {
@@ -444,7 +444,7 @@ impl<D: Dialer> Runner<D> {
             )
         };
         let outcome = Outcome {
-            to: f.phone.clone(),
+            to: attempt.phone.clone(),
             call_sid: Some(snapshot.sid.clone()),
             status,
             duration_secs: snapshot.duration_secs,
@@ -457,12 +457,12 @@ impl<D: Dialer> Runner<D> {
             transcript: Vec::new(),
         };
         let now = self.clock.now();
-        let verdict = verdict(&outcome, f.number, &self.config.retry, now);
+        let verdict = verdict(&outcome, attempt.number, &self.config.retry, now);
         self.store()
-            .finish_attempt(f.attempt_id, &outcome, &verdict, now)?;
+            .finish_attempt(attempt.attempt_id, &outcome, &verdict, now)?;
         self.emit(CampaignEvent::Reconciled {
-            lead: f.lead_id,
-            to: f.phone.clone(),
+            lead: attempt.lead_id,
+            to: attempt.phone.clone(),
             call_sid: Some(snapshot.sid.clone()),
             status: verdict.status,
         });
@@ -496,7 +496,7 @@ fn note(
 }
 
 /// Whether a machine, not a person, answered.
-fn machine(outcome: &Outcome) -> bool {
+fn answered_by_machine(outcome: &Outcome) -> bool {
     outcome
         .answered_by
         .as_deref()
@@ -531,7 +531,7 @@ pub fn verdict(
         };
     }
     let status = match outcome.status {
-        FinalStatus::Completed if machine(outcome) => LeadStatus::Voicemail,
+        FinalStatus::Completed if answered_by_machine(outcome) => LeadStatus::Voicemail,
         FinalStatus::Completed if outcome.error.is_some() => LeadStatus::Failed,
         FinalStatus::Completed => LeadStatus::Completed,
         FinalStatus::Busy => LeadStatus::Busy,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Why a campaign stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +223,8 @@ impl<D: Dialer> Runner<D> {
         }
     }
 
-    /// Place one attempt and record its end.
+    /// Place one attempt and record its end. Runs inside the attempt's span, which it completes
+    /// with the number and the call SID.
     async fn place(
         &self,
         lead: LeadRow,
@@ -231,6 +233,7 @@ impl<D: Dialer> Runner<D> {
         hang_up: CancellationToken,
     ) -> Result<(), CampaignError> {
         let to = E164::parse(&lead.phone).map_err(|e| StoreError::Data(e.to_string()))?;
+        tracing::Span::current().record("to", to.masked());
         self.emit(CampaignEvent::Dialing {
             lead: lead.id,
             to: lead.phone.clone(),
@@ -242,6 +245,7 @@ impl<D: Dialer> Runner<D> {
         let forward = async {
             while let Some(event) = rx.recv().await {
                 if let CallEvent::Created { call_sid, .. } = &event {
+                    tracing::Span::current().record("call_sid", call_sid.as_str());
                     // The call exists now: a crash from here on is settled by its SID.
                     if let Err(e) = self.store().set_call_sid(attempt, call_sid) {
                         tracing::error!(error = %e, "cannot record the call SID");
@@ -529,13 +533,25 @@ impl<D: Dialer> DialLoop<D> {
         at: DateTime<Utc>,
     ) -> Result<(), CampaignError> {
         let (attempt, number) = self.runner.store().begin_attempt(lead.id, at)?;
+        // Tells apart the logs of calls running at once; `place` fills in the rest as it learns it.
+        let span = tracing::info_span!(
+            "call",
+            lead = lead.id,
+            line = lead.line,
+            attempt = number,
+            to = tracing::field::Empty,
+            call_sid = tracing::field::Empty,
+        );
         let runner = self.runner.clone();
         let hang_up = self.hang_up.child_token();
-        self.live.spawn(async move {
-            let result = runner.place(lead, attempt, number, hang_up).await;
-            drop(line);
-            result
-        });
+        self.live.spawn(
+            async move {
+                let result = runner.place(lead, attempt, number, hang_up).await;
+                drop(line);
+                result
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 
@@ -846,6 +862,7 @@ mod dial_loop_tests {
                     true
                 }
             };
+            tracing::info!("call over");
             let mut outcome = if hung_up {
                 Outcome::sample(&to, FinalStatus::Canceled, EndedBy::Operator)
             } else {
@@ -1102,5 +1119,45 @@ mod dial_loop_tests {
         assert_eq!(t.dialed(), [ANA]);
         // The refused attempt never happened.
         assert_eq!(t.status(ANA), LeadStatus::Pending);
+    }
+
+    /// Collects what a tracing subscriber writes.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_logs_under_its_lead_and_its_call_sid() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // Other tests meet the same callsites on their own threads meanwhile. While a single
+        // dispatcher is registered, tracing caches a callsite's interest from the thread that
+        // met it first (theirs: none); with two, it asks each thread's own subscriber.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let t = setup(FakeDialer::talking(30), &[ANA], 1, tuesday_10_ny());
+        let mut dialing = t.dial_loop();
+        dial_next(&mut dialing).await;
+        dialing.drain().await.unwrap();
+        let logs = String::from_utf8(lock(&logs.0).clone()).unwrap();
+        let line = logs.lines().find(|l| l.contains("call over")).unwrap();
+        assert!(
+            line.contains(r#"call{lead=1 line=2 attempt=1 to="+1202•••0100" call_sid="CA1"}"#),
+            "{line}"
+        );
     }
 }

@@ -20,9 +20,10 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Why a campaign stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -113,94 +114,31 @@ impl<D: Dialer> Runner<D> {
         });
         self.reconcile().await?;
 
-        let lines = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let mut live: JoinSet<Result<(), CampaignError>> = JoinSet::new();
-        let mut failure: Option<CampaignError> = None;
-        let mut last_wait: Option<DateTime<Utc>> = None;
-        'dialing: while failure.is_none() && !stop.is_cancelled() {
-            while let Some(done) = live.try_join_next() {
-                note(&mut failure, done);
-            }
-            if failure.is_some() {
-                break;
-            }
-            // A free line first, so the lead is checked as close to its dial as possible.
-            let permit = tokio::select! {
-                p = lines.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                () = stop.cancelled() => break,
-            };
-            let lead = loop {
-                let now = self.clock.now();
-                let Some(lead) = self.store().due(now, 1, &[])?.pop() else {
-                    break None;
-                };
-                if self.cleared(&lead, now)? {
-                    break Some(lead);
-                }
-            };
-            let Some(lead) = lead else {
-                drop(permit);
-                // Nothing is due now: wait for a live call to end or the next lead's time.
-                let Some((at, waiting)) = self.store().next_due()? else {
-                    if live.is_empty() {
-                        break;
-                    }
-                    tokio::select! {
-                        Some(done) = live.join_next() => note(&mut failure, done),
-                        () = stop.cancelled() => break,
-                    }
-                    continue;
-                };
-                if last_wait != Some(at) && at > self.clock.now() {
-                    last_wait = Some(at);
-                    self.emit(CampaignEvent::Waiting {
-                        until: at,
-                        leads: waiting,
-                    });
-                }
-                if live.is_empty() && self.clock.jump_to(at) {
-                    continue;
-                }
-                let sleep = tokio::time::sleep(self.clock.real_until(at));
-                tokio::select! {
-                    Some(done) = live.join_next(), if !live.is_empty() => note(&mut failure, done),
-                    () = sleep => {}
-                    () = stop.cancelled() => break,
-                }
-                continue;
-            };
-            tokio::select! {
-                () = self.pacer.wait_turn() => {}
-                () = stop.cancelled() => break 'dialing,
-            }
-            // The list and the window again, at the moment of dialing: the turn may have
-            // taken a while, and the list may have changed meanwhile.
-            let now = self.clock.now();
-            if !self.cleared(&lead, now)? {
-                continue;
-            }
-            let (attempt, number) = self.store().begin_attempt(lead.id, now)?;
-            let runner = self.clone();
-            let hang_up = hang_up.child_token();
-            live.spawn(async move {
-                let result = runner.place(lead, attempt, number, hang_up).await;
-                drop(permit);
-                result
-            });
-        }
-        if !live.is_empty() {
-            if stop.is_cancelled() {
-                self.emit(CampaignEvent::Draining { live: live.len() });
-            }
-            while let Some(done) = live.join_next().await {
-                note(&mut failure, done);
+        let mut dialing = DialLoop::new(self.clone(), stop, hang_up);
+        loop {
+            match dialing.next().await? {
+                Next::Dial { lead, line, at } => dialing.dial(lead, line, at)?,
+                Next::WaitUntil(at) => dialing.wait_until(at).await,
+                Next::Drained | Next::Stopped => break,
             }
         }
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        dialing.drain().await?;
         let (leads, finished) = self.store().counts()?;
         Ok(leads == finished)
+    }
+
+    /// The earliest due lead that may be dialed now; due leads that may not are skipped or
+    /// deferred on the way.
+    fn pick_lead(&self) -> Result<Option<LeadRow>, CampaignError> {
+        loop {
+            let now = self.clock.now();
+            let Some(lead) = self.store().due(now, 1, &[])?.pop() else {
+                return Ok(None);
+            };
+            if self.cleared(&lead, now)? {
+                return Ok(Some(lead));
+            }
+        }
     }
 
     fn timezone(&self, lead: &LeadRow) -> Option<Tz> {
@@ -285,7 +223,8 @@ impl<D: Dialer> Runner<D> {
         }
     }
 
-    /// Place one attempt and record its end.
+    /// Place one attempt and record its end. Runs inside the attempt's span, which it completes
+    /// with the number and the call SID.
     async fn place(
         &self,
         lead: LeadRow,
@@ -294,6 +233,7 @@ impl<D: Dialer> Runner<D> {
         hang_up: CancellationToken,
     ) -> Result<(), CampaignError> {
         let to = E164::parse(&lead.phone).map_err(|e| StoreError::Data(e.to_string()))?;
+        tracing::Span::current().record("to", to.masked());
         self.emit(CampaignEvent::Dialing {
             lead: lead.id,
             to: lead.phone.clone(),
@@ -305,6 +245,7 @@ impl<D: Dialer> Runner<D> {
         let forward = async {
             while let Some(event) = rx.recv().await {
                 if let CallEvent::Created { call_sid, .. } = &event {
+                    tracing::Span::current().record("call_sid", call_sid.as_str());
                     // The call exists now: a crash from here on is settled by its SID.
                     if let Err(e) = self.store().set_call_sid(attempt, call_sid) {
                         tracing::error!(error = %e, "cannot record the call SID");
@@ -352,19 +293,19 @@ impl<D: Dialer> Runner<D> {
     /// Settle attempts a previous run left in flight, from Twilio's records.
     async fn reconcile(&self) -> Result<(), CampaignError> {
         let flying = self.store().in_flight()?;
-        for f in flying {
-            let snapshot = match &f.call_sid {
+        for attempt in flying {
+            let snapshot = match &attempt.call_sid {
                 Some(sid) => self.dialer.lookup(sid).await?,
-                None => self.find_orphan(&f).await?,
+                None => self.find_orphan(&attempt).await?,
             };
             let Some(mut snapshot) = snapshot else {
-                if f.call_sid.is_none() {
+                if attempt.call_sid.is_none() {
                     // The create request never reached Twilio: the attempt did not happen.
-                    self.store().void_attempt(f.attempt_id)?;
-                    let status = self.store().lead(f.lead_id)?.status;
+                    self.store().void_attempt(attempt.attempt_id)?;
+                    let status = self.store().lead(attempt.lead_id)?.status;
                     self.emit(CampaignEvent::Reconciled {
-                        lead: f.lead_id,
-                        to: f.phone.clone(),
+                        lead: attempt.lead_id,
+                        to: attempt.phone.clone(),
                         call_sid: None,
                         status,
                     });
@@ -372,14 +313,14 @@ impl<D: Dialer> Runner<D> {
                 }
                 // Twilio created it once but no longer knows it: count it as failed.
                 let snapshot = CallSnapshot {
-                    sid: f.call_sid.clone().unwrap_or_default(),
-                    to: f.phone.clone(),
+                    sid: attempt.call_sid.clone().unwrap_or_default(),
+                    to: attempt.phone.clone(),
                     status: "failed".into(),
                     duration_secs: None,
                     answered_by: None,
                     start_time: None,
                 };
-                self.settle(&f, &snapshot, false)?;
+                self.settle(&attempt, &snapshot, false)?;
                 continue;
             };
             let hung_up = snapshot.final_status().is_none();
@@ -398,18 +339,18 @@ impl<D: Dialer> Runner<D> {
                     continue;
                 }
             }
-            self.settle(&f, &snapshot, hung_up)?;
+            self.settle(&attempt, &snapshot, hung_up)?;
         }
         Ok(())
     }
 
     /// A call to this number that no recorded attempt accounts for.
-    async fn find_orphan(&self, f: &InFlight) -> Result<Option<CallSnapshot>, CampaignError> {
-        let to = E164::parse(&f.phone).map_err(|e| StoreError::Data(e.to_string()))?;
+    async fn find_orphan(&self, attempt: &InFlight) -> Result<Option<CallSnapshot>, CampaignError> {
+        let to = E164::parse(&attempt.phone).map_err(|e| StoreError::Data(e.to_string()))?;
         // A generous margin: Twilio's clock and ours differ, and recorded SIDs rule out the
         // lead's earlier attempts anyway.
-        let since = f.started_at - chrono::Duration::minutes(10);
-        let known = self.store().call_sids(f.lead_id)?;
+        let since = attempt.started_at - chrono::Duration::minutes(10);
+        let known = self.store().call_sids(attempt.lead_id)?;
         let calls = self.dialer.find_calls_to(&to, since).await?;
         Ok(calls
             .into_iter()
@@ -421,7 +362,7 @@ impl<D: Dialer> Runner<D> {
     /// this run ended it, as an operator would; if nobody had answered, the lead is tried again.
     fn settle(
         &self,
-        f: &InFlight,
+        attempt: &InFlight,
         snapshot: &CallSnapshot,
         hung_up: bool,
     ) -> Result<(), CampaignError> {
@@ -444,7 +385,7 @@ impl<D: Dialer> Runner<D> {
             )
         };
         let outcome = Outcome {
-            to: f.phone.clone(),
+            to: attempt.phone.clone(),
             call_sid: Some(snapshot.sid.clone()),
             status,
             duration_secs: snapshot.duration_secs,
@@ -457,12 +398,12 @@ impl<D: Dialer> Runner<D> {
             transcript: Vec::new(),
         };
         let now = self.clock.now();
-        let verdict = verdict(&outcome, f.number, &self.config.retry, now);
+        let verdict = verdict(&outcome, attempt.number, &self.config.retry, now);
         self.store()
-            .finish_attempt(f.attempt_id, &outcome, &verdict, now)?;
+            .finish_attempt(attempt.attempt_id, &outcome, &verdict, now)?;
         self.emit(CampaignEvent::Reconciled {
-            lead: f.lead_id,
-            to: f.phone.clone(),
+            lead: attempt.lead_id,
+            to: attempt.phone.clone(),
             call_sid: Some(snapshot.sid.clone()),
             status: verdict.status,
         });
@@ -480,23 +421,186 @@ impl<D: Dialer> Runner<D> {
     }
 }
 
-/// Keep the first failure of a finished call task.
-fn note(
-    failure: &mut Option<CampaignError>,
-    done: Result<Result<(), CampaignError>, tokio::task::JoinError>,
-) {
-    let err = match done {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e,
-        Err(e) => CampaignError::Store(StoreError::Data(format!("a call task failed: {e}"))),
-    };
-    // The command reports the first failure as its one closing line; more would repeat it.
-    tracing::debug!(error = %err, "campaign stops dialing");
-    failure.get_or_insert(err);
+/// What the dial loop does next.
+// One value at a time, moved once from `next` to `run`: boxing the lead would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Next {
+    /// Place a call to `lead` on `line`: it has its pacing turn and was cleared for dialing at
+    /// `at`.
+    Dial {
+        lead: LeadRow,
+        line: OwnedSemaphorePermit,
+        at: DateTime<Utc>,
+    },
+    /// Nothing can be dialed before this time.
+    WaitUntil(DateTime<Utc>),
+    /// Every lead is final and no call is live.
+    Drained,
+    /// The operator stopped the campaign, or a call failed in a way that concerns every call.
+    Stopped,
+}
+
+/// One run's dialing: its lines, its live calls, and the first failure among them.
+struct DialLoop<D: Dialer> {
+    runner: Arc<Runner<D>>,
+    stop: CancellationToken,
+    hang_up: CancellationToken,
+    lines: Arc<Semaphore>,
+    live: JoinSet<Result<(), CampaignError>>,
+    failure: Option<CampaignError>,
+    /// The last wait announced: waking early (a call ended) to the same wait says nothing new.
+    announced_wait: Option<DateTime<Utc>>,
+}
+
+impl<D: Dialer> DialLoop<D> {
+    fn new(runner: Arc<Runner<D>>, stop: CancellationToken, hang_up: CancellationToken) -> Self {
+        Self {
+            lines: Arc::new(Semaphore::new(runner.config.concurrency.max(1))),
+            runner,
+            stop,
+            hang_up,
+            live: JoinSet::new(),
+            failure: None,
+            announced_wait: None,
+        }
+    }
+
+    /// What to do next. Waits for a free line and the lead's pacing turn before a dial, and for
+    /// a live call to end when that is all that can happen; notes finished calls on the way.
+    async fn next(&mut self) -> Result<Next, CampaignError> {
+        loop {
+            if self.failure.is_some() || self.stop.is_cancelled() {
+                return Ok(Next::Stopped);
+            }
+            while let Some(done) = self.live.try_join_next() {
+                self.keep_first_failure(done);
+            }
+            if self.failure.is_some() {
+                return Ok(Next::Stopped);
+            }
+            // A free line first, so the lead is checked as close to its dial as possible.
+            let line = tokio::select! {
+                line = self.lines.clone().acquire_owned() => line.expect("the semaphore is never closed"),
+                () = self.stop.cancelled() => return Ok(Next::Stopped),
+            };
+            if let Some(lead) = self.runner.pick_lead()? {
+                tokio::select! {
+                    () = self.runner.pacer.wait_turn() => {}
+                    () = self.stop.cancelled() => return Ok(Next::Stopped),
+                }
+                // The list and the window again, at the moment of dialing: the turn may have
+                // taken a while, and the list may have changed meanwhile.
+                let now = self.runner.clock.now();
+                if self.runner.cleared(&lead, now)? {
+                    return Ok(Next::Dial {
+                        lead,
+                        line,
+                        at: now,
+                    });
+                }
+                continue;
+            }
+            drop(line);
+            let Some((at, waiting)) = self.runner.store().next_due()? else {
+                if self.live.is_empty() {
+                    return Ok(Next::Drained);
+                }
+                // No lead waits, but a live call may end in a retry.
+                tokio::select! {
+                    Some(done) = self.live.join_next() => self.keep_first_failure(done),
+                    () = self.stop.cancelled() => return Ok(Next::Stopped),
+                }
+                continue;
+            };
+            if self.announced_wait != Some(at) && at > self.runner.clock.now() {
+                self.announced_wait = Some(at);
+                self.runner.emit(CampaignEvent::Waiting {
+                    until: at,
+                    leads: waiting,
+                });
+            }
+            return Ok(Next::WaitUntil(at));
+        }
+    }
+
+    /// Record the attempt durably, then place the call on a task of its own that holds `line`
+    /// until the call is over.
+    fn dial(
+        &mut self,
+        lead: LeadRow,
+        line: OwnedSemaphorePermit,
+        at: DateTime<Utc>,
+    ) -> Result<(), CampaignError> {
+        let (attempt, number) = self.runner.store().begin_attempt(lead.id, at)?;
+        // Tells apart the logs of calls running at once; `place` fills in the rest as it learns it.
+        let span = tracing::info_span!(
+            "call",
+            lead = lead.id,
+            line = lead.line,
+            attempt = number,
+            to = tracing::field::Empty,
+            call_sid = tracing::field::Empty,
+        );
+        let runner = self.runner.clone();
+        let hang_up = self.hang_up.child_token();
+        self.live.spawn(
+            async move {
+                let result = runner.place(lead, attempt, number, hang_up).await;
+                drop(line);
+                result
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    /// Wait until `at`, unless a live call ends first (freeing a line, perhaps setting a retry
+    /// sooner) or the campaign stops.
+    async fn wait_until(&mut self, at: DateTime<Utc>) {
+        if self.live.is_empty() && self.runner.clock.jump_to(at) {
+            return;
+        }
+        let sleep = tokio::time::sleep(self.runner.clock.real_until(at));
+        tokio::select! {
+            Some(done) = self.live.join_next(), if !self.live.is_empty() => self.keep_first_failure(done),
+            () = sleep => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Let the live calls end (hung up if `hang_up` is cancelled); the first failure, if any.
+    async fn drain(mut self) -> Result<(), CampaignError> {
+        if !self.live.is_empty() {
+            if self.stop.is_cancelled() {
+                self.runner.emit(CampaignEvent::Draining {
+                    live: self.live.len(),
+                });
+            }
+            while let Some(done) = self.live.join_next().await {
+                self.keep_first_failure(done);
+            }
+        }
+        match self.failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn keep_first_failure(&mut self, done: Result<Result<(), CampaignError>, JoinError>) {
+        let err = match done {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(e) => CampaignError::Store(StoreError::Data(format!("a call task failed: {e}"))),
+        };
+        // The command reports the first failure as its one closing line; more would repeat it.
+        tracing::debug!(error = %err, "campaign stops dialing");
+        self.failure.get_or_insert(err);
+    }
 }
 
 /// Whether a machine, not a person, answered.
-fn machine(outcome: &Outcome) -> bool {
+fn answered_by_machine(outcome: &Outcome) -> bool {
     outcome
         .answered_by
         .as_deref()
@@ -531,7 +635,7 @@ pub fn verdict(
         };
     }
     let status = match outcome.status {
-        FinalStatus::Completed if machine(outcome) => LeadStatus::Voicemail,
+        FinalStatus::Completed if answered_by_machine(outcome) => LeadStatus::Voicemail,
         FinalStatus::Completed if outcome.error.is_some() => LeadStatus::Failed,
         FinalStatus::Completed => LeadStatus::Completed,
         FinalStatus::Busy => LeadStatus::Busy,
@@ -693,5 +797,367 @@ mod tests {
         let s = summary(&store, &config).unwrap();
         assert_eq!(format!("{:.2}", s.estimated_cost_usd), "0.00");
         assert_eq!((s.leads, s.attempts), (0, 0));
+    }
+}
+
+/// The dial loop's decisions, against a scripted dialer and tokio's paused clock.
+#[cfg(test)]
+mod dial_loop_tests {
+    use super::*;
+    use crate::campaign::leads::Lead;
+    use tokio::time::Instant;
+
+    const ANA: &str = "+12025550100";
+    const BEN: &str = "+12025550101";
+
+    /// Every call is created at once, then talks for `talk` and ends well; with `None` it rings
+    /// until hung up. `refuse` turns every call down, as bad credentials do.
+    #[derive(Default)]
+    struct FakeDialer {
+        talk: Option<Duration>,
+        refuse: bool,
+        dialed: Mutex<Vec<String>>,
+    }
+
+    impl FakeDialer {
+        fn talking(secs: u64) -> Self {
+            Self {
+                talk: Some(Duration::from_secs(secs)),
+                ..Self::default()
+            }
+        }
+    }
+
+    impl Dialer for FakeDialer {
+        async fn dial(
+            &self,
+            request: CallRequest,
+            events: mpsc::UnboundedSender<CallEvent>,
+            cancel: CancellationToken,
+        ) -> Result<Outcome, DialError> {
+            let to = request.to.as_str().to_string();
+            let call_sid = {
+                let mut dialed = lock(&self.dialed);
+                dialed.push(to.clone());
+                format!("CA{}", dialed.len())
+            };
+            if self.refuse {
+                return Err(DialError {
+                    code: Some(20003),
+                    message: "Authenticate".into(),
+                    transient: false,
+                });
+            }
+            let _ = events.send(CallEvent::Created {
+                to: to.clone(),
+                call_sid: call_sid.clone(),
+            });
+            let hung_up = match self.talk {
+                Some(talk) => tokio::select! {
+                    () = tokio::time::sleep(talk) => false,
+                    () = cancel.cancelled() => true,
+                },
+                None => {
+                    cancel.cancelled().await;
+                    true
+                }
+            };
+            tracing::info!("call over");
+            let mut outcome = if hung_up {
+                Outcome::sample(&to, FinalStatus::Canceled, EndedBy::Operator)
+            } else {
+                Outcome::sample(&to, FinalStatus::Completed, EndedBy::Agent)
+            };
+            outcome.call_sid = Some(call_sid);
+            Ok(outcome)
+        }
+
+        async fn lookup(&self, _: &str) -> Result<Option<CallSnapshot>, DialError> {
+            Ok(None)
+        }
+
+        async fn hang_up(&self, _: &str) -> Result<(), DialError> {
+            Ok(())
+        }
+
+        async fn find_calls_to(
+            &self,
+            _: &E164,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<CallSnapshot>, DialError> {
+            Ok(Vec::new())
+        }
+    }
+
+    struct Setup {
+        runner: Arc<Runner<FakeDialer>>,
+        events: mpsc::UnboundedReceiver<CampaignEvent>,
+        stop: CancellationToken,
+        hang_up: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Tuesday 10:00 in New York: the default calling window is open.
+    fn tuesday_10_ny() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-01T15:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// A campaign calling `phones` (New York time, one call per second) on `lines` lines, with
+    /// a campaign clock that starts at `clock`.
+    fn setup(dialer: FakeDialer, phones: &[&str], lines: usize, clock: DateTime<Utc>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
+        let leads: Vec<Lead> = phones
+            .iter()
+            .zip(2..)
+            .map(|(phone, line)| Lead {
+                line,
+                phone: E164::parse(phone).unwrap(),
+                timezone: None,
+                vars: Vec::new(),
+            })
+            .collect();
+        store.import(&leads, clock).unwrap();
+        let mut config = CampaignConfig::defaults(
+            "t",
+            crate::agent::config::AgentConfig::default(),
+            dir.path(),
+        );
+        config.timezone = Some(chrono_tz::America::New_York);
+        config.concurrency = lines;
+        let (dnc, _) = DncList::load(&config.dnc, None).unwrap();
+        let (tx, events) = mpsc::unbounded_channel();
+        let runner = Runner::new(
+            Arc::new(dialer),
+            store,
+            config,
+            dnc,
+            Arc::new(Clock::simulated(clock, 1.0)),
+            tx,
+        );
+        Setup {
+            runner: Arc::new(runner),
+            events,
+            stop: CancellationToken::new(),
+            hang_up: CancellationToken::new(),
+            _dir: dir,
+        }
+    }
+
+    impl Setup {
+        fn dial_loop(&self) -> DialLoop<FakeDialer> {
+            DialLoop::new(self.runner.clone(), self.stop.clone(), self.hang_up.clone())
+        }
+
+        fn events(&mut self) -> Vec<CampaignEvent> {
+            std::iter::from_fn(|| self.events.try_recv().ok()).collect()
+        }
+
+        fn status(&self, phone: &str) -> LeadStatus {
+            let leads = self.runner.store().leads().unwrap();
+            leads.into_iter().find(|l| l.phone == phone).unwrap().status
+        }
+
+        fn dialed(&self) -> Vec<String> {
+            lock(&self.runner.dialer.dialed).clone()
+        }
+    }
+
+    /// Expect `next` to say dial, dial as `run` does, and return the number.
+    async fn dial_next(dialing: &mut DialLoop<FakeDialer>) -> String {
+        match dialing.next().await.unwrap() {
+            Next::Dial { lead, line, at } => {
+                let phone = lead.phone.clone();
+                dialing.dial(lead, line, at).unwrap();
+                phone
+            }
+            other => panic!("expected a dial, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_dial_waits_for_its_pacing_turn() {
+        let t = setup(FakeDialer::talking(60), &[ANA, BEN], 2, tuesday_10_ny());
+        let mut dialing = t.dial_loop();
+        let start = Instant::now();
+        assert_eq!(dial_next(&mut dialing).await, ANA);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(dial_next(&mut dialing).await, BEN);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dial_waits_for_a_free_line() {
+        let mut t = setup(FakeDialer::talking(30), &[ANA, BEN], 1, tuesday_10_ny());
+        let mut dialing = t.dial_loop();
+        let start = Instant::now();
+        dial_next(&mut dialing).await;
+        assert_eq!(dial_next(&mut dialing).await, BEN);
+        assert!(start.elapsed() >= Duration::from_secs(30));
+        assert_eq!(t.status(ANA), LeadStatus::Completed);
+        let finished = t
+            .events()
+            .into_iter()
+            .any(|e| matches!(e, CampaignEvent::Finished { to, .. } if to == ANA));
+        assert!(finished);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lead_on_the_do_not_call_list_is_skipped_at_dial_time() {
+        let mut t = setup(FakeDialer::talking(30), &[ANA, BEN], 2, tuesday_10_ny());
+        // Written after loading: the list is read again when a lead's turn comes.
+        std::fs::write(&t.runner.config.dnc[0], format!("{ANA}\n")).unwrap();
+        let mut dialing = t.dial_loop();
+        assert_eq!(dial_next(&mut dialing).await, BEN);
+        assert_eq!(t.status(ANA), LeadStatus::DoNotCall);
+        let skipped = t.events().into_iter().any(|e| {
+            matches!(e, CampaignEvent::Skipped { to, status: LeadStatus::DoNotCall, .. } if to == ANA)
+        });
+        assert!(skipped);
+        dialing.drain().await.unwrap();
+        assert_eq!(t.dialed(), [BEN]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_window_is_one_announced_wait_then_a_dial() {
+        // 06:00 in New York: the window opens at 09:00.
+        let six_am = tuesday_10_ny() - chrono::Duration::hours(4);
+        let opens = tuesday_10_ny() - chrono::Duration::hours(1);
+        let mut t = setup(FakeDialer::talking(30), &[ANA], 1, six_am);
+        let mut dialing = t.dial_loop();
+        assert!(matches!(dialing.next().await.unwrap(), Next::WaitUntil(at) if at == opens));
+        assert_eq!(
+            t.events(),
+            [CampaignEvent::Waiting {
+                until: opens,
+                leads: 1
+            }]
+        );
+        // Asked again (as after a call ends early), the same wait is not announced twice.
+        assert!(matches!(dialing.next().await.unwrap(), Next::WaitUntil(at) if at == opens));
+        assert_eq!(t.events(), []);
+
+        let start = Instant::now();
+        dialing.wait_until(opens).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "with nothing live the simulated clock jumps rather than sleeps"
+        );
+        assert_eq!(dial_next(&mut dialing).await, ANA);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drained_only_once_the_live_calls_are_over() {
+        let t = setup(FakeDialer::talking(30), &[ANA], 1, tuesday_10_ny());
+        let mut dialing = t.dial_loop();
+        let start = Instant::now();
+        dial_next(&mut dialing).await;
+        assert!(matches!(dialing.next().await.unwrap(), Next::Drained));
+        assert!(start.elapsed() >= Duration::from_secs(30));
+        assert_eq!(t.status(ANA), LeadStatus::Completed);
+        dialing.drain().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_for_a_line_and_live_calls_finish() {
+        let mut t = setup(FakeDialer::talking(30), &[ANA, BEN], 1, tuesday_10_ny());
+        let mut dialing = t.dial_loop();
+        let start = Instant::now();
+        dial_next(&mut dialing).await;
+        let stop = t.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.cancel();
+        });
+        assert!(matches!(dialing.next().await.unwrap(), Next::Stopped));
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        dialing.drain().await.unwrap();
+        assert!(start.elapsed() >= Duration::from_secs(30));
+        assert!(t.events().contains(&CampaignEvent::Draining { live: 1 }));
+        assert_eq!(t.status(ANA), LeadStatus::Completed);
+        assert_eq!(t.status(BEN), LeadStatus::Pending);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hang_up_ends_the_live_calls() {
+        let t = setup(FakeDialer::default(), &[ANA], 1, tuesday_10_ny());
+        let mut dialing = t.dial_loop();
+        dial_next(&mut dialing).await;
+        t.stop.cancel();
+        t.hang_up.cancel();
+        assert!(matches!(dialing.next().await.unwrap(), Next::Stopped));
+        dialing.drain().await.unwrap();
+        // Hung up before anyone answered: tried again by a later run.
+        assert_eq!(t.status(ANA), LeadStatus::Retry);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_refused_for_every_call_stops_the_dialing() {
+        let dialer = FakeDialer {
+            refuse: true,
+            ..FakeDialer::default()
+        };
+        let t = setup(dialer, &[ANA, BEN], 2, tuesday_10_ny());
+        let mut dialing = t.dial_loop();
+        dial_next(&mut dialing).await;
+        // Lets the call task run to its end.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(matches!(dialing.next().await.unwrap(), Next::Stopped));
+        assert!(matches!(
+            dialing.drain().await,
+            Err(CampaignError::Dial(DialError {
+                code: Some(20003),
+                ..
+            }))
+        ));
+        assert_eq!(t.dialed(), [ANA]);
+        // The refused attempt never happened.
+        assert_eq!(t.status(ANA), LeadStatus::Pending);
+    }
+
+    /// Collects what a tracing subscriber writes.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_logs_under_its_lead_and_its_call_sid() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // Other tests meet the same callsites on their own threads meanwhile. While a single
+        // dispatcher is registered, tracing caches a callsite's interest from the thread that
+        // met it first (theirs: none); with two, it asks each thread's own subscriber.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let t = setup(FakeDialer::talking(30), &[ANA], 1, tuesday_10_ny());
+        let mut dialing = t.dial_loop();
+        dial_next(&mut dialing).await;
+        dialing.drain().await.unwrap();
+        let logs = String::from_utf8(lock(&logs.0).clone()).unwrap();
+        let line = logs.lines().find(|l| l.contains("call over")).unwrap();
+        assert!(
+            line.contains(r#"call{lead=1 line=2 attempt=1 to="+1202•••0100" call_sid="CA1"}"#),
+            "{line}"
+        );
     }
 }

@@ -11,8 +11,8 @@
 //! Layout: `rest` serves the REST API (hyper, loopback); `calls` runs one call from queued to
 //! its final status and executes its TwiML (`twiml`); `line` is the live audio of an answered
 //! call — the `callee` speaking and listening, and the media stream session whose wire format
-//! lives in `media`; `webhook` signs and sends everything Twilio sends; `number` judges phone
-//! numbers, sharing no code with the client it tests.
+//! lives in `media`; `webhook` sends everything Twilio sends, signed by `signing`; `number`
+//! judges phone numbers. The last two share no code with the client they test.
 //!
 //! Where Twilio's documentation leaves a choice open, or the simulator cannot do what Twilio
 //! does, the choice is listed here and commented where it is made:
@@ -45,6 +45,7 @@ mod line;
 mod media;
 mod number;
 mod rest;
+mod signing;
 mod twiml;
 mod webhook;
 

@@ -11,13 +11,32 @@ use crate::call::service::{CallService, Endpoints};
 use crate::cli::{Cli, Command, ServerArgs};
 use crate::error::{AppError, Exit};
 use crate::server::{self, ServerState};
-use crate::settings::{RawSettings, Sources};
-use crate::sim::{Simulation, TimeScale};
+use crate::settings::{RawSettings, Settings, Sources};
+use crate::sim::{SimEndpoints, Simulation, TimeScale};
 use crate::twilio::TwilioClient;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Settings that point the client at running simulators: their credentials and endpoints,
+/// with only the default region from the user's settings. The public URL is left empty, so
+/// the server is its own (the simulators reach it directly).
+pub fn simulated_settings(endpoints: &SimEndpoints, default_region: Option<String>) -> Settings {
+    Settings {
+        twilio_account_sid: endpoints.account_sid.clone(),
+        twilio_auth_token: crate::secret::Secret::new(endpoints.auth_token.clone()),
+        twilio_from_number: crate::phone::E164::parse(&endpoints.from_number)
+            .expect("the simulator's own number is valid"),
+        assemblyai_api_key: crate::secret::Secret::new(endpoints.api_key.clone()),
+        public_url: String::new(),
+        port: 0,
+        bind_address: [127, 0, 0, 1].into(),
+        twilio_api_base_url: endpoints.twilio_api_base_url.clone(),
+        assemblyai_agent_url: endpoints.agent_url.clone(),
+        default_region: default_region.filter(|r| !r.trim().is_empty()),
+    }
+}
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit, AppError> {
@@ -72,7 +91,8 @@ impl Stack {
             let sim = Simulation::start(TimeScale(1.0 / args.sim_speed), shutdown.child_token())
                 .await
                 .map_err(|e| AppError::Other(format!("cannot start the simulators: {e}")))?;
-            (sim.settings(raw), Some(sim))
+            let settings = simulated_settings(&sim.endpoints(), raw.default_region.clone());
+            (settings, Some(sim))
         } else {
             (raw.resolve()?, None)
         };
@@ -82,7 +102,7 @@ impl Stack {
     /// Start with settings already made (tests point them at simulators they control). With an
     /// empty public URL the server is its own public URL (simulators reach it directly).
     pub async fn start_with(
-        settings: crate::settings::Settings,
+        settings: Settings,
         simulation: Option<Simulation>,
         shutdown: CancellationToken,
         default_region: Option<String>,

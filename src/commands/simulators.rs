@@ -19,14 +19,15 @@ pub async fn run(args: &SimulatorsArgs) -> Result<Exit, AppError> {
     let sim = Simulation::start(TimeScale(1.0 / args.sim_speed), shutdown.child_token())
         .await
         .map_err(|e| AppError::Other(format!("cannot start the simulators: {e}")))?;
+    let endpoints = sim.endpoints();
     // The fake accounts' credentials are not secrets: printing them is the point.
     let settings = serde_json::json!({
-        "TWILIO_API_BASE_URL": sim.twilio.base_url(),
-        "TWILIO_ACCOUNT_SID": sim.account_sid,
-        "TWILIO_AUTH_TOKEN": sim.auth_token,
-        "TWILIO_FROM_NUMBER": sim.from_number,
-        "ASSEMBLYAI_AGENT_URL": sim.agent.url(),
-        "ASSEMBLYAI_API_KEY": sim.api_key,
+        "TWILIO_API_BASE_URL": endpoints.twilio_api_base_url,
+        "TWILIO_ACCOUNT_SID": endpoints.account_sid,
+        "TWILIO_AUTH_TOKEN": endpoints.auth_token,
+        "TWILIO_FROM_NUMBER": endpoints.from_number,
+        "ASSEMBLYAI_AGENT_URL": endpoints.agent_url,
+        "ASSEMBLYAI_API_KEY": endpoints.api_key,
     });
     {
         let mut out = std::io::stdout().lock();

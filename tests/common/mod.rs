@@ -6,10 +6,10 @@
 use dialer::agent::config::AgentConfig;
 use dialer::call::dialer::{CallRequest, DialError, Dialer};
 use dialer::call::tools::{NoTools, ToolHandler};
-use dialer::commands::Stack;
+use dialer::commands::{Stack, simulated_settings};
 use dialer::events::{CallEvent, Outcome};
 use dialer::phone::E164;
-use dialer::settings::{RawSettings, Settings};
+use dialer::settings::Settings;
 use dialer::sim::{Simulation, TimeScale};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,7 @@ impl TestApp {
         let sim = Simulation::start(TimeScale(1.0 / SPEED), shutdown.child_token())
             .await
             .expect("simulators start");
-        let mut settings = sim.settings(RawSettings::default());
+        let mut settings = simulated_settings(&sim.endpoints(), None);
         tweak(&mut settings);
         let stack = Stack::start_with(settings, Some(sim), shutdown, None)
             .await

@@ -21,6 +21,7 @@ pub mod report;
 pub mod secret;
 pub mod server;
 pub mod settings;
+#[cfg(feature = "simulate")]
 pub mod sim;
 pub mod telemetry;
 pub mod twilio;

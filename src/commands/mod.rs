@@ -4,6 +4,7 @@
 pub mod call;
 pub mod campaign;
 pub mod serve;
+#[cfg(feature = "simulate")]
 pub mod simulators;
 
 use crate::call::registry::Registry;
@@ -12,6 +13,7 @@ use crate::cli::{Cli, Command, ServerArgs};
 use crate::error::{AppError, Exit};
 use crate::server::{self, ServerState};
 use crate::settings::{RawSettings, Settings, Sources};
+#[cfg(feature = "simulate")]
 use crate::sim::{SimEndpoints, Simulation, TimeScale};
 use crate::twilio::TwilioClient;
 use std::net::SocketAddr;
@@ -19,9 +21,23 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Stands in for the simulators in a build without them: it has no values, so a stack's
+/// `simulation` is always `None` and code that asks for it needs no feature gates of its own.
+#[cfg(not(feature = "simulate"))]
+pub enum Simulation {}
+
+/// What `--simulate` gets from a build without the simulators.
+#[cfg(not(feature = "simulate"))]
+fn no_simulators() -> AppError {
+    AppError::Input(
+        "this build has no simulators: rebuild with the default `simulate` feature".into(),
+    )
+}
+
 /// Settings that point the client at running simulators: their credentials and endpoints,
 /// with only the default region from the user's settings. The public URL is left empty, so
 /// the server is its own (the simulators reach it directly).
+#[cfg(feature = "simulate")]
 pub fn simulated_settings(endpoints: &SimEndpoints, default_region: Option<String>) -> Settings {
     Settings {
         twilio_account_sid: endpoints.account_sid.clone(),
@@ -40,6 +56,18 @@ pub fn simulated_settings(endpoints: &SimEndpoints, default_region: Option<Strin
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit, AppError> {
+    // Refused before any file is read, so the one line says what is wrong.
+    #[cfg(not(feature = "simulate"))]
+    {
+        let server = match &cli.command {
+            Command::Call(args) => &args.server,
+            Command::Campaign(args) => &args.server,
+            Command::Serve(args) => &args.server,
+        };
+        if server.simulate {
+            return Err(no_simulators());
+        }
+    }
     let sources = |server: &ServerArgs| {
         let mut s = Sources::standard(cli.config.clone(), cli.env_file.clone());
         if let Some(url) = &server.public_url {
@@ -58,6 +86,7 @@ pub async fn run(cli: Cli) -> Result<Exit, AppError> {
             campaign::run(&args.server.clone(), args, sources(&args.server), cli.json).await
         }
         Command::Serve(ref args) => serve::run(&args.server, sources(&args.server)).await,
+        #[cfg(feature = "simulate")]
         Command::Simulators(ref args) => simulators::run(args).await,
     }
 }
@@ -83,16 +112,24 @@ impl Stack {
         let raw = RawSettings::load(&sources)?;
         let default_region = raw.default_region.clone();
         let (settings, simulation) = if args.simulate {
-            if !(args.sim_speed > 0.0 && args.sim_speed.is_finite()) {
-                return Err(AppError::Input(
-                    "--sim-speed must be a positive number".into(),
-                ));
+            #[cfg(not(feature = "simulate"))]
+            return Err(no_simulators());
+            #[cfg(feature = "simulate")]
+            {
+                if !(args.sim_speed > 0.0 && args.sim_speed.is_finite()) {
+                    return Err(AppError::Input(
+                        "--sim-speed must be a positive number".into(),
+                    ));
+                }
+                let sim =
+                    Simulation::start(TimeScale(1.0 / args.sim_speed), shutdown.child_token())
+                        .await
+                        .map_err(|e| {
+                            AppError::Other(format!("cannot start the simulators: {e}"))
+                        })?;
+                let settings = simulated_settings(&sim.endpoints(), raw.default_region.clone());
+                (settings, Some(sim))
             }
-            let sim = Simulation::start(TimeScale(1.0 / args.sim_speed), shutdown.child_token())
-                .await
-                .map_err(|e| AppError::Other(format!("cannot start the simulators: {e}")))?;
-            let settings = simulated_settings(&sim.endpoints(), raw.default_region.clone());
-            (settings, Some(sim))
         } else {
             (raw.resolve()?, None)
         };
@@ -193,6 +230,28 @@ impl Interrupts {
     pub async fn next(&mut self) {
         if self.rx.recv().await.is_none() {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(all(test, not(feature = "simulate")))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[tokio::test]
+    async fn simulate_in_a_build_without_simulators_is_one_line_and_exit_2() {
+        for args in [
+            &["dialer", "call", "+12025550100", "--simulate"][..],
+            &["dialer", "campaign", "no-such.csv", "--simulate"],
+            &["dialer", "serve", "--simulate"],
+        ] {
+            let err = run(Cli::try_parse_from(args).unwrap()).await.unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "this build has no simulators: rebuild with the default `simulate` feature"
+            );
+            assert_eq!(err.exit(), Exit::Config);
         }
     }
 }

@@ -42,6 +42,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the Twilio and Voice Agent simulators alone until Ctrl-C, printing the settings that
     /// point dialer (or anything else) at them.
+    #[cfg(feature = "simulate")]
     Simulators(SimulatorsArgs),
 }
 
@@ -156,6 +157,7 @@ pub struct CampaignArgs {
     pub export: bool,
 }
 
+#[cfg(feature = "simulate")]
 #[derive(Debug, Args)]
 pub struct SimulatorsArgs {
     /// Run this many times faster than real time.

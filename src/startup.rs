@@ -37,6 +37,9 @@ pub struct Startup {
 impl Startup {
     /// Load the settings from `sources`, with the server flags on top.
     pub fn load(mut sources: Sources, args: &ServerArgs) -> Result<Self, AppError> {
+        if args.simulate && !cfg!(feature = "simulate") {
+            return Err(AppError::Input(NO_SIMULATORS.into()));
+        }
         if let Some(url) = &args.public_url {
             sources.flags.push(("public_url", url.clone()));
         }
@@ -83,15 +86,36 @@ pub async fn simulate(
     let sim = Simulation::start(crate::sim::TimeScale(1.0 / speed), shutdown.child())
         .await
         .map_err(|e| AppError::Other(format!("cannot start the simulators: {e}")))?;
-    let settings = sim.settings(RawSettings {
-        default_region,
-        ..RawSettings::default()
-    });
+    let settings = simulated_settings(&sim.endpoints(), default_region)?;
     Ok((settings, sim))
 }
 
+/// Settings that point the real client code at running simulators. The simulators hand out
+/// plain strings; they are checked here like any other settings, so a simulator that gave a
+/// malformed number would be caught, not trusted.
+#[cfg(feature = "simulate")]
+fn simulated_settings(
+    endpoints: &crate::sim::SimEndpoints,
+    default_region: Option<String>,
+) -> Result<Settings, AppError> {
+    let from = crate::phone::E164::parse(&endpoints.from_number)
+        .map_err(|e| AppError::Other(format!("the simulators' own number is invalid: {e}")))?;
+    Ok(Settings {
+        twilio_account_sid: endpoints.account_sid.clone(),
+        twilio_auth_token: crate::secret::Secret::new(endpoints.auth_token.clone()),
+        twilio_from_number: from,
+        assemblyai_api_key: crate::secret::Secret::new(endpoints.api_key.clone()),
+        public_url: String::new(),
+        port: 0,
+        bind_address: [127, 0, 0, 1].into(),
+        twilio_api_base_url: endpoints.twilio_api_base_url.clone(),
+        assemblyai_agent_url: endpoints.agent_url.clone(),
+        default_region,
+    })
+}
+
 #[cfg(not(feature = "simulate"))]
-pub async fn simulate(
+async fn simulate(
     _speed: f64,
     _default_region: Option<String>,
     _shutdown: &Shutdown,
@@ -181,5 +205,36 @@ impl App {
     pub async fn stop(self) {
         self.server_token.cancel();
         let _ = self.server.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(feature = "simulate"))]
+    #[test]
+    fn without_the_simulators_simulate_is_refused_before_anything_is_read() {
+        let args = ServerArgs {
+            simulate: true,
+            ..ServerArgs::default()
+        };
+        let e = Startup::load(Sources::default(), &args).unwrap_err();
+        assert_eq!(e.to_string(), NO_SIMULATORS);
+        assert_eq!(e.exit(), crate::error::Exit::Config);
+    }
+
+    #[cfg(feature = "simulate")]
+    #[tokio::test]
+    async fn simulated_settings_point_at_the_simulators_and_keep_the_region() {
+        let shutdown = Shutdown::new();
+        let (settings, sim) = simulate(50.0, Some("GB".into()), &shutdown).await.unwrap();
+        let endpoints = sim.endpoints();
+        assert_eq!(settings.twilio_api_base_url, endpoints.twilio_api_base_url);
+        assert_eq!(settings.assemblyai_agent_url, endpoints.agent_url);
+        assert_eq!(settings.twilio_from_number.as_str(), endpoints.from_number);
+        assert_eq!(settings.default_region.as_deref(), Some("GB"));
+        assert_eq!(settings.public_url, "", "the server is its own public URL");
+        shutdown.finish().await;
     }
 }

@@ -4,6 +4,7 @@
 mod call;
 mod campaign;
 mod serve;
+#[cfg(feature = "simulate")]
 mod simulators;
 
 use crate::cli::{Cli, Command};
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<Exit, AppError> {
         Command::Call(args) => call::run(args, &ctx).await,
         Command::Campaign(args) => campaign::run(args, &ctx).await,
         Command::Serve(args) => serve::run(args, &ctx).await,
+        #[cfg(feature = "simulate")]
         Command::Simulators(args) => simulators::run(args, &ctx).await,
     };
     shutdown.finish().await;

@@ -10,15 +10,16 @@ use crate::startup;
 
 pub(super) async fn run(args: &SimulatorsArgs, ctx: &Context<'_>) -> Result<Exit, AppError> {
     let mut interrupts = Interrupts::listen();
-    let (settings, sim) = startup::simulate(args.sim_speed, None, ctx.shutdown).await?;
+    let (_, sim) = startup::simulate(args.sim_speed, None, ctx.shutdown).await?;
+    let endpoints = sim.endpoints();
     // The fake accounts' credentials are not secrets: printing them is the point.
     let printed = serde_json::json!({
-        "TWILIO_API_BASE_URL": settings.twilio_api_base_url,
-        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
-        "TWILIO_AUTH_TOKEN": settings.twilio_auth_token.expose(),
-        "TWILIO_FROM_NUMBER": settings.twilio_from_number.as_str(),
-        "ASSEMBLYAI_AGENT_URL": settings.assemblyai_agent_url,
-        "ASSEMBLYAI_API_KEY": settings.assemblyai_api_key.expose(),
+        "TWILIO_API_BASE_URL": endpoints.twilio_api_base_url,
+        "TWILIO_ACCOUNT_SID": endpoints.account_sid,
+        "TWILIO_AUTH_TOKEN": endpoints.auth_token,
+        "TWILIO_FROM_NUMBER": endpoints.from_number,
+        "ASSEMBLYAI_AGENT_URL": endpoints.agent_url,
+        "ASSEMBLYAI_API_KEY": endpoints.api_key,
     });
     ctx.printer.out(&printed.to_string());
     ctx.printer.message("simulators running; Ctrl-C stops them");

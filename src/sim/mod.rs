@@ -37,7 +37,20 @@ impl Default for TimeScale {
     }
 }
 
-/// Both simulators, running on loopback, with the settings that point the real client at them.
+/// Where running simulators are, and the credentials of their fake accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimEndpoints {
+    /// `http://127.0.0.1:PORT`; clients append `/2010-04-01/…`.
+    pub twilio_api_base_url: String,
+    pub account_sid: String,
+    pub auth_token: String,
+    /// The fake account's number, in E.164.
+    pub from_number: String,
+    pub agent_url: String,
+    pub api_key: String,
+}
+
+/// Both simulators, running on loopback, with the credentials that point a client at them.
 pub struct Simulation {
     pub twilio: twilio::FakeTwilio,
     pub agent: agent::FakeAgent,
@@ -77,21 +90,17 @@ impl Simulation {
         })
     }
 
-    /// Settings for the simulators: credentials and endpoints are theirs; the rest (region)
-    /// comes from `raw`. The public URL is the local server's, set by whoever binds it.
-    pub fn settings(&self, raw: crate::settings::RawSettings) -> crate::settings::Settings {
-        crate::settings::Settings {
-            twilio_account_sid: self.account_sid.clone(),
-            twilio_auth_token: crate::secret::Secret::new(self.auth_token.clone()),
-            twilio_from_number: crate::phone::E164::parse(&self.from_number)
-                .expect("the simulator's own number is valid"),
-            assemblyai_api_key: crate::secret::Secret::new(self.api_key.clone()),
-            public_url: String::new(),
-            port: 0,
-            bind_address: [127, 0, 0, 1].into(),
+    /// Where the simulators listen and the fake accounts' credentials: everything a client
+    /// needs to be pointed at them. Plain strings, so the simulators need none of the client's
+    /// types (settings, secrets, phone numbers) and cannot lean on its parsing.
+    pub fn endpoints(&self) -> SimEndpoints {
+        SimEndpoints {
             twilio_api_base_url: self.twilio.base_url(),
-            assemblyai_agent_url: self.agent.url(),
-            default_region: raw.default_region.filter(|r| !r.trim().is_empty()),
+            account_sid: self.account_sid.clone(),
+            auth_token: self.auth_token.clone(),
+            from_number: self.from_number.clone(),
+            agent_url: self.agent.url(),
+            api_key: self.api_key.clone(),
         }
     }
 }

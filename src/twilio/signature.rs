@@ -107,6 +107,29 @@ mod tests {
         );
     }
 
+    /// The same request with the callers of the docs' code samples: the vector third-party
+    /// validators cite most often, recomputed independently before being written down.
+    #[test]
+    fn docs_callers_vector() {
+        let params = p(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+12349013030"),
+            ("Digits", "1234"),
+            ("From", "+12349013030"),
+            ("To", "+18005551212"),
+        ]);
+        assert_eq!(
+            compute("12345", URL, &params),
+            "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+        );
+        assert!(is_valid(
+            "12345",
+            URL,
+            &params,
+            "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+        ));
+    }
+
     #[test]
     fn port_vectors() {
         let params = library_params();

@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sim::personas::Persona;
 use crate::sim::speech;
-use crate::twilio::signature;
 
 use super::callee::{Callee, Ears, FRAME_MS};
 use super::media::{self, Playback, ServerMessage, Ws};
+use super::signing::sign;
 use super::webhook::{self, Hook};
 use super::{ActiveGuard, Callback, Shared, StreamRecord};
 
@@ -184,7 +184,7 @@ impl Line {
     }
 
     fn begin_connect(&self, spec: StreamSpec, done: oneshot::Sender<StreamEnd>) -> Pending {
-        let signature = signature::compute(&self.shared.config.auth_token, &spec.url, &[]);
+        let signature = sign(&self.shared.config.auth_token, &spec.url, &[]);
         let url = spec.connect_url.clone();
         let timeout = self
             .shared

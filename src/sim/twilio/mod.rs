@@ -11,7 +11,8 @@
 //! Layout: `rest` serves the REST API (hyper, loopback); `calls` runs one call from queued to
 //! its final status and executes its TwiML (`twiml`); `line` is the live audio of an answered
 //! call — the `callee` speaking and listening, and the media stream session whose wire format
-//! lives in `media`; `webhook` signs and sends everything Twilio sends.
+//! lives in `media`; `webhook` sends everything Twilio sends, signed by `signing`; `number`
+//! judges phone numbers. The last two share no code with the client they test.
 //!
 //! Where Twilio's documentation leaves a choice open, or the simulator cannot do what Twilio
 //! does, the choice is listed here and commented where it is made:
@@ -24,6 +25,9 @@
 //!   ApplicationSid (the fake account owns no applications); 21609 for bad callback URLs;
 //!   21234 for bad AMD parameters; 20001 for bad list filters; 401/20003 when the path's
 //!   account is not the authenticated one.
+//! - Phone numbers may carry spaces, dashes, dots and parentheses, which are dropped
+//!   (`number`): Twilio's page on 21211 asks for none, its support pages say such numbers "may
+//!   work", and the fake has always taken them.
 //! - `StatusCallbackEvent` takes one event per value (repeated keys); space- or
 //!   comma-separated lists are refused with 21626.
 //! - Hanging up a call that has not been answered (`Status=completed` or `canceled`) makes it
@@ -39,7 +43,9 @@ mod callee;
 mod calls;
 mod line;
 mod media;
+mod number;
 mod rest;
+mod signing;
 mod twiml;
 mod webhook;
 
@@ -57,7 +63,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::TimeScale;
-use crate::phone::E164;
 
 /// The fake account.
 #[derive(Debug, Clone)]
@@ -194,8 +199,8 @@ impl FakeTwilio {
         let owned = config
             .numbers
             .iter()
-            .filter_map(|n| E164::parse(n).ok())
-            .map(|n| (n.as_str().to_string(), sid("PN")))
+            .filter_map(|n| number::e164(n))
+            .map(|n| (n, sid("PN")))
             .collect();
         let (active, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {

@@ -20,10 +20,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use url::Url;
 
-use crate::phone::E164;
-
 use super::callee::AmdSettings;
 use super::calls::{self, Amd, CallSpec, Events, Source};
+use super::number;
 use super::webhook::Hook;
 use super::{ApiRequest, CallEntry, Shared};
 
@@ -530,8 +529,8 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
     let amd = amd.filter(|_| send_digits.is_none());
 
     // Only phone numbers are simulated (no sip: or client: targets).
-    let from = match E164::parse(from_raw) {
-        Ok(n) if n.as_str() != "+15005550001" => n,
+    let from = match number::e164(from_raw) {
+        Some(n) if n != "+15005550001" => n,
         _ => {
             return Err(ApiError::bad(
                 21212,
@@ -539,7 +538,7 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
             ));
         }
     };
-    if !shared.owned.contains_key(from.as_str()) {
+    if !shared.owned.contains_key(&from) {
         return Err(ApiError::bad(
             21210,
             format!(
@@ -548,7 +547,7 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
             ),
         ));
     }
-    let to = E164::parse(to_raw).map_err(|_| {
+    let to = number::e164(to_raw).ok_or_else(|| {
         ApiError::bad(
             21211,
             format!("The 'To' number {to_raw} is not a valid phone number."),
@@ -594,8 +593,8 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
     }
 
     Ok(CallSpec {
-        to: to.as_str().to_string(),
-        from: from.as_str().to_string(),
+        to,
+        from,
         source,
         fallback,
         status_callback,
@@ -837,8 +836,8 @@ fn list(shared: &Shared, p: &Params) -> Result<Reply, ApiError> {
 }
 
 /// A filter value in E.164 when it parses, else as given.
-fn normalized(number: &str) -> String {
-    E164::parse(number).map_or_else(|_| number.to_string(), |n| n.as_str().to_string())
+fn normalized(raw: &str) -> String {
+    number::e164(raw).unwrap_or_else(|| raw.to_string())
 }
 
 /// `(415) 555-0100` for NANP numbers, as Twilio formats them; others unchanged.

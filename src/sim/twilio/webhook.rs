@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use crate::twilio::signature;
-
 use super::Shared;
+use super::signing::sign;
 
 /// A URL Twilio requests, with its method.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +32,10 @@ fn prepare(shared: &Shared, hook: &Hook, params: &[(String, String)]) -> (String
             }
             Err(_) => hook.url.clone(),
         };
-        let sig = signature::compute(token, &url, &[]);
+        let sig = sign(token, &url, &[]);
         (url, sig)
     } else {
-        let sig = signature::compute(token, &hook.url, params);
+        let sig = sign(token, &hook.url, params);
         (hook.url.clone(), sig)
     }
 }

@@ -1,13 +1,29 @@
 //! dialer: outbound AI phone calls.
 //!
 //! # Layout
-//! - [`phone`]: phone numbers in E.164.
+//! Lower modules never import higher ones: `sim` imports nothing of the client's; `agent`
+//! does not know calls; `call` does not know the server; `server` hands signals to calls
+//! through `call::registry`; only `startup` wires them together.
+//!
+//! - [`secret`]: strings that never print (keys, tokens).
+//! - [`phone`]: phone numbers in E.164, and numbers never to dial.
+//! - [`settings`]: settings from defaults, `dialer.toml`, `.env`, the environment and flags.
 //! - [`events`]: what happens on a call, as data for every view.
+//! - [`ws`]: WebSocket frames as the bridge sees them, whatever library carried them.
+//! - [`webhooks`]: the public URLs Twilio is given, shared by the call service and the server.
 //! - [`twilio`]: Calls REST client, TwiML, Media Streams messages, request signatures.
-//! - [`agent`]: the Voice Agent API client and the agent's configuration.
+//! - [`agent`]: the Voice Agent API: its wire protocol, the client, the agent's configuration.
 //! - [`call`]: one call's state machine, the audio bridge, the service that places calls.
 //! - [`campaign`]: many calls from a CSV of leads, paced, retried, persisted.
-//! - [`sim`]: local simulators of Twilio and the Voice Agent API.
+//! - [`server`]: the webhook and Media Stream server (the only module that knows warp).
+//! - [`sim`]: local simulators of Twilio and the Voice Agent API (feature `simulate`).
+//! - [`shutdown`]: the one shutdown tree, its task tracker, and the operator's interrupts.
+//! - [`startup`]: builds the running application from settings (or the simulators).
+//! - [`report`]: views over call and campaign events, and the printer that owns the terminal.
+//! - [`telemetry`]: logging through the printer, with secrets kept out.
+//! - [`error`]: the errors that stop a command, and their exit codes.
+//! - [`cli`]: the command line, each argument validated by its parser.
+//! - [`commands`]: `call`, `campaign`, `serve`, `simulators`: parse, build, run, report.
 
 pub mod agent;
 pub mod call;

@@ -280,11 +280,7 @@ impl CallService {
         };
         match self.twilio.hang_up(&sid).await {
             Ok(resource) => call.on_snapshot(&resource),
-            // The call ended on its own meanwhile (21220) or is gone: nothing to hang up.
-            Err(TwilioError::Api {
-                code: Some(21220) | Some(20404),
-                ..
-            }) => {}
+            Err(e) if e.is_call_already_over() => {}
             Err(e) => tracing::warn!(error = %e, "hang-up request failed"),
         }
     }
@@ -594,11 +590,8 @@ impl Dialer for CallService {
 
     async fn hang_up(&self, call_sid: &str) -> Result<(), DialError> {
         match self.twilio.hang_up(call_sid).await {
-            Ok(_)
-            | Err(TwilioError::Api {
-                code: Some(21220) | Some(20404),
-                ..
-            }) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if e.is_call_already_over() => Ok(()),
             Err(e) => Err(dial_error(e)),
         }
     }

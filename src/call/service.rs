@@ -12,7 +12,9 @@ use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
 use crate::phone::E164;
 use crate::secret::Secret;
 use crate::server::{self, paths};
-use crate::twilio::{NewCall, TwilioClient, TwilioError, twiml};
+use crate::twilio::{
+    AnsweredBy, CallResource, CallStatus, NewCall, TwilioClient, TwilioError, twiml,
+};
 use crate::ws::Frame;
 use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
@@ -109,7 +111,7 @@ struct Call<'a> {
     state: CallState,
     events: &'a mpsc::UnboundedSender<CallEvent>,
     answered_at: Option<Instant>,
-    answered_by: Option<String>,
+    answered_by: Option<AnsweredBy>,
     duration_secs: Option<u64>,
     error: Option<OutcomeError>,
     bridge: Option<BridgeReport>,
@@ -154,7 +156,7 @@ impl Call<'_> {
         if let Some(seq) = u.sequence {
             if self.last_sequence.is_some_and(|last| seq <= last) {
                 // An older callback overtaken by a newer one.
-                if FinalStatus::from_twilio(&u.status).is_none() {
+                if !u.status.is_final() {
                     return;
                 }
             }
@@ -170,14 +172,14 @@ impl Call<'_> {
             to: self.to.clone(),
             status: u.status.clone(),
         });
-        match u.status.as_str() {
-            "ringing" => self.apply(Input::Ringing),
-            "in-progress" => {
+        match &u.status {
+            CallStatus::Ringing => self.apply(Input::Ringing),
+            CallStatus::InProgress => {
                 self.answered_at.get_or_insert_with(Instant::now);
                 self.apply(Input::Answered);
             }
             s => {
-                if let Some(status) = FinalStatus::from_twilio(s) {
+                if let Some(status) = s.final_status() {
                     if let (Some(code), None) = (&u.error_code, &self.error) {
                         self.error = Some(OutcomeError {
                             code: Some(code.clone()),
@@ -193,20 +195,24 @@ impl Call<'_> {
         }
     }
 
-    fn on_snapshot(&mut self, call: &crate::twilio::CallResource) {
+    fn on_snapshot(&mut self, call: &CallResource) {
         if let Some(d) = call.duration_secs() {
             self.duration_secs = Some(d);
         }
         if call.answered_by.is_some() && self.answered_by.is_none() {
             self.answered_by = call.answered_by.clone();
         }
-        if let Some(status) = FinalStatus::from_twilio(&call.status) {
-            self.apply(Input::Final { status });
-        } else if call.status == "in-progress" {
-            self.answered_at.get_or_insert_with(Instant::now);
-            self.apply(Input::Answered);
-        } else if call.status == "ringing" {
-            self.apply(Input::Ringing);
+        match &call.status {
+            CallStatus::InProgress => {
+                self.answered_at.get_or_insert_with(Instant::now);
+                self.apply(Input::Answered);
+            }
+            CallStatus::Ringing => self.apply(Input::Ringing),
+            s => {
+                if let Some(status) = s.final_status() {
+                    self.apply(Input::Final { status });
+                }
+            }
         }
     }
 
@@ -609,7 +615,7 @@ impl Dialer for CallService {
     }
 }
 
-fn snapshot(c: crate::twilio::CallResource) -> CallSnapshot {
+fn snapshot(c: CallResource) -> CallSnapshot {
     CallSnapshot {
         duration_secs: c.duration_secs(),
         start_time: c.started_at().or_else(|| c.created_at()),

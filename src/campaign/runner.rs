@@ -16,6 +16,7 @@ use super::{CampaignEvent, LeadStatus, Summary, template};
 use crate::call::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome};
 use crate::phone::E164;
+use crate::twilio::{AnsweredBy, CallStatus};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -374,7 +375,7 @@ impl<D: Dialer> Runner<D> {
                 let snapshot = CallSnapshot {
                     sid: f.call_sid.clone().unwrap_or_default(),
                     to: f.phone.clone(),
-                    status: "failed".into(),
+                    status: CallStatus::Failed,
                     duration_secs: None,
                     answered_by: None,
                     start_time: None,
@@ -499,8 +500,8 @@ fn note(
 fn machine(outcome: &Outcome) -> bool {
     outcome
         .answered_by
-        .as_deref()
-        .is_some_and(|a| a.starts_with("machine") || a == "fax")
+        .as_ref()
+        .is_some_and(AnsweredBy::is_machine)
         || outcome
             .disposition
             .as_ref()

@@ -79,10 +79,10 @@ fn status(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Re
             let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             let update = StatusUpdate {
                 call_sid: get("CallSid").unwrap_or_default(),
-                status: get("CallStatus").unwrap_or_default(),
+                status: get("CallStatus").unwrap_or_default().into(),
                 sequence: get("SequenceNumber").and_then(|s| s.parse().ok()),
                 duration_secs: get("CallDuration").and_then(|s| s.parse().ok()),
-                answered_by: get("AnsweredBy"),
+                answered_by: get("AnsweredBy").map(Into::into),
                 error_code: get("ErrorCode"),
                 error_message: get("ErrorMessage"),
             };
@@ -107,7 +107,7 @@ fn amd(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejec
             if let Some((_, answered_by)) = params.iter().find(|(k, _)| k == "AnsweredBy") {
                 let _ = state
                     .registry
-                    .deliver(&token, CallSignal::AnsweredBy(answered_by.clone()));
+                    .deliver(&token, CallSignal::AnsweredBy(answered_by.as_str().into()));
             }
             StatusCode::NO_CONTENT.into_response()
         },

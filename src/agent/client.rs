@@ -2,8 +2,7 @@
 //! simulator), the API key travels as `Authorization: Bearer`.
 
 use super::config::AgentConfig;
-use super::protocol::{self, AgentMessage};
-use crate::call::tools::ToolSpec;
+use super::protocol::{self, AgentMessage, ToolSpec};
 use crate::secret::Secret;
 use crate::ws::{self, Frame, FrameSink, FrameStream};
 use futures_util::{SinkExt, StreamExt};

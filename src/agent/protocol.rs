@@ -2,89 +2,116 @@
 //! send and the events we understand. Unknown server events are tolerated, since the API adds
 //! events over time; `reply.audio` parsing borrows its payload so audio passes through uncopied.
 
-use super::config::AgentConfig;
-use crate::call::tools::ToolSpec;
+use super::config::{AgentConfig, TurnDetection};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::borrow::Cow;
 
 /// The encoding Twilio Media Streams carry, named as the Voice Agent API names it.
 pub const PCMU: &str = "audio/pcmu";
 
-/// The first message: configure the session for μ-law in and out, so audio needs no conversion.
-pub fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String {
-    let mut input = json!({ "format": { "encoding": PCMU } });
-    let td = &agent.turn_detection;
-    if !td.is_empty() {
-        let mut t = serde_json::Map::new();
-        if let Some(v) = td.vad_threshold {
-            t.insert("vad_threshold".into(), json!(v));
-        }
-        if let Some(v) = td.min_silence {
-            t.insert("min_silence".into(), json!(v));
-        }
-        if let Some(v) = td.max_silence {
-            t.insert("max_silence".into(), json!(v));
-        }
-        if let Some(v) = td.interrupt_response {
-            t.insert("interrupt_response".into(), json!(v));
-        }
-        input["turn_detection"] = Value::Object(t);
+/// A tool as declared to the Voice Agent (`session.update` → `session.tools`), in the API's
+/// flat form: `{"type":"function","name":…,"description":…,"parameters":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "function")]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (`{"type":"object","properties":{…},"required":[…]}`).
+    pub parameters: Value,
+}
+
+/// An event we send. Serialising a tagged enum writes straight through (only reading one
+/// buffers), so `input.audio` costs what a hand-written struct would.
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum ClientMessage<'a> {
+    #[serde(rename = "session.update")]
+    SessionUpdate { session: Session<'a> },
+    #[serde(rename = "input.audio")]
+    InputAudio { audio: &'a str },
+    #[serde(rename = "tool.result")]
+    ToolResult {
+        call_id: &'a str,
+        result: String,
+        is_error: bool,
+    },
+    #[serde(rename = "session.end")]
+    SessionEnd,
+}
+
+impl ClientMessage<'_> {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("strings, numbers and JSON values always serialise")
     }
-    let tools: Vec<Value> = tools
-        .iter()
-        .map(|t| {
-            json!({
-                "type": "function",
-                "name": t.name,
-                "description": t.description,
-                "parameters": t.parameters,
-            })
-        })
-        .collect();
-    json!({
-        "type": "session.update",
-        "session": {
-            "system_prompt": agent.system_prompt,
-            "greeting": agent.greeting,
-            "tools": tools,
-            "input": input,
-            "output": { "voice": agent.voice, "format": { "encoding": PCMU } },
-        }
-    })
-    .to_string()
 }
 
 #[derive(Serialize)]
-struct InputAudio<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    audio: &'a str,
+struct Session<'a> {
+    system_prompt: &'a str,
+    greeting: &'a str,
+    tools: &'a [ToolSpec],
+    input: Input<'a>,
+    output: Output<'a>,
+}
+
+#[derive(Serialize)]
+struct Input<'a> {
+    format: Format,
+    /// Left out when nothing is set, so the service keeps its adaptive defaults.
+    #[serde(skip_serializing_if = "TurnDetection::is_empty")]
+    turn_detection: &'a TurnDetection,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    voice: &'a str,
+    format: Format,
+}
+
+#[derive(Serialize)]
+struct Format {
+    encoding: &'static str,
+}
+
+/// The first message: configure the session for μ-law in and out, so audio needs no conversion.
+pub fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String {
+    ClientMessage::SessionUpdate {
+        session: Session {
+            system_prompt: &agent.system_prompt,
+            greeting: &agent.greeting,
+            tools,
+            input: Input {
+                format: Format { encoding: PCMU },
+                turn_detection: &agent.turn_detection,
+            },
+            output: Output {
+                voice: &agent.voice,
+                format: Format { encoding: PCMU },
+            },
+        },
+    }
+    .to_json()
 }
 
 /// Callee audio for the agent: the base64 μ-law payload exactly as Twilio sent it.
 pub fn input_audio(payload: &str) -> String {
-    serde_json::to_string(&InputAudio {
-        kind: "input.audio",
-        audio: payload,
-    })
-    .expect("plain strings always serialise")
+    ClientMessage::InputAudio { audio: payload }.to_json()
 }
 
 /// A tool's answer. `result` travels as a JSON string, as the API requires.
 pub fn tool_result(call_id: &str, result: &Value, is_error: bool) -> String {
-    json!({
-        "type": "tool.result",
-        "call_id": call_id,
-        "result": result.to_string(),
-        "is_error": is_error,
-    })
-    .to_string()
+    ClientMessage::ToolResult {
+        call_id,
+        result: result.to_string(),
+        is_error,
+    }
+    .to_json()
 }
 
 /// Ends the session cleanly: billing stops now instead of after the 30 s resume window.
 pub fn session_end() -> String {
-    r#"{"type":"session.end"}"#.to_string()
+    ClientMessage::SessionEnd.to_json()
 }
 
 /// How a reply finished.
@@ -274,7 +301,7 @@ pub fn describe_error(code: &str, message: &str) -> String {
 mod tests {
     //! Examples from the Voice Agent reference (assemblyai-voice-agent.md §2–§3).
     use super::*;
-    use crate::agent::config::TurnDetection;
+    use serde_json::json;
 
     #[test]
     fn session_update_uses_pcmu_both_ways_and_flat_tools() {
@@ -391,5 +418,45 @@ mod tests {
         assert!(is_fatal_error("internal_error"));
         assert!(!is_fatal_error("invalid_format"));
         assert!(describe_error("unauthorized", "").contains("ASSEMBLYAI_API_KEY"));
+    }
+
+    #[test]
+    fn session_update_is_the_whole_documented_shape() {
+        let tools = [ToolSpec {
+            name: "end_call".into(),
+            description: "Hang up".into(),
+            parameters: json!({"type":"object"}),
+        }];
+        let v: Value =
+            serde_json::from_str(&session_update(&AgentConfig::default(), &tools)).unwrap();
+        let agent = AgentConfig::default();
+        assert_eq!(
+            v,
+            json!({
+                "type": "session.update",
+                "session": {
+                    "system_prompt": agent.system_prompt,
+                    "greeting": agent.greeting,
+                    "tools": [{"type":"function","name":"end_call","description":"Hang up","parameters":{"type":"object"}}],
+                    "input": {"format": {"encoding": "audio/pcmu"}},
+                    "output": {"voice": "alba", "format": {"encoding": "audio/pcmu"}},
+                }
+            })
+        );
+        let agent = AgentConfig {
+            turn_detection: TurnDetection {
+                vad_threshold: Some(0.5),
+                min_silence: Some(400),
+                max_silence: Some(2000),
+                interrupt_response: Some(false),
+            },
+            ..AgentConfig::default()
+        };
+        let v: Value = serde_json::from_str(&session_update(&agent, &[])).unwrap();
+        assert_eq!(
+            v["session"]["input"]["turn_detection"],
+            json!({"vad_threshold":0.5,"min_silence":400,"max_silence":2000,"interrupt_response":false})
+        );
+        assert_eq!(v["session"]["tools"], json!([]));
     }
 }

@@ -8,8 +8,8 @@
 //! path does no logging and allocates only the outgoing frame.
 
 use crate::agent::config::AgentConfig;
-use crate::agent::protocol::{self as agent, AgentMessage, ReplyStatus};
-use crate::call::tools::{ToolHandler, ToolReply, ToolSpec};
+use crate::agent::protocol::{self as agent, AgentMessage, ReplyStatus, ToolSpec};
+use crate::call::tools::{ToolHandler, ToolReply};
 use crate::events::{CallEvent, Disposition, Speaker, TranscriptLine};
 use crate::twilio::media::{self, TwilioMessage};
 use crate::ws::Frame;

@@ -3,7 +3,7 @@
 //! the operator says so, and report how it ended. The same code runs against Twilio and the
 //! Voice Agent API or against the simulators; only the endpoints differ.
 
-use super::bridge::{self, BridgeEnd, BridgeReport, BridgeSetup};
+use super::bridge::{self, BridgeEnd, BridgeReport, BridgeSetup, SetupFailure};
 use super::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use super::registry::{CallSignal, IncomingStream, Registry, StatusUpdate};
 use super::state::{CallState, Input};
@@ -343,10 +343,7 @@ impl CallService {
                 .await
             }
             Err(e) => BridgeReport {
-                end: BridgeEnd::SetupFailed {
-                    code: "connect".into(),
-                    message: e.to_string(),
-                },
+                end: BridgeEnd::SetupFailed(SetupFailure::Connect(e)),
                 session_id: None,
                 transcript: Vec::new(),
                 disposition: None,
@@ -373,21 +370,11 @@ impl CallService {
                 call.end(EndedBy::Agent, "agent session ended");
                 self.hang_up(call).await;
             }
-            BridgeEnd::AgentClosed {
-                error: Some((code, message)),
-            } => {
-                call.fail(
-                    Some(code.clone()),
-                    agent::protocol::describe_error(&code, &message),
-                );
+            BridgeEnd::AgentClosed { error: Some(error) } => {
+                call.fail(Some(error.code.to_string()), error.to_string());
             }
-            BridgeEnd::SetupFailed { code, message } => {
-                let text = if code == "connect" || code == "timeout" || code == "closed" {
-                    message
-                } else {
-                    agent::protocol::describe_error(&code, &message)
-                };
-                call.fail(Some(code), text);
+            BridgeEnd::SetupFailed(failure) => {
+                call.fail(Some(failure.code().to_string()), failure.to_string());
             }
             BridgeEnd::StreamClosed => {
                 call.fail(None, "Twilio closed the media stream unexpectedly".into());

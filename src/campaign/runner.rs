@@ -13,6 +13,7 @@ use super::pacing::Pacer;
 use super::store::{InFlight, LeadRow, Store, StoreError, Verdict};
 use super::tools::CampaignTools;
 use super::{CampaignEvent, LeadStatus, Summary, template};
+use crate::agent::protocol::AgentErrorCode;
 use crate::call::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome};
 use crate::phone::E164;
@@ -343,7 +344,10 @@ impl<D: Dialer> Runner<D> {
             retry_at: verdict.next_at,
         });
         if let Some(err) = &outcome.error
-            && matches!(err.code.as_deref(), Some("unauthorized" | "forbidden"))
+            && err
+                .code
+                .as_deref()
+                .is_some_and(|c| AgentErrorCode::from(c).refuses_key())
         {
             return Err(CampaignError::Agent(err.message.clone()));
         }

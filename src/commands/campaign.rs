@@ -90,12 +90,7 @@ pub async fn run(
     if to_call && let Err(e) = stack.service.check_agent(&loaded.config.agent).await {
         stack.stop().await;
         return Err(match &e {
-            PreflightError::Rejected { code, .. }
-                if matches!(
-                    code.as_str(),
-                    "unauthorized" | "forbidden" | "invalid_value"
-                ) =>
-            {
+            PreflightError::Rejected(error) if error.code.is_configuration() => {
                 AppError::Input(format!("{e}; nobody was called"))
             }
             _ => AppError::Other(format!("{e}; nobody was called")),

@@ -75,12 +75,7 @@ impl AppError {
     pub fn nobody_called(e: PreflightError) -> Self {
         let text = format!("{e}; nobody was called");
         match &e {
-            PreflightError::Rejected { code, .. }
-                if matches!(
-                    code.as_str(),
-                    "unauthorized" | "forbidden" | "invalid_value"
-                ) =>
-            {
+            PreflightError::Rejected(error) if error.code.is_configuration() => {
                 AppError::Input(text)
             }
             _ => AppError::Other(text),

@@ -1,8 +1,12 @@
 //! What happens during a call, as plain data. The call path emits these; the terminal view,
 //! the JSON printer and the campaign runner consume them. Nothing here knows how it is shown.
 
+use crate::twilio::{AnsweredBy, CallStatus};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+// Every outcome carries one, so code that reads outcomes finds it here.
+pub use crate::twilio::FinalStatus;
 
 /// Who said a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,41 +26,6 @@ pub struct TranscriptLine {
     /// The agent was cut off while saying this (barge-in); `text` is what was heard.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
-}
-
-/// Twilio's final call status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FinalStatus {
-    Completed,
-    Busy,
-    NoAnswer,
-    Failed,
-    Canceled,
-}
-
-impl FinalStatus {
-    /// Parse a Twilio `CallStatus` / `status` value; `None` for non-final statuses.
-    pub fn from_twilio(s: &str) -> Option<Self> {
-        Some(match s {
-            "completed" => Self::Completed,
-            "busy" => Self::Busy,
-            "no-answer" => Self::NoAnswer,
-            "failed" => Self::Failed,
-            "canceled" => Self::Canceled,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Busy => "busy",
-            Self::NoAnswer => "no-answer",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
-    }
 }
 
 /// Who ended the call.
@@ -104,7 +73,7 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub answered_by: Option<String>,
+    pub answered_by: Option<AnsweredBy>,
     pub ended_by: EndedBy,
     /// Why it ended, in words (`"agent said goodbye"`, `"busy"`, `"time limit of 600 s"`).
     pub reason: String,
@@ -158,9 +127,9 @@ pub enum CallEvent {
     /// Twilio accepted the call.
     Created { to: String, call_sid: String },
     /// A progress status from Twilio: initiated, ringing, in-progress.
-    Status { to: String, status: String },
+    Status { to: String, status: CallStatus },
     /// Answering machine detection's verdict.
-    AnsweredBy { to: String, answered_by: String },
+    AnsweredBy { to: String, answered_by: AnsweredBy },
     /// The media stream and the agent session are both up.
     Connected { to: String, session_id: String },
     /// The callee's words so far in the current utterance (replaces the previous partial).
@@ -198,5 +167,43 @@ impl CallEvent {
             | Self::Disposition { to, .. } => to,
             Self::Ended { outcome } => &outcome.to,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn twilios_words_reach_the_json_events_unchanged() {
+        let status = CallEvent::Status {
+            to: "+12025550100".into(),
+            status: CallStatus::InProgress,
+        };
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            json!({"event":"status","to":"+12025550100","status":"in-progress"})
+        );
+        let unknown = CallEvent::Status {
+            to: "+12025550100".into(),
+            status: CallStatus::from("held"),
+        };
+        assert_eq!(serde_json::to_value(&unknown).unwrap()["status"], "held");
+        let verdict = CallEvent::AnsweredBy {
+            to: "+12025550100".into(),
+            answered_by: AnsweredBy::MachineEndBeep,
+        };
+        assert_eq!(
+            serde_json::to_value(&verdict).unwrap(),
+            json!({"event":"answered_by","to":"+12025550100","answered_by":"machine_end_beep"})
+        );
+        let mut outcome = Outcome::sample("+12025550100", FinalStatus::NoAnswer, EndedBy::Network);
+        outcome.answered_by = Some(AnsweredBy::Fax);
+        let v = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(
+            (&v["status"], &v["answered_by"]),
+            (&json!("no-answer"), &json!("fax"))
+        );
     }
 }

@@ -2,8 +2,7 @@
 //! simulator), the API key travels as `Authorization: Bearer`.
 
 use super::config::AgentConfig;
-use super::protocol::{self, AgentMessage};
-use crate::call::tools::ToolSpec;
+use super::protocol::{self, AgentError, AgentMessage, ToolSpec};
 use crate::secret::Secret;
 use crate::ws::{self, Frame, FrameSink, FrameStream};
 use futures_util::{SinkExt, StreamExt};
@@ -14,7 +13,7 @@ use tokio_tungstenite::tungstenite::{self, http};
 /// Production endpoint.
 pub const DEFAULT_URL: &str = "wss://agents.assemblyai.com/v1/ws";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
     #[error("ASSEMBLYAI_AGENT_URL '{0}' is not a ws:// or wss:// URL")]
     BadUrl(String),
@@ -61,8 +60,8 @@ pub enum PreflightError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// The service refused the key or the session (`unauthorized`, `invalid_value`, …).
-    #[error("{}", protocol::describe_error(code, message))]
-    Rejected { code: String, message: String },
+    #[error(transparent)]
+    Rejected(AgentError),
     #[error("the Voice Agent API did not confirm a trial session within {0} s")]
     Timeout(u64),
     #[error("the Voice Agent API closed a trial session before confirming it")]
@@ -96,8 +95,8 @@ pub async fn preflight(
             };
             match protocol::parse_bytes(&bytes) {
                 Ok(AgentMessage::SessionReady { .. }) => return Ok(()),
-                Ok(AgentMessage::SessionError { code, message }) => {
-                    rejected = Some(PreflightError::Rejected { code, message });
+                Ok(AgentMessage::SessionError(error)) => {
+                    rejected = Some(PreflightError::Rejected(error));
                 }
                 _ => {}
             }

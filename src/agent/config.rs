@@ -1,7 +1,7 @@
 //! What the AI agent is told to be: prompt, greeting, voice and turn detection. Read from flags,
 //! an agent file (TOML, `[agent]` table) or a campaign file, and sent in `session.update`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The default greeting says plainly that the call is automated: several jurisdictions require
@@ -14,16 +14,21 @@ When the conversation is finished, say goodbye and call the end_call tool.";
 
 pub const DEFAULT_VOICE: &str = "alba";
 
-/// `session.input.turn_detection`; unset fields keep the service's adaptive defaults.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// `session.input.turn_detection`; unset fields keep the service's adaptive defaults, so they
+/// are not sent at all.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TurnDetection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vad_threshold: Option<f64>,
     /// Milliseconds of silence before a confident end-of-turn check.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_silence: Option<u32>,
     /// Milliseconds of silence that force the end of a turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_silence: Option<u32>,
     /// `false` turns barge-in off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupt_response: Option<bool>,
 }
 

@@ -2,89 +2,270 @@
 //! send and the events we understand. Unknown server events are tolerated, since the API adds
 //! events over time; `reply.audio` parsing borrows its payload so audio passes through uncopied.
 
-use super::config::AgentConfig;
-use crate::call::tools::ToolSpec;
+use super::config::{AgentConfig, TurnDetection};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::borrow::Cow;
+use std::fmt;
 
 /// The encoding Twilio Media Streams carry, named as the Voice Agent API names it.
 pub const PCMU: &str = "audio/pcmu";
 
-/// The first message: configure the session for μ-law in and out, so audio needs no conversion.
-pub fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String {
-    let mut input = json!({ "format": { "encoding": PCMU } });
-    let td = &agent.turn_detection;
-    if !td.is_empty() {
-        let mut t = serde_json::Map::new();
-        if let Some(v) = td.vad_threshold {
-            t.insert("vad_threshold".into(), json!(v));
-        }
-        if let Some(v) = td.min_silence {
-            t.insert("min_silence".into(), json!(v));
-        }
-        if let Some(v) = td.max_silence {
-            t.insert("max_silence".into(), json!(v));
-        }
-        if let Some(v) = td.interrupt_response {
-            t.insert("interrupt_response".into(), json!(v));
-        }
-        input["turn_detection"] = Value::Object(t);
+/// A tool as declared to the Voice Agent (`session.update` → `session.tools`), in the API's
+/// flat form: `{"type":"function","name":…,"description":…,"parameters":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "function")]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (`{"type":"object","properties":{…},"required":[…]}`).
+    pub parameters: Value,
+}
+
+/// An event we send. Serialising a tagged enum writes straight through (only reading one
+/// buffers), so `input.audio` costs what a hand-written struct would.
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum ClientMessage<'a> {
+    #[serde(rename = "session.update")]
+    SessionUpdate { session: Session<'a> },
+    #[serde(rename = "input.audio")]
+    InputAudio { audio: &'a str },
+    #[serde(rename = "tool.result")]
+    ToolResult {
+        call_id: &'a str,
+        result: String,
+        is_error: bool,
+    },
+    #[serde(rename = "session.end")]
+    SessionEnd,
+}
+
+impl ClientMessage<'_> {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("strings, numbers and JSON values always serialise")
     }
-    let tools: Vec<Value> = tools
-        .iter()
-        .map(|t| {
-            json!({
-                "type": "function",
-                "name": t.name,
-                "description": t.description,
-                "parameters": t.parameters,
-            })
-        })
-        .collect();
-    json!({
-        "type": "session.update",
-        "session": {
-            "system_prompt": agent.system_prompt,
-            "greeting": agent.greeting,
-            "tools": tools,
-            "input": input,
-            "output": { "voice": agent.voice, "format": { "encoding": PCMU } },
-        }
-    })
-    .to_string()
 }
 
 #[derive(Serialize)]
-struct InputAudio<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    audio: &'a str,
+struct Session<'a> {
+    system_prompt: &'a str,
+    greeting: &'a str,
+    tools: &'a [ToolSpec],
+    input: Input<'a>,
+    output: Output<'a>,
+}
+
+#[derive(Serialize)]
+struct Input<'a> {
+    format: Format,
+    /// Left out when nothing is set, so the service keeps its adaptive defaults.
+    #[serde(skip_serializing_if = "TurnDetection::is_empty")]
+    turn_detection: &'a TurnDetection,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    voice: &'a str,
+    format: Format,
+}
+
+#[derive(Serialize)]
+struct Format {
+    encoding: &'static str,
+}
+
+/// The first message: configure the session for μ-law in and out, so audio needs no conversion.
+pub fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String {
+    ClientMessage::SessionUpdate {
+        session: Session {
+            system_prompt: &agent.system_prompt,
+            greeting: &agent.greeting,
+            tools,
+            input: Input {
+                format: Format { encoding: PCMU },
+                turn_detection: &agent.turn_detection,
+            },
+            output: Output {
+                voice: &agent.voice,
+                format: Format { encoding: PCMU },
+            },
+        },
+    }
+    .to_json()
 }
 
 /// Callee audio for the agent: the base64 μ-law payload exactly as Twilio sent it.
 pub fn input_audio(payload: &str) -> String {
-    serde_json::to_string(&InputAudio {
-        kind: "input.audio",
-        audio: payload,
-    })
-    .expect("plain strings always serialise")
+    ClientMessage::InputAudio { audio: payload }.to_json()
 }
 
 /// A tool's answer. `result` travels as a JSON string, as the API requires.
 pub fn tool_result(call_id: &str, result: &Value, is_error: bool) -> String {
-    json!({
-        "type": "tool.result",
-        "call_id": call_id,
-        "result": result.to_string(),
-        "is_error": is_error,
-    })
-    .to_string()
+    ClientMessage::ToolResult {
+        call_id,
+        result: result.to_string(),
+        is_error,
+    }
+    .to_json()
 }
 
 /// Ends the session cleanly: billing stops now instead of after the 30 s resume window.
 pub fn session_end() -> String {
-    r#"{"type":"session.end"}"#.to_string()
+    ClientMessage::SessionEnd.to_json()
+}
+
+/// A `session.error` code (assemblyai-voice-agent.md §8). Codes the service adds later are
+/// kept as `Other`, in lower case as the service writes codes today.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AgentErrorCode {
+    /// Missing or invalid key or token.
+    Unauthorized,
+    /// A valid key without permission to use the Voice Agent API.
+    Forbidden,
+    InternalError,
+    ServerError,
+    AtCapacity,
+    ConcurrencyExceeded,
+    SessionNotFound,
+    SessionForbidden,
+    /// The session reached its maximum duration.
+    SessionExpired,
+    AgentNotFound,
+    AgentIdNotFirst,
+    AgentInitFailed,
+    AgentTimeout,
+    InvalidFormat,
+    InvalidAudio,
+    /// A bad voice or field type (fatal when it is the voice of the first `session.update`).
+    InvalidValue,
+    InvalidConfig,
+    ImmutableField,
+    AudioRateViolation,
+    InvalidWebhook,
+    Other(String),
+}
+
+impl AgentErrorCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::InternalError => "internal_error",
+            Self::ServerError => "server_error",
+            Self::AtCapacity => "at_capacity",
+            Self::ConcurrencyExceeded => "concurrency_exceeded",
+            Self::SessionNotFound => "session_not_found",
+            Self::SessionForbidden => "session_forbidden",
+            Self::SessionExpired => "session_expired",
+            Self::AgentNotFound => "agent_not_found",
+            Self::AgentIdNotFirst => "agent_id_not_first",
+            Self::AgentInitFailed => "agent_init_failed",
+            Self::AgentTimeout => "agent_timeout",
+            Self::InvalidFormat => "invalid_format",
+            Self::InvalidAudio => "invalid_audio",
+            Self::InvalidValue => "invalid_value",
+            Self::InvalidConfig => "invalid_config",
+            Self::ImmutableField => "immutable_field",
+            Self::AudioRateViolation => "audio_rate_violation",
+            Self::InvalidWebhook => "invalid_webhook",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Whether the service closes the session after this error. The validation errors leave
+    /// it open; anything else, including codes we do not know, is taken to end it.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            Self::InvalidFormat
+                | Self::InvalidAudio
+                | Self::InvalidValue
+                | Self::InvalidConfig
+                | Self::ImmutableField
+                | Self::AudioRateViolation
+                | Self::AgentIdNotFirst
+        )
+    }
+
+    /// Whether AssemblyAI refused the API key or its account: every session would fail alike.
+    pub fn refuses_key(&self) -> bool {
+        matches!(self, Self::Unauthorized | Self::Forbidden)
+    }
+
+    /// Whether the user's settings are at fault (the key, or an agent setting such as the
+    /// voice), not the service: trying again without changing them cannot help.
+    pub fn is_configuration(&self) -> bool {
+        self.refuses_key() || *self == Self::InvalidValue
+    }
+
+    /// Words for a user about this error, with the service's own `message` when it sent one.
+    pub fn describe(&self, message: &str) -> String {
+        let advice = match self {
+            Self::Unauthorized => "AssemblyAI rejected the API key: check ASSEMBLYAI_API_KEY",
+            Self::Forbidden => "the AssemblyAI key may not use the Voice Agent API",
+            Self::ConcurrencyExceeded => {
+                "the AssemblyAI account's concurrent-session limit was reached"
+            }
+            Self::AtCapacity | Self::ServerError | Self::InternalError => {
+                "the Voice Agent service had trouble; try again shortly"
+            }
+            Self::InvalidValue => "the agent settings were rejected (is the voice name valid?)",
+            Self::SessionExpired => "the agent session reached its maximum duration",
+            _ => "",
+        };
+        match (advice.is_empty(), message.is_empty()) {
+            (true, _) => format!("Voice Agent error {self}: {message}"),
+            (false, true) => format!("Voice Agent error {self}: {advice}"),
+            (false, false) => {
+                format!("Voice Agent error {self}: {advice} (service said: {message})")
+            }
+        }
+    }
+}
+
+/// Case-insensitive: older servers wrote codes in upper case (`UNAUTHORIZED`).
+impl From<&str> for AgentErrorCode {
+    fn from(code: &str) -> Self {
+        let code = code.to_ascii_lowercase();
+        match code.as_str() {
+            "unauthorized" => Self::Unauthorized,
+            "forbidden" => Self::Forbidden,
+            "internal_error" => Self::InternalError,
+            "server_error" => Self::ServerError,
+            "at_capacity" => Self::AtCapacity,
+            "concurrency_exceeded" => Self::ConcurrencyExceeded,
+            "session_not_found" => Self::SessionNotFound,
+            "session_forbidden" => Self::SessionForbidden,
+            "session_expired" => Self::SessionExpired,
+            "agent_not_found" => Self::AgentNotFound,
+            "agent_id_not_first" => Self::AgentIdNotFirst,
+            "agent_init_failed" => Self::AgentInitFailed,
+            "agent_timeout" => Self::AgentTimeout,
+            "invalid_format" => Self::InvalidFormat,
+            "invalid_audio" => Self::InvalidAudio,
+            "invalid_value" => Self::InvalidValue,
+            "invalid_config" => Self::InvalidConfig,
+            "immutable_field" => Self::ImmutableField,
+            "audio_rate_violation" => Self::AudioRateViolation,
+            "invalid_webhook" => Self::InvalidWebhook,
+            _ => Self::Other(code),
+        }
+    }
+}
+
+impl fmt::Display for AgentErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `session.error`: what went wrong, and the service's own words for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", code.describe(message))]
+pub struct AgentError {
+    pub code: AgentErrorCode,
+    pub message: String,
 }
 
 /// How a reply finished.
@@ -104,10 +285,7 @@ pub enum AgentMessage<'a> {
         session_id: String,
     },
     SessionEnded,
-    SessionError {
-        code: String,
-        message: String,
-    },
+    SessionError(AgentError),
     SpeechStarted,
     SpeechStopped,
     /// The callee's utterance so far (full text, replaces the previous one).
@@ -194,10 +372,10 @@ pub fn parse_bytes(text: &[u8]) -> Result<AgentMessage<'_>, AgentParseError> {
         },
         "session.ended" => AgentMessage::SessionEnded,
         // `error` is what pre-launch servers sent.
-        "session.error" | "error" => AgentMessage::SessionError {
-            code: raw.code.unwrap_or_default().to_ascii_lowercase(),
+        "session.error" | "error" => AgentMessage::SessionError(AgentError {
+            code: AgentErrorCode::from(raw.code.as_deref().unwrap_or_default()),
             message: raw.message.unwrap_or_default(),
-        },
+        }),
         "input.speech.started" => AgentMessage::SpeechStarted,
         "input.speech.stopped" => AgentMessage::SpeechStopped,
         "transcript.user.delta" => AgentMessage::UserPartial {
@@ -236,45 +414,11 @@ pub fn parse_bytes(text: &[u8]) -> Result<AgentMessage<'_>, AgentParseError> {
     })
 }
 
-/// Error codes after which the service closes the session (the rest leave it open).
-pub fn is_fatal_error(code: &str) -> bool {
-    !matches!(
-        code,
-        "invalid_format"
-            | "invalid_audio"
-            | "invalid_value"
-            | "invalid_config"
-            | "immutable_field"
-            | "audio_rate_violation"
-            | "agent_id_not_first"
-    )
-}
-
-/// Words for a user about a Voice Agent error code.
-pub fn describe_error(code: &str, message: &str) -> String {
-    let advice = match code {
-        "unauthorized" => "AssemblyAI rejected the API key: check ASSEMBLYAI_API_KEY",
-        "forbidden" => "the AssemblyAI key may not use the Voice Agent API",
-        "concurrency_exceeded" => "the AssemblyAI account's concurrent-session limit was reached",
-        "at_capacity" | "server_error" | "internal_error" => {
-            "the Voice Agent service had trouble; try again shortly"
-        }
-        "invalid_value" => "the agent settings were rejected (is the voice name valid?)",
-        "session_expired" => "the agent session reached its maximum duration",
-        _ => "",
-    };
-    match (advice.is_empty(), message.is_empty()) {
-        (true, _) => format!("Voice Agent error {code}: {message}"),
-        (false, true) => format!("Voice Agent error {code}: {advice}"),
-        (false, false) => format!("Voice Agent error {code}: {advice} (service said: {message})"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Examples from the Voice Agent reference (assemblyai-voice-agent.md §2–§3).
     use super::*;
-    use crate::agent::config::TurnDetection;
+    use serde_json::json;
 
     #[test]
     fn session_update_uses_pcmu_both_ways_and_flat_tools() {
@@ -372,7 +516,14 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"type":"session.error","code":"UNAUTHORIZED","message":"bad","session_id":null,"param":null,"timestamp":"2026-01-01T00:00:00Z"}"#).unwrap(),
-            AgentMessage::SessionError { code: "unauthorized".into(), message: "bad".into() }
+            AgentMessage::SessionError(AgentError { code: AgentErrorCode::Unauthorized, message: "bad".into() })
+        );
+        assert_eq!(
+            parse(r#"{"type":"session.error","code":"brand_new_trouble"}"#).unwrap(),
+            AgentMessage::SessionError(AgentError {
+                code: AgentErrorCode::Other("brand_new_trouble".into()),
+                message: String::new()
+            })
         );
         assert_eq!(
             parse(r#"{"timestamp":1.0,"type":"session.ended","session_duration_seconds":14.08,"audio_duration_seconds":null}"#).unwrap(),
@@ -385,11 +536,138 @@ mod tests {
         assert!(parse("garbage").is_err());
     }
 
+    /// Every code of the reference's table (§8), and whether the session survives it.
+    const CODES: [(&str, bool); 20] = [
+        ("unauthorized", true),
+        ("forbidden", true),
+        ("internal_error", true),
+        ("server_error", true),
+        ("at_capacity", true),
+        ("concurrency_exceeded", true),
+        ("session_not_found", true),
+        ("session_forbidden", true),
+        ("session_expired", true),
+        ("agent_not_found", true),
+        ("agent_id_not_first", false),
+        ("agent_init_failed", true),
+        ("agent_timeout", true),
+        ("invalid_format", false),
+        ("invalid_audio", false),
+        ("invalid_value", false),
+        ("invalid_config", false),
+        ("immutable_field", false),
+        ("audio_rate_violation", false),
+        ("invalid_webhook", true),
+    ];
+
     #[test]
-    fn fatal_error_codes() {
-        assert!(is_fatal_error("unauthorized"));
-        assert!(is_fatal_error("internal_error"));
-        assert!(!is_fatal_error("invalid_format"));
-        assert!(describe_error("unauthorized", "").contains("ASSEMBLYAI_API_KEY"));
+    fn every_documented_error_code_is_known_and_keeps_its_text() {
+        for (text, fatal) in CODES {
+            let code = AgentErrorCode::from(text);
+            assert!(!matches!(code, AgentErrorCode::Other(_)), "{text}");
+            assert_eq!(code.as_str(), text);
+            assert_eq!(code.to_string(), text);
+            assert_eq!(
+                AgentErrorCode::from(text.to_ascii_uppercase().as_str()),
+                code
+            );
+            assert_eq!(code.is_fatal(), fatal, "{text}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_error_code_is_kept_in_lower_case_and_ends_the_session() {
+        let code = AgentErrorCode::from("Quota_Exceeded");
+        assert_eq!(code, AgentErrorCode::Other("quota_exceeded".into()));
+        assert_eq!(code.as_str(), "quota_exceeded");
+        assert!(code.is_fatal());
+        assert!(!code.refuses_key() && !code.is_configuration());
+    }
+
+    #[test]
+    fn which_codes_blame_the_key_or_the_settings() {
+        let refusing: Vec<&str> = CODES
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| AgentErrorCode::from(*t).refuses_key())
+            .collect();
+        assert_eq!(refusing, ["unauthorized", "forbidden"]);
+        let configuration: Vec<&str> = CODES
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| AgentErrorCode::from(*t).is_configuration())
+            .collect();
+        assert_eq!(
+            configuration,
+            ["unauthorized", "forbidden", "invalid_value"]
+        );
+    }
+
+    #[test]
+    fn errors_are_described_with_advice_and_the_services_words() {
+        assert_eq!(
+            AgentErrorCode::Unauthorized.describe(""),
+            "Voice Agent error unauthorized: AssemblyAI rejected the API key: check ASSEMBLYAI_API_KEY"
+        );
+        assert_eq!(
+            AgentErrorCode::AtCapacity.describe("busy"),
+            "Voice Agent error at_capacity: the Voice Agent service had trouble; try again shortly (service said: busy)"
+        );
+        assert_eq!(
+            AgentErrorCode::InvalidAudio.describe("bad base64"),
+            "Voice Agent error invalid_audio: bad base64"
+        );
+        assert_eq!(
+            AgentErrorCode::from("mystery").describe(""),
+            "Voice Agent error mystery: "
+        );
+        let error = AgentError {
+            code: AgentErrorCode::InvalidValue,
+            message: "unknown voice".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "Voice Agent error invalid_value: the agent settings were rejected (is the voice name valid?) (service said: unknown voice)"
+        );
+    }
+
+    #[test]
+    fn session_update_is_the_whole_documented_shape() {
+        let tools = [ToolSpec {
+            name: "end_call".into(),
+            description: "Hang up".into(),
+            parameters: json!({"type":"object"}),
+        }];
+        let v: Value =
+            serde_json::from_str(&session_update(&AgentConfig::default(), &tools)).unwrap();
+        let agent = AgentConfig::default();
+        assert_eq!(
+            v,
+            json!({
+                "type": "session.update",
+                "session": {
+                    "system_prompt": agent.system_prompt,
+                    "greeting": agent.greeting,
+                    "tools": [{"type":"function","name":"end_call","description":"Hang up","parameters":{"type":"object"}}],
+                    "input": {"format": {"encoding": "audio/pcmu"}},
+                    "output": {"voice": "alba", "format": {"encoding": "audio/pcmu"}},
+                }
+            })
+        );
+        let agent = AgentConfig {
+            turn_detection: TurnDetection {
+                vad_threshold: Some(0.5),
+                min_silence: Some(400),
+                max_silence: Some(2000),
+                interrupt_response: Some(false),
+            },
+            ..AgentConfig::default()
+        };
+        let v: Value = serde_json::from_str(&session_update(&agent, &[])).unwrap();
+        assert_eq!(
+            v["session"]["input"]["turn_detection"],
+            json!({"vad_threshold":0.5,"min_silence":400,"max_silence":2000,"interrupt_response":false})
+        );
+        assert_eq!(v["session"]["tools"], json!([]));
     }
 }

@@ -7,9 +7,10 @@
 //! the call for `end_call` only after Twilio reports the goodbye has been played. The per-frame
 //! path does no logging and allocates only the outgoing frame.
 
+use crate::agent::client::ConnectError;
 use crate::agent::config::AgentConfig;
-use crate::agent::protocol::{self as agent, AgentMessage, ReplyStatus};
-use crate::call::tools::{ToolHandler, ToolReply, ToolSpec};
+use crate::agent::protocol::{self as agent, AgentError, AgentMessage, ReplyStatus, ToolSpec};
+use crate::call::tools::{ToolHandler, ToolReply};
 use crate::events::{CallEvent, Disposition, Speaker, TranscriptLine};
 use crate::twilio::media::{self, TwilioMessage};
 use crate::ws::Frame;
@@ -54,12 +55,67 @@ pub enum BridgeEnd {
     StreamClosed,
     /// The agent called `end_call` and its goodbye was played.
     AgentEndedCall,
-    /// The agent session ended or failed mid-call.
-    AgentClosed { error: Option<(String, String)> },
-    /// The agent session could not be set up (bad key, rejected configuration, timeout).
-    SetupFailed { code: String, message: String },
+    /// The agent session ended or failed mid-call; `error` is the fatal error it reported.
+    AgentClosed { error: Option<AgentError> },
+    /// The agent session could not be set up.
+    SetupFailed(SetupFailure),
     /// The call's cancellation token fired (operator, time limit, shutdown).
     Cancelled,
+}
+
+/// Why no agent session came up for the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupFailure {
+    /// The WebSocket could not be opened.
+    Connect(ConnectError),
+    /// No `session.ready` within the setup timeout.
+    Timeout(Duration),
+    /// The connection closed with no `session.error` to say why.
+    Closed {
+        /// Whether `session.update` went out (if not, the connection was gone already).
+        update_sent: bool,
+        /// The service's close code and reason, when it sent a close frame.
+        frame: Option<(u16, String)>,
+    },
+    /// The service refused the key or the session's settings.
+    Rejected(AgentError),
+}
+
+impl SetupFailure {
+    /// The code an outcome records: the service's own, or one of ours for the failures the
+    /// service never named (`connect`, `timeout`, `closed`).
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Timeout(_) => "timeout",
+            Self::Closed { .. } => "closed",
+            Self::Rejected(error) => error.code.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for SetupFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(e) => e.fmt(f),
+            Self::Timeout(after) => write!(
+                f,
+                "the Voice Agent did not confirm the session within {} s",
+                after.as_secs()
+            ),
+            Self::Closed {
+                update_sent: false, ..
+            } => f.write_str("the Voice Agent connection closed before the session was configured"),
+            Self::Closed {
+                frame: Some((code, reason)),
+                ..
+            } => write!(f, "the Voice Agent closed the connection ({code} {reason})"),
+            Self::Closed { frame: None, .. } => {
+                f.write_str("the Voice Agent closed the connection")
+            }
+            Self::Rejected(error) => error.fmt(f),
+        }
+    }
 }
 
 /// The bridge's result: why it ended and what the conversation produced.
@@ -132,7 +188,7 @@ where
     };
     if !matches!(
         end,
-        BridgeEnd::AgentClosed { .. } | BridgeEnd::SetupFailed { .. }
+        BridgeEnd::AgentClosed { .. } | BridgeEnd::SetupFailed(_)
     ) {
         // Ends billing at once; a bare close would keep the session alive for 30 s.
         let _ = agent_out.send(Frame::text(agent::session_end())).await;
@@ -161,25 +217,19 @@ where
     tools.push(end_call_spec());
     let update = agent::session_update(st.setup.agent, &tools);
     if agent_out.send(Frame::text(update)).await.is_err() {
-        return Err(BridgeEnd::SetupFailed {
-            code: "closed".into(),
-            message: "the Voice Agent connection closed before the session was configured".into(),
-        });
+        return Err(BridgeEnd::SetupFailed(SetupFailure::Closed {
+            update_sent: false,
+            frame: None,
+        }));
     }
     let deadline = tokio::time::sleep(st.setup.setup_timeout);
     tokio::pin!(deadline);
-    let mut last_error: Option<(String, String)> = None;
+    let mut last_error: Option<AgentError> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return Err(BridgeEnd::Cancelled),
             () = &mut deadline => {
-                return Err(BridgeEnd::SetupFailed {
-                    code: "timeout".into(),
-                    message: format!(
-                        "the Voice Agent did not confirm the session within {} s",
-                        st.setup.setup_timeout.as_secs()
-                    ),
-                });
+                return Err(BridgeEnd::SetupFailed(SetupFailure::Timeout(st.setup.setup_timeout)));
             }
             frame = twilio_in.next() => match frame {
                 // Audio before `session.ready` would be discarded by the service anyway.
@@ -201,24 +251,24 @@ where
                         st.report.session_id = Some(session_id);
                         return Ok(());
                     }
-                    Ok(AgentMessage::SessionError { code, message }) => {
-                        tracing::warn!(%code, %message, "voice agent rejected the session");
-                        last_error = Some((code, message));
+                    Ok(AgentMessage::SessionError(error)) => {
+                        tracing::warn!(code = %error.code, message = %error.message, "voice agent rejected the session");
+                        last_error = Some(error);
                     }
                     Ok(_) => {}
                     Err(_) => st.report.bad_frames += 1,
                 },
                 Some(Frame::Binary(_)) => st.report.bad_frames += 1,
                 closed @ (Some(Frame::Close(_)) | None) => {
-                    let close = match closed {
+                    let frame = match closed {
                         Some(Frame::Close(c)) => c,
                         _ => None,
                     };
-                    let (code, message) = last_error.unwrap_or_else(|| match close {
-                        Some((c, r)) => ("closed".into(), format!("the Voice Agent closed the connection ({c} {r})")),
-                        None => ("closed".into(), "the Voice Agent closed the connection".into()),
-                    });
-                    return Err(BridgeEnd::SetupFailed { code, message });
+                    let failure = match last_error {
+                        Some(error) => SetupFailure::Rejected(error),
+                        None => SetupFailure::Closed { update_sent: true, frame },
+                    };
+                    return Err(BridgeEnd::SetupFailed(failure));
                 }
             },
         }
@@ -239,7 +289,7 @@ where
     AI: Stream<Item = Frame> + Unpin,
     AO: Sink<Frame> + Unpin,
 {
-    let mut last_error: Option<(String, String)> = None;
+    let mut last_error: Option<AgentError> = None;
     loop {
         let mark_deadline = st.end_mark_deadline;
         tokio::select! {
@@ -286,10 +336,10 @@ where
                         AgentMessage::SessionEnded => {
                             return BridgeEnd::AgentClosed { error: last_error };
                         }
-                        AgentMessage::SessionError { code, message } => {
-                            tracing::warn!(%code, %message, "voice agent error");
-                            if agent::is_fatal_error(&code) {
-                                last_error = Some((code, message));
+                        AgentMessage::SessionError(error) => {
+                            tracing::warn!(code = %error.code, message = %error.message, "voice agent error");
+                            if error.code.is_fatal() {
+                                last_error = Some(error);
                             }
                         }
                         other => {
@@ -414,7 +464,7 @@ where
         | AgentMessage::Unknown(_) => {}
         AgentMessage::ReplyAudio { .. }
         | AgentMessage::SessionEnded
-        | AgentMessage::SessionError { .. } => {
+        | AgentMessage::SessionError(_) => {
             unreachable!("handled by the caller")
         }
     }
@@ -469,6 +519,7 @@ mod tests {
     //! The bridge driven through in-memory channels: one side plays Twilio, the other the
     //! Voice Agent, and the test reads what the bridge sent each of them.
     use super::*;
+    use crate::agent::protocol::AgentErrorCode;
     use crate::call::tools::NoTools;
     use serde_json::Value;
     use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -784,9 +835,89 @@ mod tests {
         let report = o.handle.await.unwrap();
         assert_eq!(
             report.end,
-            BridgeEnd::SetupFailed {
-                code: "unauthorized".into(),
+            BridgeEnd::SetupFailed(SetupFailure::Rejected(AgentError {
+                code: AgentErrorCode::Unauthorized,
                 message: "Invalid API key".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn setup_failures_keep_the_codes_and_words_outcomes_record() {
+        let cases = [
+            (
+                SetupFailure::Connect(ConnectError::Refused(401)),
+                "connect",
+                "AssemblyAI refused the connection (HTTP 401); check ASSEMBLYAI_API_KEY",
+            ),
+            (
+                SetupFailure::Timeout(Duration::from_secs(10)),
+                "timeout",
+                "the Voice Agent did not confirm the session within 10 s",
+            ),
+            (
+                SetupFailure::Closed {
+                    update_sent: false,
+                    frame: None,
+                },
+                "closed",
+                "the Voice Agent connection closed before the session was configured",
+            ),
+            (
+                SetupFailure::Closed {
+                    update_sent: true,
+                    frame: Some((1011, "oops".into())),
+                },
+                "closed",
+                "the Voice Agent closed the connection (1011 oops)",
+            ),
+            (
+                SetupFailure::Closed {
+                    update_sent: true,
+                    frame: None,
+                },
+                "closed",
+                "the Voice Agent closed the connection",
+            ),
+            (
+                SetupFailure::Rejected(AgentError {
+                    code: AgentErrorCode::from("concurrency_exceeded"),
+                    message: String::new(),
+                }),
+                "concurrency_exceeded",
+                "Voice Agent error concurrency_exceeded: the AssemblyAI account's concurrent-session limit was reached",
+            ),
+        ];
+        for (failure, code, words) in cases {
+            assert_eq!(failure.code(), code);
+            assert_eq!(failure.to_string(), words);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fatal_error_mid_call_is_why_the_session_closed() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        send(
+            &o.agent,
+            json!({"type":"session.error","code":"invalid_audio","message":"bad base64"}),
+        );
+        send(
+            &o.agent,
+            json!({"type":"session.error","code":"session_expired","message":"too long"}),
+        );
+        o.agent
+            .to_bridge
+            .send(Frame::Close(Some((1008, "expired".into()))))
+            .unwrap();
+        let report = o.handle.await.unwrap();
+        assert_eq!(
+            report.end,
+            BridgeEnd::AgentClosed {
+                error: Some(AgentError {
+                    code: AgentErrorCode::SessionExpired,
+                    message: "too long".into()
+                })
             }
         );
     }

@@ -6,6 +6,7 @@ use crate::agent::config::AgentConfig;
 use crate::call::tools::ToolHandler;
 use crate::events::{CallEvent, FinalStatus, Outcome};
 use crate::phone::E164;
+use crate::twilio::{AnsweredBy, CallStatus};
 use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::Arc;
@@ -48,17 +49,16 @@ impl std::fmt::Debug for CallRequest {
 pub struct CallSnapshot {
     pub sid: String,
     pub to: String,
-    /// Twilio's status string (`queued`, `ringing`, `in-progress`, `completed`, …).
-    pub status: String,
+    pub status: CallStatus,
     pub duration_secs: Option<u64>,
-    pub answered_by: Option<String>,
+    pub answered_by: Option<AnsweredBy>,
     pub start_time: Option<DateTime<Utc>>,
 }
 
 impl CallSnapshot {
     /// The final status, or `None` while the call is still live.
     pub fn final_status(&self) -> Option<FinalStatus> {
-        FinalStatus::from_twilio(&self.status)
+        self.status.final_status()
     }
 }
 

@@ -3,6 +3,7 @@
 //! presents no known token, or a token already used, belongs to no call of ours.
 
 use crate::twilio::media::StartInfo;
+use crate::twilio::{AnsweredBy, CallStatus};
 use crate::ws::{FrameSink, FrameStream};
 use rand::RngCore;
 use std::collections::HashMap;
@@ -13,13 +14,13 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusUpdate {
     pub call_sid: String,
-    /// `CallStatus`: initiated, ringing, in-progress, completed, busy, no-answer, failed, canceled.
-    pub status: String,
+    /// `CallStatus`; a callback without one reads as `Other("")`, which moves the call nowhere.
+    pub status: CallStatus,
     /// `SequenceNumber`: callbacks arrive in no guaranteed order.
     pub sequence: Option<u32>,
     /// `CallDuration`, on the final callback.
     pub duration_secs: Option<u64>,
-    pub answered_by: Option<String>,
+    pub answered_by: Option<AnsweredBy>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
 }
@@ -43,7 +44,7 @@ impl std::fmt::Debug for IncomingStream {
 pub enum CallSignal {
     Status(StatusUpdate),
     /// Asynchronous answering-machine detection's verdict.
-    AnsweredBy(String),
+    AnsweredBy(AnsweredBy),
     Stream(IncomingStream),
 }
 
@@ -146,7 +147,7 @@ mod tests {
         let r = Registry::new();
         let (t, mut rx) = r.register();
         assert!(r.deliver(&t, CallSignal::AnsweredBy("human".into())));
-        assert!(matches!(rx.try_recv(), Ok(CallSignal::AnsweredBy(a)) if a == "human"));
+        assert!(matches!(rx.try_recv(), Ok(CallSignal::AnsweredBy(a)) if a == AnsweredBy::Human));
         assert!(!r.deliver("nope", CallSignal::AnsweredBy("human".into())));
         r.remove(&t);
         assert!(!r.deliver(&t, CallSignal::AnsweredBy("human".into())));

@@ -3,7 +3,7 @@
 //! the operator says so, and report how it ended. The same code runs against Twilio and the
 //! Voice Agent API or against the simulators; only the endpoints differ.
 
-use super::bridge::{self, BridgeEnd, BridgeReport, BridgeSetup};
+use super::bridge::{self, BridgeEnd, BridgeReport, BridgeSetup, SetupFailure};
 use super::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use super::registry::{CallSignal, IncomingStream, Registry, StatusUpdate};
 use super::state::{CallState, Input};
@@ -11,7 +11,9 @@ use crate::agent;
 use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
 use crate::phone::E164;
 use crate::secret::Secret;
-use crate::twilio::{NewCall, TwilioClient, TwilioError, twiml};
+use crate::twilio::{
+    AnsweredBy, CallResource, CallStatus, NewCall, TwilioClient, TwilioError, twiml,
+};
 use crate::webhooks::PublicUrls;
 use crate::ws::Frame;
 use chrono::{DateTime, Utc};
@@ -109,7 +111,7 @@ struct Call<'a> {
     state: CallState,
     events: &'a mpsc::UnboundedSender<CallEvent>,
     answered_at: Option<Instant>,
-    answered_by: Option<String>,
+    answered_by: Option<AnsweredBy>,
     duration_secs: Option<u64>,
     error: Option<OutcomeError>,
     bridge: Option<BridgeReport>,
@@ -154,7 +156,7 @@ impl Call<'_> {
         if let Some(seq) = u.sequence {
             if self.last_sequence.is_some_and(|last| seq <= last) {
                 // An older callback overtaken by a newer one.
-                if FinalStatus::from_twilio(&u.status).is_none() {
+                if !u.status.is_final() {
                     return;
                 }
             }
@@ -170,14 +172,14 @@ impl Call<'_> {
             to: self.to.clone(),
             status: u.status.clone(),
         });
-        match u.status.as_str() {
-            "ringing" => self.apply(Input::Ringing),
-            "in-progress" => {
+        match &u.status {
+            CallStatus::Ringing => self.apply(Input::Ringing),
+            CallStatus::InProgress => {
                 self.answered_at.get_or_insert_with(Instant::now);
                 self.apply(Input::Answered);
             }
             s => {
-                if let Some(status) = FinalStatus::from_twilio(s) {
+                if let Some(status) = s.final_status() {
                     if let (Some(code), None) = (&u.error_code, &self.error) {
                         self.error = Some(OutcomeError {
                             code: Some(code.clone()),
@@ -193,20 +195,24 @@ impl Call<'_> {
         }
     }
 
-    fn on_snapshot(&mut self, call: &crate::twilio::CallResource) {
+    fn on_snapshot(&mut self, call: &CallResource) {
         if let Some(d) = call.duration_secs() {
             self.duration_secs = Some(d);
         }
         if call.answered_by.is_some() && self.answered_by.is_none() {
             self.answered_by = call.answered_by.clone();
         }
-        if let Some(status) = FinalStatus::from_twilio(&call.status) {
-            self.apply(Input::Final { status });
-        } else if call.status == "in-progress" {
-            self.answered_at.get_or_insert_with(Instant::now);
-            self.apply(Input::Answered);
-        } else if call.status == "ringing" {
-            self.apply(Input::Ringing);
+        match &call.status {
+            CallStatus::InProgress => {
+                self.answered_at.get_or_insert_with(Instant::now);
+                self.apply(Input::Answered);
+            }
+            CallStatus::Ringing => self.apply(Input::Ringing),
+            s => {
+                if let Some(status) = s.final_status() {
+                    self.apply(Input::Final { status });
+                }
+            }
         }
     }
 
@@ -264,11 +270,7 @@ impl CallService {
         };
         match self.twilio.hang_up(&sid).await {
             Ok(resource) => call.on_snapshot(&resource),
-            // The call ended on its own meanwhile (21220) or is gone: nothing to hang up.
-            Err(TwilioError::Api {
-                code: Some(21220) | Some(20404),
-                ..
-            }) => {}
+            Err(e) if e.is_call_already_over() => {}
             Err(e) => tracing::warn!(error = %e, "hang-up request failed"),
         }
     }
@@ -325,10 +327,7 @@ impl CallService {
                 .await
             }
             Err(e) => BridgeReport {
-                end: BridgeEnd::SetupFailed {
-                    code: "connect".into(),
-                    message: e.to_string(),
-                },
+                end: BridgeEnd::SetupFailed(SetupFailure::Connect(e)),
                 session_id: None,
                 transcript: Vec::new(),
                 disposition: None,
@@ -355,21 +354,11 @@ impl CallService {
                 call.end(EndedBy::Agent, "agent session ended");
                 self.hang_up(call).await;
             }
-            BridgeEnd::AgentClosed {
-                error: Some((code, message)),
-            } => {
-                call.fail(
-                    Some(code.clone()),
-                    agent::protocol::describe_error(&code, &message),
-                );
+            BridgeEnd::AgentClosed { error: Some(error) } => {
+                call.fail(Some(error.code.to_string()), error.to_string());
             }
-            BridgeEnd::SetupFailed { code, message } => {
-                let text = if code == "connect" || code == "timeout" || code == "closed" {
-                    message
-                } else {
-                    agent::protocol::describe_error(&code, &message)
-                };
-                call.fail(Some(code), text);
+            BridgeEnd::SetupFailed(failure) => {
+                call.fail(Some(failure.code().to_string()), failure.to_string());
             }
             BridgeEnd::StreamClosed => {
                 call.fail(None, "Twilio closed the media stream unexpectedly".into());
@@ -579,11 +568,8 @@ impl Dialer for CallService {
 
     async fn hang_up(&self, call_sid: &str) -> Result<(), DialError> {
         match self.twilio.hang_up(call_sid).await {
-            Ok(_)
-            | Err(TwilioError::Api {
-                code: Some(21220) | Some(20404),
-                ..
-            }) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if e.is_call_already_over() => Ok(()),
             Err(e) => Err(dial_error(e)),
         }
     }
@@ -601,7 +587,7 @@ impl Dialer for CallService {
     }
 }
 
-fn snapshot(c: crate::twilio::CallResource) -> CallSnapshot {
+fn snapshot(c: CallResource) -> CallSnapshot {
     CallSnapshot {
         duration_secs: c.duration_secs(),
         start_time: c.started_at().or_else(|| c.created_at()),

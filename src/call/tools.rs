@@ -5,14 +5,8 @@
 use crate::events::Disposition;
 use serde_json::Value;
 
-/// A tool as declared to the Voice Agent (`session.update` → `session.tools`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolSpec {
-    pub name: String,
-    pub description: String,
-    /// JSON Schema of the arguments (`{"type":"object","properties":{…},"required":[…]}`).
-    pub parameters: Value,
-}
+// What a handler declares is exactly what the agent is sent, so the type is the protocol's.
+pub use crate::agent::protocol::ToolSpec;
 
 /// What a tool returned.
 #[derive(Debug, Clone, PartialEq, Default)]

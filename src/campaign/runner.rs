@@ -13,9 +13,11 @@ use super::pacing::Pacer;
 use super::store::{InFlight, LeadRow, Store, StoreError, Verdict};
 use super::tools::CampaignTools;
 use super::{CampaignEvent, LeadStatus, Summary, template};
+use crate::agent::protocol::AgentErrorCode;
 use crate::call::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome};
 use crate::phone::E164;
+use crate::twilio::{AnsweredBy, CallStatus};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -283,7 +285,10 @@ impl<D: Dialer> Runner<D> {
             retry_at: verdict.next_at,
         });
         if let Some(err) = &outcome.error
-            && matches!(err.code.as_deref(), Some("unauthorized" | "forbidden"))
+            && err
+                .code
+                .as_deref()
+                .is_some_and(|c| AgentErrorCode::from(c).refuses_key())
         {
             return Err(CampaignError::Agent(err.message.clone()));
         }
@@ -315,7 +320,7 @@ impl<D: Dialer> Runner<D> {
                 let snapshot = CallSnapshot {
                     sid: attempt.call_sid.clone().unwrap_or_default(),
                     to: attempt.phone.clone(),
-                    status: "failed".into(),
+                    status: CallStatus::Failed,
                     duration_secs: None,
                     answered_by: None,
                     start_time: None,
@@ -603,8 +608,8 @@ impl<D: Dialer> DialLoop<D> {
 fn answered_by_machine(outcome: &Outcome) -> bool {
     outcome
         .answered_by
-        .as_deref()
-        .is_some_and(|a| a.starts_with("machine") || a == "fax")
+        .as_ref()
+        .is_some_and(AnsweredBy::is_machine)
         || outcome
             .disposition
             .as_ref()

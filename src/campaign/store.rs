@@ -10,6 +10,7 @@
 use super::LeadStatus;
 use super::leads::Lead;
 use crate::events::{Outcome, TranscriptLine};
+use crate::twilio::AnsweredBy;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
@@ -473,7 +474,7 @@ impl Store {
                 attempt,
                 outcome.call_sid,
                 outcome.status.as_str(),
-                outcome.answered_by,
+                outcome.answered_by.as_ref().map(AnsweredBy::as_str),
                 outcome.duration_secs.map(|d| d as i64),
                 ended_by,
                 outcome.reason,

@@ -3,6 +3,7 @@
 
 use super::{Printer, Style, format};
 use crate::events::CallEvent;
+use crate::twilio::CallStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -71,8 +72,8 @@ fn progress(event: &CallEvent) -> Option<String> {
     Some(match event {
         CallEvent::Dialing { to } => format!("{to} · dialing"),
         CallEvent::Created { to, .. } => format!("{to} · queued"),
-        CallEvent::Status { to, status } => match status.as_str() {
-            "in-progress" => format!("{to} · answered"),
+        CallEvent::Status { to, status } => match status {
+            CallStatus::InProgress => format!("{to} · answered"),
             s => format!("{to} · {s}"),
         },
         CallEvent::Connected { to, .. } => format!("{to} · talking"),

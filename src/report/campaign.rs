@@ -5,6 +5,7 @@
 use super::{Printer, Style, format};
 use crate::campaign::{CampaignEvent, LeadStatus, Summary};
 use crate::events::{CallEvent, Outcome, Speaker};
+use crate::twilio::CallStatus;
 use chrono::{DateTime, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -194,10 +195,10 @@ fn call_line(call: &CallEvent) -> Option<String> {
 }
 
 /// The live-call state a Twilio progress status means.
-fn call_state(status: &str) -> Option<&'static str> {
+fn call_state(status: &CallStatus) -> Option<&'static str> {
     match status {
-        "ringing" => Some("ringing"),
-        "in-progress" => Some("answered"),
+        CallStatus::Ringing => Some("ringing"),
+        CallStatus::InProgress => Some("answered"),
         _ => None,
     }
 }
@@ -799,14 +800,14 @@ estimated cost    $0.00"
             (
                 CallEvent::Status {
                     to: to(),
-                    status: "initiated".into(),
+                    status: CallStatus::Initiated,
                 },
                 None,
             ),
             (
                 CallEvent::Status {
                     to: to(),
-                    status: "in-progress".into(),
+                    status: CallStatus::InProgress,
                 },
                 Some("+15551230001 answered".to_string()),
             ),

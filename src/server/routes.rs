@@ -142,10 +142,10 @@ fn status(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Re
     signed_form(paths::STATUS, state).map(|form: SignedForm, state: ServerState| {
         let update = StatusUpdate {
             call_sid: form.get("CallSid").unwrap_or_default().to_string(),
-            status: form.get("CallStatus").unwrap_or_default().to_string(),
+            status: form.get("CallStatus").unwrap_or_default().into(),
             sequence: form.get("SequenceNumber").and_then(|s| s.parse().ok()),
             duration_secs: form.get("CallDuration").and_then(|s| s.parse().ok()),
-            answered_by: form.get("AnsweredBy").map(str::to_string),
+            answered_by: form.get("AnsweredBy").map(Into::into),
             error_code: form.get("ErrorCode").map(str::to_string),
             error_message: form.get("ErrorMessage").map(str::to_string),
         };
@@ -162,7 +162,7 @@ fn amd(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejec
         if let Some(answered_by) = form.get("AnsweredBy") {
             let _ = state
                 .registry
-                .deliver(&form.token, CallSignal::AnsweredBy(answered_by.to_string()));
+                .deliver(&form.token, CallSignal::AnsweredBy(answered_by.into()));
         }
         StatusCode::NO_CONTENT
     })

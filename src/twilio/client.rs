@@ -3,6 +3,7 @@
 //! know the first attempt did not place a call, because a person must never be dialed twice.
 
 use super::error::{ApiErrorBody, TwilioError};
+use super::status::{AnsweredBy, CallStatus};
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -17,12 +18,12 @@ pub struct CallResource {
     pub to: Option<String>,
     #[serde(default)]
     pub from: Option<String>,
-    pub status: String,
+    pub status: CallStatus,
     /// Seconds, as a string; empty or null until the call ends.
     #[serde(default)]
     pub duration: Option<String>,
     #[serde(default)]
-    pub answered_by: Option<String>,
+    pub answered_by: Option<AnsweredBy>,
     /// RFC 2822.
     #[serde(default)]
     pub date_created: Option<String>,
@@ -301,7 +302,8 @@ mod tests {
             "status":"completed","to":"+14158675309","queue_time":"1000"}"#;
         let call: CallResource = serde_json::from_str(json).unwrap();
         assert_eq!(call.duration_secs(), Some(15));
-        assert_eq!(call.status, "completed");
+        assert_eq!(call.status, CallStatus::Completed);
+        assert_eq!(call.answered_by, None);
         assert_eq!(
             call.created_at().unwrap().to_rfc3339(),
             "2010-08-31T20:36:28+00:00"
@@ -311,5 +313,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fresh.duration_secs(), None);
+        assert_eq!(fresh.status, CallStatus::Queued);
+        let machine: CallResource = serde_json::from_str(
+            r#"{"sid":"CAcccccccccccccccccccccccccccccccc","status":"in-progress","answered_by":"machine_start"}"#,
+        )
+        .unwrap();
+        assert_eq!(machine.status, CallStatus::InProgress);
+        assert_eq!(machine.answered_by, Some(AnsweredBy::MachineStart));
     }
 }

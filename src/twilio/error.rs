@@ -63,6 +63,18 @@ impl TwilioError {
         }
     }
 
+    /// Whether a hang-up failed only because there is no live call left to hang up: it ended
+    /// on its own meanwhile (21220, not in progress) or Twilio no longer knows it (20404).
+    pub fn is_call_already_over(&self) -> bool {
+        matches!(
+            self,
+            Self::Api {
+                code: Some(21220 | 20404),
+                ..
+            }
+        )
+    }
+
     /// Whether the same request may succeed later (rate limits, Twilio trouble, network).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -143,5 +155,9 @@ mod tests {
         assert!(api(429, 20429).is_transient());
         assert!(api(503, 0).is_transient());
         assert!(!api(400, 21211).is_transient());
+        assert!(api(400, 21220).is_call_already_over());
+        assert!(api(404, 20404).is_call_already_over());
+        assert!(!api(400, 21211).is_call_already_over());
+        assert!(!api(503, 0).is_call_already_over());
     }
 }

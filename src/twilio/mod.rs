@@ -1,10 +1,13 @@
-//! Twilio: the Calls REST API client, TwiML, Media Streams messages and request signatures.
+//! Twilio: the Calls REST API client, call statuses, TwiML, Media Streams messages and request
+//! signatures.
 
 pub mod client;
 pub mod error;
 pub mod media;
 pub mod signature;
+pub mod status;
 pub mod twiml;
 
 pub use client::{CallResource, NewCall, TwilioClient};
 pub use error::TwilioError;
+pub use status::{AnsweredBy, CallStatus, FinalStatus};

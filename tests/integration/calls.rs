@@ -4,7 +4,7 @@
 use crate::helpers::{self, TestApp};
 use dialer::call::bridge::END_MARK;
 use dialer::events::{CallEvent, EndedBy, FinalStatus, Speaker};
-use dialer::twilio::signature;
+use dialer::twilio::{AnsweredBy, signature};
 use std::time::Duration;
 
 #[tokio::test]
@@ -15,7 +15,10 @@ async fn completed_conversation_has_transcript_and_outcome() {
     assert_eq!(outcome.status, FinalStatus::Completed, "{outcome:?}");
     assert_eq!(outcome.ended_by, EndedBy::Agent, "{outcome:?}");
     assert!(outcome.error.is_none(), "{outcome:?}");
-    assert_eq!(outcome.answered_by.as_deref(), Some("human"));
+    assert_eq!(
+        outcome.answered_by.as_ref().map(AnsweredBy::as_str),
+        Some("human")
+    );
     assert!(outcome.duration_secs.is_some_and(|d| d > 0), "{outcome:?}");
     assert!(
         outcome

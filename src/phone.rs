@@ -45,17 +45,21 @@ fn plural_digits(n: usize) -> &'static str {
 /// Longest piece of outside input quoted in a message: enough to recognise it, never a screenful.
 const QUOTE_CHARS: usize = 60;
 
-/// Outside input as it may appear in a message: control characters (and the Unicode ones that
-/// reorder or hide text) escaped, so a file cannot move the cursor, clear the screen or fake
-/// other output; cut after 60 characters, so a megabyte cell is not echoed whole. Phone numbers
-/// are the input most often quoted back, so this lives here; the campaign's readers use it too.
+/// Outside input as it may appear in a message: [`escape_controls`], cut after 60 characters so
+/// a megabyte cell is not echoed whole. Phone numbers are the input most often quoted back, so
+/// this lives here; the campaign's readers use it too.
 pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(QUOTE_CHARS * 2));
-    for (i, c) in text.chars().enumerate() {
-        if i == QUOTE_CHARS {
-            out.push('…');
-            break;
-        }
+    match text.char_indices().nth(QUOTE_CHARS) {
+        Some((end, _)) => escape_controls(&text[..end]) + "…",
+        None => escape_controls(text),
+    }
+}
+
+/// Control characters (and the Unicode ones that reorder or hide text) escaped as `\u{1b}`,
+/// so that text from a file cannot move the cursor, clear the screen or fake other output.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         if c.is_control()
             || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
         {

@@ -8,7 +8,7 @@
 
 use super::clock::Clock;
 use super::config::{CampaignConfig, RetryPolicy};
-use super::dnc::DncList;
+use super::dnc::{DncList, Refresh};
 use super::pacing::Pacer;
 use super::store::{InFlight, LeadRow, Store, StoreError, Verdict};
 use super::tools::CampaignTools;
@@ -43,6 +43,9 @@ pub enum CampaignError {
 /// Added to every campaign prompt: the tools only help if the agent knows when to use them.
 const TOOL_GUIDE: &str = "\n\nBefore you end the call, record how it went with the record_outcome tool. \
 If the person asks not to be called again, call the opt_out tool at once, apologise briefly, say goodbye and end the call.";
+
+/// How often dialing looks again at a do-not-call list it cannot read.
+const DNC_RECHECK: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// How long to wait for a call a crashed run left live to end after hanging it up.
 const ORPHAN_SETTLE: Duration = Duration::from_secs(30);
@@ -151,14 +154,17 @@ impl<D: Dialer> Runner<D> {
                     }
                     continue;
                 };
-                if last_wait != Some(at) && at > self.clock.now() {
+                // While a do-not-call list cannot be read, leads wait a few seconds at a time:
+                // no notice each time, and no jump of a simulated clock past the wait.
+                let paused = lock(&self.dnc).is_paused();
+                if !paused && last_wait != Some(at) && at > self.clock.now() {
                     last_wait = Some(at);
                     self.emit(CampaignEvent::Waiting {
                         until: at,
                         leads: waiting,
                     });
                 }
-                if live.is_empty() && self.clock.jump_to(at) {
+                if live.is_empty() && !paused && self.clock.jump_to(at) {
                     continue;
                 }
                 let sleep = tokio::time::sleep(self.clock.real_until(at));
@@ -238,8 +244,28 @@ impl<D: Dialer> Runner<D> {
         };
         {
             let mut dnc = lock(&self.dnc);
-            for w in dnc.refresh()? {
-                tracing::warn!(file = %w.path.display(), line = w.line, reason = %w.reason, "do-not-call list line ignored");
+            match dnc.refresh() {
+                Refresh::Ready => {}
+                Refresh::Resumed(path) => {
+                    tracing::warn!(
+                        "dialing resumed: do-not-call list {} can be read again",
+                        path.display()
+                    );
+                    self.emit(CampaignEvent::DialingResumed {
+                        file: path.display().to_string(),
+                    });
+                }
+                Refresh::Unavailable { problem, news } => {
+                    if news {
+                        tracing::warn!("{problem}");
+                        self.emit(CampaignEvent::DialingPaused {
+                            file: problem.path.display().to_string(),
+                            reason: problem.reason,
+                        });
+                    }
+                    // Not skipped: the lead stays pending until the list can be read.
+                    return Ok(Check::Defer(now + DNC_RECHECK));
+                }
             }
             if dnc.contains(&phone) {
                 return Ok(Check::Skip(
@@ -247,6 +273,13 @@ impl<D: Dialer> Runner<D> {
                     "on the do-not-call list".into(),
                 ));
             }
+        }
+        // Also at dial time: a lead imported by an earlier version was never checked.
+        if let Err(refused) = self.config.allow_prefixes.check(&phone) {
+            return Ok(Check::Skip(
+                LeadStatus::Failed,
+                super::leads::refused(&refused),
+            ));
         }
         let Some(tz) = self.timezone(lead) else {
             return Ok(Check::Skip(

@@ -130,6 +130,11 @@ pub struct CallArgs {
     /// Do not ask Twilio for answering-machine detection.
     #[arg(long)]
     pub no_amd: bool,
+
+    /// Allow a number that is refused by default (premium rate, satellite, N11) when it starts
+    /// with this prefix, like +1900 or +44 (repeat or separate with commas; ALLOW_PREFIXES).
+    #[arg(long = "allow-prefix", value_name = "PREFIX", value_delimiter = ',')]
+    pub allow_prefix: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@ pub const NAMES: &[&str] = &[
     "TWILIO_API_BASE_URL",
     "ASSEMBLYAI_AGENT_URL",
     "DEFAULT_REGION",
+    "ALLOW_PREFIXES",
 ];
 
 /// Where settings come from. `env` is the process environment (or a test's map).
@@ -71,6 +72,9 @@ pub struct RawSettings {
     pub twilio_api_base_url: Option<String>,
     pub assemblyai_agent_url: Option<String>,
     pub default_region: Option<String>,
+    /// Comma-separated prefixes that may be dialed although refused by default (premium rate,
+    /// satellite, N11): `+1900,+44`.
+    pub allow_prefixes: Option<String>,
 }
 
 /// Validated settings.
@@ -118,6 +122,17 @@ fn hint(name: &str) -> &'static str {
 }
 
 impl RawSettings {
+    /// `ALLOW_PREFIXES`, checked.
+    pub fn allow_prefixes(&self) -> Result<Vec<String>, SettingsError> {
+        let list = self.allow_prefixes.as_deref().unwrap_or_default();
+        crate::phone::AllowList::parse(list)
+            .map(|allow| allow.prefixes().to_vec())
+            .map_err(|why| SettingsError::Invalid {
+                name: "ALLOW_PREFIXES",
+                why,
+            })
+    }
+
     /// `DEFAULT_REGION`, when set to something.
     pub fn default_region(&self) -> Option<&str> {
         self.default_region

@@ -57,6 +57,13 @@ impl Startup {
         self.raw.default_region()
     }
 
+    /// The numbers refused by default that may be dialed: `ALLOW_PREFIXES` and `extra`.
+    pub fn allow_list(&self, extra: &[String]) -> Result<crate::phone::AllowList, AppError> {
+        let mut prefixes = self.raw.allow_prefixes()?;
+        prefixes.extend(extra.iter().cloned());
+        crate::phone::AllowList::new(&prefixes).map_err(AppError::Input)
+    }
+
     /// Simulated seconds per real second, when running against the simulators.
     pub fn sim_speed(&self) -> Option<f64> {
         self.sim_speed

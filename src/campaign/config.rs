@@ -6,6 +6,7 @@
 use super::LeadStatus;
 use super::window::{self, CallingWindow};
 use crate::agent::config::{AgentConfig, AgentConfigError};
+use crate::phone::{AllowList, escape_controls, printable};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -24,6 +25,10 @@ pub const DEFAULT_DISPOSITIONS: [&str; 5] = [
 ];
 
 const DEFAULT_DNC: &str = "do-not-call.txt";
+
+/// Longest wait before a retry: a month is already past any sensible campaign, and a bound
+/// keeps `now + delay` from overflowing the calendar.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 86400);
 
 /// Whole words that tell a callee the voice is not a person's; "virtual assistant" counts too.
 const DISCLOSURE_WORDS: [&str; 6] = [
@@ -121,6 +126,8 @@ pub struct CampaignConfig {
     pub timezone: Option<chrono_tz::Tz>,
     /// Do-not-call files, resolved against the campaign file's folder.
     pub dnc: Vec<PathBuf>,
+    /// Prefixes of premium-rate, satellite and N11 numbers that may be dialed all the same.
+    pub allow_prefixes: AllowList,
     pub allow_greeting_without_disclosure: bool,
     pub window: CallingWindow,
     pub retry: RetryPolicy,
@@ -137,6 +144,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("campaign file {} {reason}", .path.display())]
+    NotText { path: PathBuf, reason: String },
     #[error("campaign file {}: {message}", location(.path, .line))]
     Parse {
         path: PathBuf,
@@ -153,6 +162,16 @@ pub enum ConfigError {
     },
 }
 
+/// A message on one line, with nothing taken from the file that a terminal would act on.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    escape_controls(&lines.join("; "))
+}
+
 fn location(path: &Path, line: &Option<usize>) -> String {
     match line {
         Some(line) => format!("{}, line {line}", path.display()),
@@ -162,11 +181,15 @@ fn location(path: &Path, line: &Option<usize>) -> String {
 
 impl CampaignConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let text = super::decode(&bytes).map_err(|reason| ConfigError::NotText {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Self::parse(text, path)
     }
 
     /// Parse a campaign file's text; `path` names it in messages and anchors relative paths.
@@ -181,7 +204,7 @@ impl CampaignConfig {
         let doc = DeTable::parse(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             line: e.span().map(|s| line_at(s.start)),
-            message: e.message().to_string(),
+            message: one_line(e.message()),
         })?;
         let raw = RawFile::deserialize(toml::de::Deserializer::from(doc.clone())).map_err(|e| {
             let span = e.span();
@@ -189,18 +212,18 @@ impl CampaignConfig {
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line: span.map(|s| line_at(s.start)),
-                message: match key {
+                message: one_line(&match key {
                     Some(key) => format!("{key}: {}", e.message()),
                     None => e.message().to_string(),
-                },
+                }),
             }
         })?;
         raw.build(path)
             .map_err(|Invalid { key, message }| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line: span_of(doc.get_ref(), &key).map(line_at),
-                key,
-                message,
+                key: one_line(&key),
+                message: one_line(&message),
             })
     }
 
@@ -218,6 +241,7 @@ impl CampaignConfig {
             machine_detection: true,
             timezone: None,
             dnc: vec![base_dir.join(DEFAULT_DNC)],
+            allow_prefixes: AllowList::default(),
             allow_greeting_without_disclosure: false,
             window: CallingWindow::default(),
             retry: RetryPolicy::default(),
@@ -288,6 +312,7 @@ struct RawCampaign {
     amd: Option<bool>,
     timezone: Option<String>,
     dnc: Option<Vec<String>>,
+    allow_prefixes: Option<Vec<String>>,
     dispositions: Option<Vec<String>>,
     allow_greeting_without_disclosure: Option<bool>,
 }
@@ -393,7 +418,10 @@ impl RawFile {
             config.timezone = Some(tz.parse().map_err(|_| {
                 invalid(
                     "campaign.timezone",
-                    format!("must be an IANA time zone like \"America/New_York\", got \"{tz}\""),
+                    format!(
+                        "must be an IANA time zone like \"America/New_York\", got \"{}\"",
+                        printable(&tz)
+                    ),
                 )
             })?);
         }
@@ -408,6 +436,10 @@ impl RawFile {
                 return Err(invalid("campaign.dnc", "has an empty path"));
             }
             config.dnc = files.iter().map(|f| base_dir.join(f)).collect();
+        }
+        if let Some(prefixes) = c.allow_prefixes {
+            config.allow_prefixes =
+                AllowList::new(&prefixes).map_err(|m| invalid("campaign.allow_prefixes", m))?;
         }
         if let Some(names) = c.dispositions {
             config.dispositions = check_dispositions(names)?;
@@ -446,7 +478,8 @@ impl RawFile {
                 rule.attempts = within(&format!("retry.{name}.attempts"), n, 1..=10, "")? as u32;
             }
             if let Some(Secs(delay)) = raw.delay {
-                rule.delay = delay;
+                let key = format!("retry.{name}.delay");
+                rule.delay = within_duration(&key, delay, Duration::ZERO..=MAX_RETRY_DELAY)?;
             }
         }
 
@@ -482,7 +515,8 @@ impl RawFile {
                 invalid(
                     "simulation.clock_start",
                     format!(
-                        "must be an RFC 3339 time with an offset, like \"2026-12-01T19:55:00-05:00\", got {value}"
+                        "must be an RFC 3339 time with an offset, like \"2026-12-01T19:55:00-05:00\", got {}",
+                        printable(&value.to_string())
                     ),
                 )
             })?;
@@ -513,6 +547,43 @@ fn within<T: PartialOrd + fmt::Display>(
     }
 }
 
+/// `value` if inside `range`, else an error giving the range and the value as durations.
+fn within_duration(
+    key: &str,
+    value: Duration,
+    range: RangeInclusive<Duration>,
+) -> Result<Duration, Invalid> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "must be {} to {}, got {}",
+                show_duration(*range.start()),
+                show_duration(*range.end()),
+                show_duration(value)
+            ),
+        ))
+    }
+}
+
+/// A duration as the campaign file writes it: "0s", "90s", "1h30m", "30d".
+fn show_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out += &format!("{}{unit}", secs / size);
+            secs %= size;
+        }
+    }
+    out
+}
+
 fn check_dispositions(names: Vec<String>) -> Result<Vec<String>, Invalid> {
     const KEY: &str = "campaign.dispositions";
     within(KEY, names.len(), 1..=30, " names")?;
@@ -524,12 +595,13 @@ fn check_dispositions(names: Vec<String>) -> Result<Vec<String>, Invalid> {
             return Err(invalid(
                 KEY,
                 format!(
-                    "has \"{name}\": names are lowercase letters, digits and _, starting with a letter"
+                    "has \"{}\": names are lowercase letters, digits and _, starting with a letter",
+                    printable(name)
                 ),
             ));
         }
         if names[..i].contains(name) {
-            return Err(invalid(KEY, format!("has \"{name}\" twice")));
+            return Err(invalid(KEY, format!("has \"{}\" twice", printable(name))));
         }
     }
     Ok(names)
@@ -577,9 +649,10 @@ impl<'de> Deserialize<'de> for Secs {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    let shown = printable(text);
     let bad = || {
         format!(
-            "\"{text}\" is not a duration: write a whole number with a unit s, m, h or d, \
+            "\"{shown}\" is not a duration: write a whole number with a unit s, m, h or d, \
              like \"90s\", \"10m\" or \"1h30m\""
         )
     };
@@ -601,7 +674,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         secs = n
             .checked_mul(unit)
             .and_then(|s| secs.checked_add(s))
-            .ok_or_else(|| format!("\"{text}\" is too long a duration"))?;
+            .ok_or_else(|| format!("\"{shown}\" is too long a duration"))?;
         rest = rest[digits + 1..].trim_start();
     }
     Ok(Duration::from_secs(secs))
@@ -927,6 +1000,190 @@ clock_start = "2026-12-01T19:55:00-05:00"
             e.contains("line 1: campaign: invalid type: integer `3`, expected a [campaign] table"),
             "{e}"
         );
+    }
+
+    /// Once `999999999999h` passed and the first retry panicked adding it to the clock.
+    #[test]
+    fn every_duration_is_bounded() {
+        for kind in ["busy", "no_answer", "failed", "voicemail"] {
+            let e = err(&format!(
+                "[retry]\n\n{kind} = {{ attempts = 2, delay = \"999999999999h\" }}\n"
+            ));
+            assert_eq!(
+                e,
+                format!(
+                    "campaign file camp/leads.toml, line 3: retry.{kind}.delay must be 0s to 30d, got 41666666666d15h"
+                )
+            );
+            let e = err(&format!("[retry.{kind}]\ndelay = 2592001\n"));
+            assert!(
+                e.contains(&format!(
+                    "line 2: retry.{kind}.delay must be 0s to 30d, got 30d1s"
+                )),
+                "{e}"
+            );
+            let cfg = parse(&format!("[retry]\n{kind} = {{ delay = \"30d\" }}\n")).unwrap();
+            let rule = cfg.retry.for_status(match kind {
+                "busy" => LeadStatus::Busy,
+                "no_answer" => LeadStatus::NoAnswer,
+                "failed" => LeadStatus::Failed,
+                _ => LeadStatus::Voicemail,
+            });
+            assert_eq!(rule.unwrap().delay, MAX_RETRY_DELAY);
+        }
+        // The longest delay still fits the calendar from any date a campaign may run.
+        let far = DateTime::parse_from_rfc3339("9999-01-01T00:00:00Z").unwrap();
+        assert!(
+            far.checked_add_signed(chrono::Duration::from_std(MAX_RETRY_DELAY).unwrap())
+                .is_some()
+        );
+        // The others were bounded already; huge values are refused as out of range, not taken.
+        let e = bad_value("campaign", "ring_timeout", "\"999999999999h\"");
+        assert!(e.contains("15–600 seconds"), "{e}");
+        let e = bad_value("campaign", "time_limit", "18446744073709551615");
+        assert!(
+            e.contains("10–14400 seconds") || e.contains("invalid"),
+            "{e}"
+        );
+        let e = bad_value("campaign", "time_limit", "\"99999999999999999999d\"");
+        assert!(
+            e.contains("is not a duration") || e.contains("too long"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn allow_prefixes_are_checked() {
+        let cfg = parse("[campaign]\nallow_prefixes = [\"+1 900\", \"+44\"]\n").unwrap();
+        assert_eq!(cfg.allow_prefixes.prefixes(), ["+1900", "+44"]);
+        assert_eq!(parse("").unwrap().allow_prefixes, AllowList::default());
+        let e = bad_value("campaign", "allow_prefixes", "[\"1900\"]");
+        assert!(e.contains("'1900' is not a number prefix"), "{e}");
+        bad_value("campaign", "allow_prefixes", "\"+1900\"");
+    }
+
+    #[test]
+    fn messages_are_one_line_without_control_characters() {
+        for text in [
+            "[campaign]\ntimezone = \"\\u001b[2JAmerica/Nowhere\"\n",
+            "[campaign]\ndispositions = [\"ok\", \"\\u0007bell\"]\n",
+            "[retry]\nbusy = { delay = \"\\u001b[31m10m\" }\n",
+            "[campaign]\nname = \"a\nb\"\n",
+            "[campaign]\n\"\\u001b[2J\" = 1\n",
+            "[campaign\u{1b}]\n",
+            "[campaign]\nname = \"\u{0}\"\n",
+            "[campaign]\ntimezone = \"\u{202e}kroY_weN/aciremA\"\n",
+        ] {
+            let e = err(text);
+            assert!(!e.contains('\n'), "{e:?}");
+            assert!(
+                !e.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{e:?}"
+            );
+        }
+        let e = err(&format!(
+            "[campaign]\ntimezone = \"{}\"\n",
+            "x".repeat(100_000)
+        ));
+        assert!(e.len() < 300, "{}", e.len());
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_text_is_one_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leads.toml");
+        let utf16: Vec<u8> = "\u{feff}[campaign]\nconcurrency = 2\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        std::fs::write(&path, utf16).unwrap();
+        let e = CampaignConfig::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "campaign file {} is UTF-16 text; save it as UTF-8 (in a spreadsheet: CSV UTF-8)",
+                path.display()
+            )
+        );
+        std::fs::write(&path, b"[campaign]\nname = \"caf\xE9\"\n").unwrap();
+        let e = CampaignConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("is not UTF-8 text (line 2"), "{e}");
+        std::fs::write(&path, b"\xEF\xBB\xBF[campaign]\nconcurrency = 2\n").unwrap();
+        assert_eq!(CampaignConfig::load(&path).unwrap().concurrency, 2);
+    }
+
+    /// Whatever the text, parsing ends in settings or a one-line printable error naming the
+    /// file; nothing panics.
+    #[test]
+    fn garbage_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        const PIECES: [&str; 34] = [
+            "[campaign]\n",
+            "[retry]\n",
+            "[window]\n",
+            "[agent]\n",
+            "[cost]\n",
+            "[simulation]\n",
+            "[retry.busy]\n",
+            "concurrency = ",
+            "delay = ",
+            "attempts = ",
+            "hours = ",
+            "ring_timeout = ",
+            "time_limit = ",
+            "timezone = ",
+            "dnc = ",
+            "allow_prefixes = ",
+            "clock_start = ",
+            "calls_per_second = ",
+            "busy = { delay = ",
+            "}",
+            "\"",
+            "[",
+            "]",
+            "\n",
+            "=",
+            "99999999999999999999",
+            "-1",
+            "1e308",
+            "nan",
+            "\"999999999999h\"",
+            "\"10m\"",
+            "\u{1b}",
+            "\"\\u0000\"",
+            "2026-12-01T19:55:00Z",
+        ];
+        for _ in 0..3000 {
+            let text: String = (0..rng.random_range(0..25))
+                .map(|_| {
+                    if rng.random_bool(0.1) {
+                        char::from_u32(rng.random_range(0..0x3000))
+                            .unwrap_or('?')
+                            .to_string()
+                    } else {
+                        PIECES[rng.random_range(0..PIECES.len())].to_string()
+                    }
+                })
+                .collect();
+            match parse(&text) {
+                Ok(cfg) => {
+                    for retry in [
+                        cfg.retry.busy,
+                        cfg.retry.no_answer,
+                        cfg.retry.failed,
+                        cfg.retry.voicemail,
+                    ] {
+                        assert!(retry.delay <= MAX_RETRY_DELAY);
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.starts_with("campaign file camp/leads.toml"), "{e:?}");
+                    assert!(!e.chars().any(char::is_control), "{e:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! every other column as template variables, and setting aside bad rows and repeated numbers
 //! with the line they came from.
 
-use crate::phone::E164;
+use crate::phone::{AllowList, E164, Restricted, printable};
 use chrono_tz::Tz;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -60,10 +60,20 @@ pub enum LeadsError {
         path: String,
         source: std::io::Error,
     },
+    #[error("leads file {path} {reason}")]
+    NotText { path: String, reason: String },
     #[error(
         "leads file {path} is empty: its first line must be a header naming the columns, e.g. phone,name"
     )]
     Empty { path: String },
+    #[error(
+        "leads file {path}: column {column} of the header has {chars} characters; a column name may have at most {MAX_VALUE_CHARS}"
+    )]
+    LongHeader {
+        path: String,
+        column: usize,
+        chars: usize,
+    },
     #[error(
         "leads file {path} has no phone column (columns found: {}); name one of: phone, phone_number, number, to",
         columns.join(", ")
@@ -71,17 +81,35 @@ pub enum LeadsError {
     NoPhoneColumn { path: String, columns: Vec<String> },
 }
 
-/// Read a leads file; `default_region` reads national numbers (e.g. `US`).
+/// Most characters in one value (or column name). Every value may be spoken in the greeting or
+/// given to the agent in its prompt: a stray megabyte in a cell would become a megabyte prompt.
+/// A thousand characters hold any name, address or appointment note.
+pub const MAX_VALUE_CHARS: usize = 1000;
+
+/// The reason a lead with a refused number (premium-rate, satellite, N11) is not dialed.
+pub fn refused(restricted: &Restricted) -> String {
+    format!(
+        "{restricted}; to call it, add \"{}\" to campaign.allow_prefixes",
+        restricted.prefix
+    )
+}
+
+/// Read a leads file; `default_region` reads national numbers (e.g. `US`). Refused numbers
+/// (premium-rate, satellite, N11) are bad rows; [`parse_with`] allows some.
 pub fn load(path: &Path, default_region: Option<&str>) -> Result<LeadFile, LeadsError> {
-    let file = std::fs::File::open(path).map_err(|source| LeadsError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
     parse(
-        std::io::BufReader::with_capacity(64 * 1024, file),
+        &read(path)?[..],
         &path.display().to_string(),
         default_region,
     )
+}
+
+/// The bytes of a leads file.
+pub fn read(path: &Path) -> Result<Vec<u8>, LeadsError> {
+    std::fs::read(path).map_err(|source| LeadsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Read leads CSV from `reader`; `source` names it in error messages.
@@ -90,6 +118,28 @@ pub fn parse(
     source: &str,
     default_region: Option<&str>,
 ) -> Result<LeadFile, LeadsError> {
+    parse_with(reader, source, default_region, &AllowList::default())
+}
+
+/// [`parse`], dialing the refused numbers `allow` allows.
+pub fn parse_with(
+    mut reader: impl std::io::Read,
+    source: &str,
+    default_region: Option<&str>,
+    allow: &AllowList,
+) -> Result<LeadFile, LeadsError> {
+    // Whole, to check it is text before anything of it is shown.
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| LeadsError::Read {
+            path: source.to_string(),
+            source: e,
+        })?;
+    let text = super::decode(&bytes).map_err(|reason| LeadsError::NotText {
+        path: source.to_string(),
+        reason,
+    })?;
     let read_error = |e: csv::Error| LeadsError::Read {
         path: source.to_string(),
         source: e.into(),
@@ -98,8 +148,11 @@ pub fn parse(
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(reader);
+        .from_reader(text.as_bytes());
     let mut record = csv::ByteRecord::new();
+    // The csv crate counts only \n, so a file with old Mac (\r) line ends would be all line 1;
+    // lines are counted here instead.
+    let mut lines = super::LineCounter::new(text.as_bytes());
 
     let headers: Vec<String> = loop {
         if !csv.read_byte_record(&mut record).map_err(read_error)? {
@@ -108,20 +161,20 @@ pub fn parse(
             });
         }
         if !is_blank(&record) {
-            break record
-                .iter()
-                .enumerate()
-                .map(|(i, field)| {
-                    // csv-core drops a BOM only when it arrives in one read; a slow
-                    // reader (a pipe) can split it.
-                    let field = if i == 0 {
-                        field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
-                    } else {
-                        field
-                    };
-                    String::from_utf8_lossy(field).trim().to_string()
-                })
-                .collect();
+            let mut headers = Vec::with_capacity(record.len());
+            for (i, field) in record.iter().enumerate() {
+                let header = std::str::from_utf8(field).unwrap_or_default().trim();
+                let chars = header.chars().count();
+                if chars > MAX_VALUE_CHARS {
+                    return Err(LeadsError::LongHeader {
+                        path: source.to_string(),
+                        column: i + 1,
+                        chars,
+                    });
+                }
+                headers.push(header.to_string());
+            }
+            break headers;
         }
     };
 
@@ -134,7 +187,7 @@ pub fn parse(
     let Some(phone_index) = find(&PHONE_COLUMNS) else {
         return Err(LeadsError::NoPhoneColumn {
             path: source.to_string(),
-            columns: headers,
+            columns: headers.iter().map(|h| printable(h)).collect(),
         });
     };
     let timezone_index = find(&TIMEZONE_COLUMNS);
@@ -153,13 +206,23 @@ pub fn parse(
         if is_blank(&record) {
             continue;
         }
-        let line = record.position().map_or(0, |p| p.line());
+        // A record's position is where the csv crate started looking for it, before any
+        // empty lines it skipped; no record starts with a line break.
+        let line = record.position().map_or(0, |p| {
+            let bytes = text.as_bytes();
+            let mut start = p.byte() as usize;
+            while matches!(bytes.get(start), Some(b'\r' | b'\n')) {
+                start += 1;
+            }
+            lines.line_at(start)
+        });
         match read_row(
             &record,
             &headers,
             phone_index,
             timezone_index,
             default_region,
+            allow,
         ) {
             Err(reason) => bad_rows.push(BadRow { line, reason }),
             Ok((phone, timezone)) => match first_seen.entry(phone) {
@@ -176,7 +239,7 @@ pub fn parse(
                         .zip(&headers)
                         .enumerate()
                         .filter(|&(i, _)| i != phone_index)
-                        // Already checked to be UTF-8 by read_row.
+                        // The whole file is UTF-8, and fields split it at ASCII bytes.
                         .map(|(_, (field, header))| {
                             let value = std::str::from_utf8(field).unwrap_or_default();
                             (header.clone(), value.trim().to_string())
@@ -226,6 +289,7 @@ fn read_row(
     phone_index: usize,
     timezone_index: Option<usize>,
     default_region: Option<&str>,
+    allow: &AllowList,
 ) -> Result<(E164, Option<Tz>), String> {
     if record.len() != headers.len() {
         return Err(format!(
@@ -234,19 +298,29 @@ fn read_row(
             headers.len()
         ));
     }
-    if let Some(column) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-        return Err(format!(
-            "column '{}' is not valid UTF-8 (save the file as UTF-8)",
-            headers[column]
-        ));
-    }
     let text = |i: usize| std::str::from_utf8(&record[i]).unwrap_or_default().trim();
+    for (i, header) in headers.iter().enumerate() {
+        // Bytes bound characters: most values need no count.
+        if record[i].len() > MAX_VALUE_CHARS {
+            let chars = text(i).chars().count();
+            if chars > MAX_VALUE_CHARS {
+                return Err(format!(
+                    "column '{}' has {chars} characters; a value may have at most {MAX_VALUE_CHARS}",
+                    printable(header)
+                ));
+            }
+        }
+    }
     let phone =
         E164::parse_with_region(text(phone_index), default_region).map_err(|e| e.to_string())?;
+    allow.check(&phone).map_err(|r| refused(&r))?;
     let timezone = match timezone_index.map(text) {
         None | Some("") => None,
         Some(name) => Some(parse_timezone(name).ok_or_else(|| {
-            format!("unknown time zone '{name}' (use an IANA name such as America/New_York)")
+            format!(
+                "unknown time zone '{}' (use an IANA name such as America/New_York)",
+                printable(name)
+            )
         })?),
     };
     Ok((phone, timezone))
@@ -353,7 +427,7 @@ mod tests {
         text.extend_from_slice(b"\n   \n,,\n"); // blank lines 4-6
         text.extend_from_slice(b"+12,short,\n"); // 7
         text.extend_from_slice(b"+14155550101,too,many,fields\n"); // 8
-        text.extend_from_slice(b"+14155550102,caf\xE9,\n"); // 9: Latin-1
+        text.extend_from_slice(b"+19005550102,premium,\n"); // 9
         text.extend_from_slice(b"+14155550103,x,Mars/Olympus\n"); // 10
         text.extend_from_slice(b"+14155550104,last,UTC\n"); // 11
         let file = parse(&text[..], "leads.csv", None).unwrap();
@@ -369,11 +443,15 @@ mod tests {
             .collect();
         assert_eq!(bad.len(), 4, "{bad:?}");
         assert_eq!(bad[0].0, 7);
-        assert!(bad[0].1.contains("digits"), "{}", bad[0].1);
+        assert!(
+            bad[0].1.contains("1 digit after the country code"),
+            "{}",
+            bad[0].1
+        );
         assert_eq!(bad[1].0, 8);
         assert!(bad[1].1.contains("has 4 fields but the header has 3"));
         assert_eq!(bad[2].0, 9);
-        assert!(bad[2].1.contains("UTF-8"));
+        assert!(bad[2].1.contains("premium-rate"));
         assert_eq!(
             bad[3],
             (
@@ -381,6 +459,208 @@ mod tests {
                 "unknown time zone 'Mars/Olympus' (use an IANA name such as America/New_York)"
             )
         );
+    }
+
+    /// Once every row of such a file was line 1.
+    #[test]
+    fn old_mac_line_ends_keep_their_line_numbers() {
+        let text =
+            "phone,name\r+14155550100,Ann\r+12,Short\r\r+14155550101,\"Two\rlines\"\r+1234,Bad\r";
+        let file = read(text);
+        let lines: Vec<u64> = file.leads.iter().map(|l| l.line).collect();
+        assert_eq!(lines, [2, 5]);
+        let bad: Vec<u64> = file.bad_rows.iter().map(|b| b.line).collect();
+        assert_eq!(bad, [3, 7]);
+        // Mixed with \r\n and \n, each counts once.
+        let file = read("phone\r\n+14155550100\n+12\r+13\r\n+14\n");
+        let bad: Vec<u64> = file.bad_rows.iter().map(|b| b.line).collect();
+        assert_eq!(bad, [3, 4, 5]);
+        // Empty lines before a row, which the csv crate counts from the wrong place.
+        let file = read("phone\n+14155550100\n\n+12\n\n\n\n+13\r\n\r\n+14\n");
+        let bad: Vec<u64> = file.bad_rows.iter().map(|b| b.line).collect();
+        assert_eq!(bad, [4, 8, 10]);
+    }
+
+    /// Once read row by row, each echoing its control bytes in a warning.
+    #[test]
+    fn a_file_that_is_not_utf8_text_is_one_error() {
+        let utf16: Vec<u8> = "\u{feff}phone,name\n+14155550100,Ann\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut utf16_without_bom = utf16.clone();
+        utf16_without_bom.drain(..2);
+        let mut big_endian: Vec<u8> = vec![0xFE, 0xFF];
+        big_endian.extend("phone\n".encode_utf16().flat_map(u16::to_be_bytes));
+        for (bytes, says) in [
+            (utf16, "is UTF-16 text; save it as UTF-8"),
+            (big_endian, "is UTF-16 text"),
+            (
+                utf16_without_bom,
+                "is not a text file (line 1 has a NUL byte)",
+            ),
+            (
+                b"phone\n+14155550100\n\x7fELF\x02\x01\x01\x00\x1b[2J".to_vec(),
+                "line 3 has a NUL byte",
+            ),
+            (
+                b"phone,name\n+14155550100,Ann\n+14155550101,caf\xE9\n".to_vec(),
+                "is not UTF-8 text (line 3 is in another encoding); save it as UTF-8",
+            ),
+        ] {
+            let e = parse(&bytes[..], "leads.csv", None).unwrap_err();
+            assert!(matches!(e, LeadsError::NotText { .. }), "{e}");
+            let e = e.to_string();
+            assert!(
+                e.starts_with("leads file leads.csv ") && e.contains(says),
+                "{e}"
+            );
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn messages_escape_control_characters() {
+        let file = read("phone,tz\n+1415\u{1b}[31m5550100,x\n+14155550101,Mars\u{7}\n");
+        for bad in &file.bad_rows {
+            assert!(
+                !bad.reason.chars().any(char::is_control),
+                "{:?}",
+                bad.reason
+            );
+        }
+        assert!(
+            file.bad_rows[1].reason.contains("'Mars\\u{7}'"),
+            "{:?}",
+            file.bad_rows
+        );
+        let e = parse("name\u{1b}[2J,x\nAnn,1\n".as_bytes(), "l.csv", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("name\\u{1b}[2J") && !e.contains('\u{1b}'), "{e}");
+    }
+
+    /// Once a megabyte cell became a megabyte of the agent's prompt.
+    #[test]
+    fn a_value_over_the_size_limit_is_a_bad_row() {
+        let big = "x".repeat(1 << 20);
+        let limit = "é".repeat(MAX_VALUE_CHARS);
+        let text = format!(
+            "phone,notes\n+14155550100,{big}\n+14155550101,{limit}\n\"+1415555{}\",x\n",
+            " ".repeat(2000) + "0102"
+        );
+        let file = read(&text);
+        let lines: Vec<u64> = file.leads.iter().map(|l| l.line).collect();
+        assert_eq!(lines, [3], "{:?}", file.bad_rows);
+        assert_eq!(file.leads[0].vars[0].1.chars().count(), MAX_VALUE_CHARS);
+        assert_eq!(
+            file.bad_rows[0],
+            BadRow {
+                line: 2,
+                reason: "column 'notes' has 1048576 characters; a value may have at most 1000"
+                    .into()
+            }
+        );
+        assert_eq!(file.bad_rows[1].line, 4);
+        assert!(
+            file.bad_rows[1]
+                .reason
+                .starts_with("column 'phone' has 2012 characters")
+        );
+
+        let e = parse(format!("phone,{big}\n").as_bytes(), "l.csv", None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "leads file l.csv: column 2 of the header has 1048576 characters; a column name may have at most 1000"
+        );
+    }
+
+    /// Once dialed like any other number.
+    #[test]
+    fn premium_satellite_and_n11_numbers_are_bad_rows_unless_allowed() {
+        let text = "phone\n+19005550100\n+1 976 555 0100\n+449098790000\n+8816555010\n+882345678901\n+19115550100\n+12024115555\n+12025550100\n";
+        let file = read(text);
+        assert_eq!(file.leads.len(), 1);
+        let lines: Vec<u64> = file.bad_rows.iter().map(|b| b.line).collect();
+        assert_eq!(lines, [2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            file.bad_rows[0].reason,
+            "+19005550100 is a premium-rate number (+1 900), not dialed by default; to call it, add \"+1900\" to campaign.allow_prefixes"
+        );
+        assert!(file.bad_rows[5].reason.contains("N11 service code (911)"));
+        assert!(file.bad_rows[6].reason.contains("\"+1202411\""));
+
+        let allow = AllowList::new(&["+1900", "+44"]).unwrap();
+        let file = parse_with(text.as_bytes(), "l.csv", None, &allow).unwrap();
+        let phones: Vec<&str> = file.leads.iter().map(|l| l.phone.as_str()).collect();
+        assert_eq!(phones, ["+19005550100", "+449098790000", "+12025550100"]);
+    }
+
+    /// Whatever the bytes, the loader returns leads and bad rows or one printable error line;
+    /// nothing panics.
+    #[test]
+    fn garbage_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        const PIECES: [&[u8]; 22] = [
+            b"phone",
+            b"tz",
+            b"name",
+            b",",
+            b"\"",
+            b"\"\"",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"+1",
+            b"202",
+            b"5550100",
+            b"America/Chicago",
+            b" ",
+            b"\xEF\xBB\xBF",
+            b"\xFF\xFE",
+            b"\x00",
+            b"\xE9",
+            b"\x1b[2J",
+            b"+1900",
+            b"{{x}}",
+            b"=cmd()",
+        ];
+        for round in 0..3000 {
+            let mut bytes = Vec::new();
+            if round % 2 == 0 {
+                bytes.extend_from_slice(b"phone,name,tz\n");
+            }
+            for _ in 0..rng.random_range(0..60) {
+                if rng.random_bool(0.15) {
+                    bytes.push(rng.random());
+                } else {
+                    bytes.extend_from_slice(PIECES[rng.random_range(0..PIECES.len())]);
+                }
+            }
+            let region = [None, Some("US"), Some("zz")][round % 3];
+            match parse(&bytes[..], "l.csv", region) {
+                Ok(file) => {
+                    for bad in &file.bad_rows {
+                        assert!(bad.line >= 1);
+                        assert!(
+                            !bad.reason.chars().any(char::is_control),
+                            "{:?}",
+                            bad.reason
+                        );
+                    }
+                    for lead in &file.leads {
+                        assert!(lead.line >= 2);
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!e.chars().any(char::is_control), "{e:?}");
+                }
+            }
+        }
     }
 
     #[test]

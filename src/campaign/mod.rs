@@ -96,7 +96,6 @@ pub struct Loaded {
     /// Rows of the CSV that were not imported, and repeated numbers.
     pub bad_rows: Vec<leads::BadRow>,
     pub duplicates: Vec<leads::Duplicate>,
-    pub dnc_warnings: Vec<dnc::DncWarning>,
 }
 
 /// Read the campaign file and the CSV, check the templates against the CSV's columns, open the
@@ -108,18 +107,25 @@ pub fn load(
 ) -> Result<Loaded, LoadError> {
     // The CSV first: a mistyped CSV name should be reported as that, not as a missing
     // campaign file named after it.
-    let lead_file = leads::load(&paths.csv, default_region)?;
+    let csv = leads::read(&paths.csv)?;
     if !paths.campaign.exists() {
         return Err(LoadError::NoCampaignFile(paths.campaign.clone()));
     }
     let config = config::CampaignConfig::load(&paths.campaign)?;
+    let lead_file = leads::parse_with(
+        &csv[..],
+        &paths.csv.display().to_string(),
+        default_region,
+        &config.allow_prefixes,
+    )?;
+    drop(csv);
     template::check(&config.agent.greeting, &lead_file.columns, "agent.greeting")?;
     template::check(
         &config.agent.system_prompt,
         &lead_file.columns,
         "agent.system_prompt",
     )?;
-    let (dnc, dnc_warnings) = dnc::DncList::load(&config.dnc, default_region)?;
+    let dnc = dnc::DncList::load_in(&config.dnc, default_region, calls_north_america(&lead_file))?;
     let mut store = store::Store::open(&paths.db)?;
     store.import(&lead_file.leads, now)?;
     Ok(Loaded {
@@ -128,8 +134,98 @@ pub fn load(
         dnc,
         bad_rows: lead_file.bad_rows,
         duplicates: lead_file.duplicates,
-        dnc_warnings,
+        // Bad lines stop the load now; the field stays for the command that prints them.
     })
+}
+
+/// Whether national-format do-not-call lines are also read as North American numbers: when the
+/// campaign calls +1 numbers, since US lists are kept as `2025550113` or `(202) 555-0118`. A
+/// line valid in `DEFAULT_REGION` as well is listed both ways: a number listed too many is the
+/// safe mistake.
+fn calls_north_america(lead_file: &leads::LeadFile) -> bool {
+    lead_file
+        .leads
+        .iter()
+        .any(|lead| lead.phone.as_str().starts_with("+1"))
+}
+
+/// The text of a file a campaign reads (leads, do-not-call list), or why it is not text: a
+/// spreadsheet saved as UTF-16, a binary file or a legacy encoding would otherwise be read as
+/// garbage, one warning per line, with its control bytes echoed to the terminal. A UTF-8 BOM
+/// is dropped.
+pub(crate) fn decode(bytes: &[u8]) -> Result<&str, String> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return Err("is UTF-16 text; save it as UTF-8 (in a spreadsheet: CSV UTF-8)".into());
+    }
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(format!(
+            "is not a text file (line {} has a NUL byte); save it as UTF-8 text",
+            LineCounter::new(bytes).line_at(at)
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "is not UTF-8 text (line {} is in another encoding); save it as UTF-8",
+            LineCounter::new(bytes).line_at(e.valid_up_to())
+        )
+    })
+}
+
+/// 1-based line numbers of byte offsets, asked in increasing order; `\r\n`, `\n` and a lone
+/// `\r` (old Mac files) each end a line, as they end a CSV record.
+pub(crate) struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    pub(crate) fn line_at(&mut self, offset: usize) -> u64 {
+        let offset = offset.min(self.bytes.len());
+        for i in self.offset..offset {
+            match self.bytes[i] {
+                b'\n' => self.line += 1,
+                b'\r' if self.bytes.get(i + 1) != Some(&b'\n') => self.line += 1,
+                _ => {}
+            }
+        }
+        self.offset = self.offset.max(offset);
+        self.line
+    }
+}
+
+/// The lines of a text with their 1-based numbers, ended as [`LineCounter`] ends them.
+pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (u64, &str)> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            Some(end) => {
+                let skip = if text[end..].starts_with("\r\n") {
+                    2
+                } else {
+                    1
+                };
+                rest = Some(&text[end + skip..]);
+                Some(&text[..end])
+            }
+            None => {
+                rest = None;
+                (!text.is_empty()).then_some(text)
+            }
+        }
+    })
+    .zip(1..)
+    .map(|(line, n)| (n, line))
 }
 
 /// Where a lead stands. The first four are not final; every other state is, and a lead in a
@@ -273,10 +369,63 @@ pub enum CampaignEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_at: Option<DateTime<Utc>>,
     },
+    /// A do-not-call list that existed cannot be read (deleted, renamed, unreadable, a bad
+    /// line): nothing is dialed until it can, and the leads wait.
+    DialingPaused { file: String, reason: String },
+    /// The list that paused dialing can be read again.
+    DialingResumed { file: String },
     /// Nothing can be dialed before `until` (calling windows closed, retries waiting).
     Waiting { until: DateTime<Utc>, leads: u64 },
     /// The first Ctrl-C: no new dials, live calls finish.
     Draining { live: usize },
     /// The campaign stopped; `complete` is false when leads are left for a later run.
     Done { summary: Summary, complete: bool },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_line_end_ends_one_line() {
+        let text = "a\r\nb\rc\n\nd\r\re";
+        let lines: Vec<(u64, &str)> = numbered_lines(text).collect();
+        assert_eq!(
+            lines,
+            [
+                (1, "a"),
+                (2, "b"),
+                (3, "c"),
+                (4, ""),
+                (5, "d"),
+                (6, ""),
+                (7, "e")
+            ]
+        );
+        let mut counter = LineCounter::new(text.as_bytes());
+        let starts: Vec<u64> = [0, 3, 5, 7, 8, 10, 11]
+            .iter()
+            .map(|&offset| counter.line_at(offset))
+            .collect();
+        assert_eq!(starts, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(numbered_lines("").count(), 0);
+        assert_eq!(numbered_lines("x\n").count(), 1);
+    }
+
+    #[test]
+    fn decode_accepts_utf8_only() {
+        assert_eq!(decode(b"\xEF\xBB\xBFphone\n"), Ok("phone\n"));
+        assert_eq!(decode(b""), Ok(""));
+        assert!(decode(b"\xFF\xFEp\x00").unwrap_err().contains("UTF-16"));
+        assert!(
+            decode(b"a\rb\r\x00")
+                .unwrap_err()
+                .contains("line 3 has a NUL byte")
+        );
+        assert!(
+            decode(b"a\r\nb\xE9")
+                .unwrap_err()
+                .contains("line 2 is in another encoding")
+        );
+    }
 }

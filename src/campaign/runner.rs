@@ -8,7 +8,7 @@
 
 use super::clock::Clock;
 use super::config::{CampaignConfig, RetryPolicy};
-use super::dnc::DncList;
+use super::dnc::{DncList, Refresh};
 use super::pacing::Pacer;
 use super::store::{InFlight, LeadRow, Store, StoreError, Verdict};
 use super::tools::CampaignTools;
@@ -46,6 +46,9 @@ pub enum CampaignError {
 /// Added to every campaign prompt: the tools only help if the agent knows when to use them.
 const TOOL_GUIDE: &str = "\n\nBefore you end the call, record how it went with the record_outcome tool. \
 If the person asks not to be called again, call the opt_out tool at once, apologise briefly, say goodbye and end the call.";
+
+/// How often dialing looks again at a do-not-call list it cannot read.
+const DNC_RECHECK: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// How long to wait for a call a crashed run left live to end after hanging it up.
 const ORPHAN_SETTLE: Duration = Duration::from_secs(30);
@@ -178,8 +181,28 @@ impl<D: Dialer> Runner<D> {
         };
         {
             let mut dnc = lock(&self.dnc);
-            for w in dnc.refresh()? {
-                tracing::warn!(file = %w.path.display(), line = w.line, reason = %w.reason, "do-not-call list line ignored");
+            match dnc.refresh() {
+                Refresh::Ready => {}
+                Refresh::Resumed(path) => {
+                    tracing::warn!(
+                        "dialing resumed: do-not-call list {} can be read again",
+                        path.display()
+                    );
+                    self.emit(CampaignEvent::DialingResumed {
+                        file: path.display().to_string(),
+                    });
+                }
+                Refresh::Unavailable { problem, news } => {
+                    if news {
+                        tracing::warn!("{problem}");
+                        self.emit(CampaignEvent::DialingPaused {
+                            file: problem.path.display().to_string(),
+                            reason: problem.reason,
+                        });
+                    }
+                    // Not skipped: the lead stays pending until the list can be read.
+                    return Ok(Check::Defer(now + DNC_RECHECK));
+                }
             }
             if dnc.contains(&phone) {
                 return Ok(Check::Skip(
@@ -187,6 +210,13 @@ impl<D: Dialer> Runner<D> {
                     "on the do-not-call list".into(),
                 ));
             }
+        }
+        // Also at dial time: a lead imported by an earlier version was never checked.
+        if let Err(refused) = self.config.allow_prefixes.check(&phone) {
+            return Ok(Check::Skip(
+                LeadStatus::Failed,
+                super::leads::refused(&refused),
+            ));
         }
         let Some(tz) = self.timezone(lead) else {
             return Ok(Check::Skip(
@@ -518,7 +548,10 @@ impl<D: Dialer> DialLoop<D> {
                 }
                 continue;
             };
-            if self.announced_wait != Some(at) && at > self.runner.clock.now() {
+            // While a do-not-call list cannot be read, leads wait a few seconds at a time: no
+            // notice each time, and no jump of a simulated clock past the wait.
+            let paused = lock(&self.runner.dnc).is_paused();
+            if !paused && self.announced_wait != Some(at) && at > self.runner.clock.now() {
                 self.announced_wait = Some(at);
                 self.runner.emit(CampaignEvent::Waiting {
                     until: at,
@@ -563,7 +596,8 @@ impl<D: Dialer> DialLoop<D> {
     /// Wait until `at`, unless a live call ends first (freeing a line, perhaps setting a retry
     /// sooner) or the campaign stops.
     async fn wait_until(&mut self, at: DateTime<Utc>) {
-        if self.live.is_empty() && self.runner.clock.jump_to(at) {
+        let paused = lock(&self.runner.dnc).is_paused();
+        if self.live.is_empty() && !paused && self.runner.clock.jump_to(at) {
             return;
         }
         let sleep = tokio::time::sleep(self.runner.clock.real_until(at));
@@ -932,7 +966,7 @@ mod dial_loop_tests {
         );
         config.timezone = Some(chrono_tz::America::New_York);
         config.concurrency = lines;
-        let (dnc, _) = DncList::load(&config.dnc, None).unwrap();
+        let dnc = DncList::load(&config.dnc, None).unwrap();
         let (tx, events) = mpsc::unbounded_channel();
         let runner = Runner::new(
             Arc::new(dialer),

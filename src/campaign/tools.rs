@@ -124,7 +124,7 @@ mod tests {
     use super::*;
 
     fn tools(dir: &std::path::Path) -> (CampaignTools, Arc<Mutex<DncList>>) {
-        let (dnc, _) = DncList::load(&[dir.join("dnc.txt")], None).unwrap();
+        let dnc = DncList::load(&[dir.join("dnc.txt")], None).unwrap();
         let dnc = Arc::new(Mutex::new(dnc));
         let t = CampaignTools::new(
             E164::parse("+12025550106").unwrap(),
@@ -168,7 +168,7 @@ mod tests {
         assert!(reply.opted_out && !reply.is_error);
         let number = E164::parse("+12025550106").unwrap();
         assert!(dnc.lock().unwrap().contains(&number));
-        let (fresh, _) = DncList::load(&[dir.path().join("dnc.txt")], None).unwrap();
+        let fresh = DncList::load(&[dir.path().join("dnc.txt")], None).unwrap();
         assert!(fresh.contains(&number));
     }
 }

@@ -6,7 +6,7 @@ use crate::call::dialer::{CallRequest, Dialer};
 use crate::call::tools::NoTools;
 use crate::cli::{AgentArgs, CallArgs};
 use crate::error::{AppError, Exit};
-use crate::phone::E164;
+use crate::phone::{self, E164};
 use crate::report;
 use crate::shutdown::Interrupts;
 use crate::startup::Startup;
@@ -20,6 +20,8 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
     let startup = Startup::load(ctx.sources.clone(), &args.server)?;
     let to = E164::parse_with_region(&args.number, startup.default_region())
         .map_err(|e| AppError::Input(format!("cannot call {}: {e}", args.number)))?;
+    phone::check_call(&to, &startup.allow_list(&args.allow_prefix)?)
+        .map_err(|e| AppError::Input(format!("cannot call {to}: {e}")))?;
     let app = startup.start(ctx.shutdown).await?;
     let request = CallRequest {
         to,

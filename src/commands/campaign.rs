@@ -84,9 +84,6 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
             first_line: d.first_line,
         });
     }
-    for w in &loaded.dnc_warnings {
-        tracing::warn!(file = %w.path.display(), line = w.line, reason = %w.reason, "do-not-call list line ignored");
-    }
 
     let runner = Arc::new(Runner::new(
         app.service.clone(),

@@ -5,4 +5,5 @@ mod calls;
 mod campaign;
 mod cli;
 mod cli_campaign;
+mod fail_closed;
 mod helpers;

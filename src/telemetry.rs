@@ -26,9 +26,13 @@ pub fn init(verbose: u8, printer: &Printer) {
     // Below debug, these libraries log whole requests and frames: the AssemblyAI key in the
     // WebSocket handshake, the Twilio Basic credentials, each call's stream token and what the
     // callee said. No RUST_LOG may open that, so the cap comes after the user's filter.
-    for library in CHATTY {
-        if let Ok(directive) = format!("{library}=debug").parse() {
-            filter = filter.add_directive(directive);
+    // Only a filter that lets trace through needs the cap; added to a quieter one, the cap
+    // would turn these libraries up instead.
+    if filter.max_level_hint() > Some(tracing::level_filters::LevelFilter::DEBUG) {
+        for library in CHATTY {
+            if let Ok(directive) = format!("{library}=debug").parse() {
+                filter = filter.add_directive(directive);
+            }
         }
     }
     let _ = tracing_subscriber::fmt()

@@ -62,6 +62,8 @@ fn main() {
                 answered_at: Instant::now(),
                 setup_timeout: Duration::from_secs(5),
                 mark_timeout: Duration::from_secs(5),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
+                agent_silence: Duration::from_secs(3600),
             };
             bridge::run(&mut t_in, &mut t_out, &mut a_in, &mut a_out, &setup, &ev_tx, &c).await
         });

@@ -44,6 +44,11 @@ pub struct BridgeSetup<'a> {
     pub setup_timeout: Duration,
     /// How long to wait for the goodbye mark to come back before hanging up anyway.
     pub mark_timeout: Duration,
+    /// When the call's time limit is reached.
+    pub deadline: tokio::time::Instant,
+    /// How long the agent may say nothing at all (no event of any kind) while the callee's
+    /// audio flows before the session is taken for dead.
+    pub agent_silence: Duration,
 }
 
 /// Why the bridge stopped.
@@ -55,12 +60,71 @@ pub enum BridgeEnd {
     StreamClosed,
     /// The agent called `end_call` and its goodbye was played.
     AgentEndedCall,
-    /// The agent session ended or failed mid-call; `error` is the fatal error it reported.
-    AgentClosed { error: Option<AgentError> },
+    /// The service ended the session with `session.ended` and no fatal error before it: the
+    /// only normal end the agent side has.
+    AgentEnded,
+    /// The session failed mid-call: any other way it stopped is an outage, never a success.
+    AgentFailed(AgentFailure),
     /// The agent session could not be set up.
     SetupFailed(SetupFailure),
-    /// The call's cancellation token fired (operator, time limit, shutdown).
+    /// The call's time limit was reached.
+    TimeLimit,
+    /// The call's cancellation token fired (the operator, or shutdown).
     Cancelled,
+}
+
+/// How an agent session that was up stopped working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentFailure {
+    /// The service reported a fatal `session.error`.
+    Error(AgentError),
+    /// The connection closed or broke without `session.ended`.
+    Lost {
+        /// The close code and reason, when the service sent a close frame.
+        frame: Option<(u16, String)>,
+        /// The last `session.error` it sent before, if any.
+        last_error: Option<AgentError>,
+    },
+    /// No event at all for this long while the callee's audio flowed.
+    Silent(Duration),
+}
+
+impl AgentFailure {
+    /// The code an outcome records: the service's own, or ours for what it never named.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Error(error) => error.code.as_str(),
+            Self::Lost { .. } => "agent_lost",
+            Self::Silent(_) => "agent_silent",
+        }
+    }
+}
+
+impl std::fmt::Display for AgentFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Error(error) => error.fmt(f),
+            Self::Lost { frame, last_error } => {
+                f.write_str("the Voice Agent connection was lost mid-call")?;
+                if let Some((code, reason)) = frame {
+                    write!(f, " (closed with {code}")?;
+                    if !reason.is_empty() {
+                        write!(f, " {reason}")?;
+                    }
+                    f.write_str(")")?;
+                }
+                if let Some(error) = last_error {
+                    write!(f, " after: {error}")?;
+                }
+                Ok(())
+            }
+            Self::Silent(after) => write!(
+                f,
+                "the Voice Agent sent nothing for {} s while the callee was on the line",
+                after.as_secs()
+            ),
+        }
+    }
 }
 
 /// Why no agent session came up for the call.
@@ -132,6 +196,21 @@ pub struct BridgeReport {
     pub clears: u32,
 }
 
+impl BridgeReport {
+    /// A report with nothing said yet.
+    pub fn empty(end: BridgeEnd) -> Self {
+        Self {
+            end,
+            session_id: None,
+            transcript: Vec::new(),
+            disposition: None,
+            opted_out: false,
+            bad_frames: 0,
+            clears: 0,
+        }
+    }
+}
+
 struct State<'a> {
     setup: &'a BridgeSetup<'a>,
     events: &'a mpsc::UnboundedSender<CallEvent>,
@@ -166,15 +245,7 @@ where
     let mut st = State {
         setup,
         events,
-        report: BridgeReport {
-            end: BridgeEnd::Cancelled,
-            session_id: None,
-            transcript: Vec::new(),
-            disposition: None,
-            opted_out: false,
-            bad_frames: 0,
-            clears: 0,
-        },
+        report: BridgeReport::empty(BridgeEnd::Cancelled),
         pending_results: Vec::new(),
         last_was_reply_done: false,
         cleared_this_reply: false,
@@ -188,7 +259,9 @@ where
     };
     if !matches!(
         end,
-        BridgeEnd::AgentClosed { .. } | BridgeEnd::SetupFailed(_)
+        BridgeEnd::AgentEnded
+            | BridgeEnd::AgentFailed(AgentFailure::Error(_) | AgentFailure::Lost { .. })
+            | BridgeEnd::SetupFailed(_)
     ) {
         // Ends billing at once; a bare close would keep the session alive for 30 s.
         let _ = agent_out.send(Frame::text(agent::session_end())).await;
@@ -228,6 +301,7 @@ where
     loop {
         tokio::select! {
             () = cancel.cancelled() => return Err(BridgeEnd::Cancelled),
+            () = tokio::time::sleep_until(st.setup.deadline) => return Err(BridgeEnd::TimeLimit),
             () = &mut deadline => {
                 return Err(BridgeEnd::SetupFailed(SetupFailure::Timeout(st.setup.setup_timeout)));
             }
@@ -290,20 +364,41 @@ where
     AO: Sink<Frame> + Unpin,
 {
     let mut last_error: Option<AgentError> = None;
+    // The watchdog: the agent's last sign of life, and whether the callee's audio has flowed
+    // since (a call on hold sends nothing, and then a quiet agent is no failure).
+    // The timer is re-armed lazily when it fires, so a frame only stores a time.
+    let mut agent_heard = tokio::time::Instant::now();
+    let mut audio_since = false;
+    let silence = tokio::time::sleep_until(agent_heard + st.setup.agent_silence);
+    let time_limit = tokio::time::sleep_until(st.setup.deadline);
+    tokio::pin!(silence, time_limit);
     loop {
         let mark_deadline = st.end_mark_deadline;
         tokio::select! {
             () = cancel.cancelled() => return BridgeEnd::Cancelled,
+            () = &mut time_limit => return BridgeEnd::TimeLimit,
             () = sleep_until_opt(mark_deadline) => {
                 // Twilio never echoed the mark; the goodbye has surely played by now.
                 return BridgeEnd::AgentEndedCall;
             }
+            () = &mut silence => {
+                let now = tokio::time::Instant::now();
+                if audio_since && now >= agent_heard + st.setup.agent_silence {
+                    return BridgeEnd::AgentFailed(AgentFailure::Silent(st.setup.agent_silence));
+                }
+                let from = if audio_since { agent_heard } else { now };
+                silence.as_mut().reset(from + st.setup.agent_silence);
+            }
             frame = twilio_in.next() => match frame {
                 Some(Frame::Text(bytes)) => match media::parse_bytes(&bytes) {
                     Ok(TwilioMessage::Media { payload }) => {
+                        audio_since = true;
                         let out = agent::input_audio(&payload);
                         if agent_out.send(Frame::text(out)).await.is_err() {
-                            return BridgeEnd::AgentClosed { error: last_error };
+                            return BridgeEnd::AgentFailed(AgentFailure::Lost {
+                                frame: None,
+                                last_error,
+                            });
                         }
                     }
                     Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
@@ -316,44 +411,71 @@ where
                 Some(Frame::Binary(_)) => st.report.bad_frames += 1,
                 Some(Frame::Close(_)) | None => return BridgeEnd::StreamClosed,
             },
-            frame = agent_in.next() => match frame {
-                Some(Frame::Text(bytes)) => {
-                    let msg = match agent::parse_bytes(&bytes) {
-                        Ok(msg) => msg,
-                        Err(_) => {
-                            st.report.bad_frames += 1;
-                            continue;
-                        }
-                    };
-                    let was_reply_done = matches!(msg, AgentMessage::ReplyDone { .. });
-                    match msg {
-                        AgentMessage::ReplyAudio { data } => {
-                            let out = media::media(st.setup.stream_sid, &data);
-                            if twilio_out.send(Frame::text(out)).await.is_err() {
-                                return BridgeEnd::StreamClosed;
+            frame = agent_in.next() => {
+                agent_heard = tokio::time::Instant::now();
+                audio_since = false;
+                match frame {
+                    Some(Frame::Text(bytes)) => {
+                        let msg = match agent::parse_bytes(&bytes) {
+                            Ok(msg) => msg,
+                            Err(_) => {
+                                st.report.bad_frames += 1;
+                                continue;
+                            }
+                        };
+                        let was_reply_done = matches!(msg, AgentMessage::ReplyDone { .. });
+                        match msg {
+                            AgentMessage::ReplyAudio { data } => {
+                                let out = media::media(st.setup.stream_sid, &data);
+                                if twilio_out.send(Frame::text(out)).await.is_err() {
+                                    return BridgeEnd::StreamClosed;
+                                }
+                            }
+                            AgentMessage::SessionEnded => {
+                                return match last_error {
+                                    Some(error) if error.code.is_fatal() => {
+                                        BridgeEnd::AgentFailed(AgentFailure::Error(error))
+                                    }
+                                    _ => BridgeEnd::AgentEnded,
+                                };
+                            }
+                            AgentMessage::SessionError(error) => {
+                                tracing::warn!(code = %error.code, message = %error.message, "voice agent error");
+                                // A fatal error says why the session ends, whatever follows it.
+                                if error.code.is_fatal()
+                                    || !last_error.as_ref().is_some_and(|e| e.code.is_fatal())
+                                {
+                                    last_error = Some(error);
+                                }
+                            }
+                            other => {
+                                if let Err(end) = on_agent_event(st, other, twilio_out, agent_out).await {
+                                    return end;
+                                }
                             }
                         }
-                        AgentMessage::SessionEnded => {
-                            return BridgeEnd::AgentClosed { error: last_error };
-                        }
-                        AgentMessage::SessionError(error) => {
-                            tracing::warn!(code = %error.code, message = %error.message, "voice agent error");
-                            if error.code.is_fatal() {
-                                last_error = Some(error);
-                            }
-                        }
-                        other => {
-                            if let Err(end) = on_agent_event(st, other, twilio_out, agent_out).await {
-                                return end;
-                            }
-                        }
+                        st.last_was_reply_done = was_reply_done;
                     }
-                    st.last_was_reply_done = was_reply_done;
+                    Some(Frame::Binary(_)) => st.report.bad_frames += 1,
+                    Some(Frame::Close(frame)) => {
+                        return BridgeEnd::AgentFailed(closed_without_end(frame, last_error));
+                    }
+                    None => return BridgeEnd::AgentFailed(closed_without_end(None, last_error)),
                 }
-                Some(Frame::Binary(_)) => st.report.bad_frames += 1,
-                Some(Frame::Close(_)) | None => return BridgeEnd::AgentClosed { error: last_error },
-            },
+            }
         }
+    }
+}
+
+/// The session closed without `session.ended`: after a fatal error that error says why;
+/// otherwise the connection was lost.
+fn closed_without_end(
+    frame: Option<(u16, String)>,
+    last_error: Option<AgentError>,
+) -> AgentFailure {
+    match last_error {
+        Some(error) if error.code.is_fatal() => AgentFailure::Error(error),
+        last_error => AgentFailure::Lost { frame, last_error },
     }
 }
 
@@ -494,7 +616,10 @@ async fn flush_results<AO: Sink<Frame> + Unpin>(
     for (call_id, reply) in st.pending_results.drain(..) {
         let msg = agent::tool_result(&call_id, &reply.result, reply.is_error);
         if agent_out.send(Frame::text(msg)).await.is_err() {
-            return Err(BridgeEnd::AgentClosed { error: None });
+            return Err(BridgeEnd::AgentFailed(AgentFailure::Lost {
+                frame: None,
+                last_error: None,
+            }));
         }
     }
     Ok(())
@@ -583,6 +708,12 @@ mod tests {
     }
 
     fn start(tools: &'static dyn ToolHandler) -> Outcome {
+        start_with(tools, Duration::from_secs(3600), Duration::from_secs(600))
+    }
+
+    /// A bridge whose time limit is `limit` from now and whose agent may be silent for
+    /// `silence`.
+    fn start_with(tools: &'static dyn ToolHandler, limit: Duration, silence: Duration) -> Outcome {
         let (twilio, mut t_in, mut t_out) = leg();
         let (agent, mut a_in, mut a_out) = leg();
         let (ev_tx, events) = unbounded_channel();
@@ -598,6 +729,8 @@ mod tests {
                 answered_at: Instant::now(),
                 setup_timeout: Duration::from_secs(5),
                 mark_timeout: Duration::from_secs(30),
+                deadline: tokio::time::Instant::now() + limit,
+                agent_silence: silence,
             };
             run(
                 &mut t_in, &mut t_out, &mut a_in, &mut a_out, &setup, &ev_tx, &c,
@@ -913,12 +1046,10 @@ mod tests {
         let report = o.handle.await.unwrap();
         assert_eq!(
             report.end,
-            BridgeEnd::AgentClosed {
-                error: Some(AgentError {
-                    code: AgentErrorCode::SessionExpired,
-                    message: "too long".into()
-                })
-            }
+            BridgeEnd::AgentFailed(AgentFailure::Error(AgentError {
+                code: AgentErrorCode::SessionExpired,
+                message: "too long".into()
+            }))
         );
     }
 
@@ -942,7 +1073,119 @@ mod tests {
         assert_eq!(next_json(&mut o.agent).await["audio"], "//8=");
         o.agent.to_bridge.send(Frame::Close(None)).unwrap();
         let report = o.handle.await.unwrap();
-        assert_eq!(report.end, BridgeEnd::AgentClosed { error: None });
+        // A close without `session.ended` is an outage, not the end of the conversation.
+        assert_eq!(
+            report.end,
+            BridgeEnd::AgentFailed(AgentFailure::Lost {
+                frame: None,
+                last_error: None
+            })
+        );
         assert_eq!(report.bad_frames, 3);
+    }
+
+    fn media(o: &Outcome) {
+        send(
+            &o.twilio,
+            json!({"event":"media","media":{"payload":"//8="},"streamSid":"MZ1"}),
+        );
+    }
+
+    #[tokio::test]
+    async fn session_ended_is_the_agents_normal_end() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        send(&o.agent, json!({"type":"session.ended"}));
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::AgentEnded);
+    }
+
+    #[tokio::test]
+    async fn a_close_with_1011_mid_call_is_a_failure_naming_the_close() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        o.agent
+            .to_bridge
+            .send(Frame::Close(Some((1011, "internal error".into()))))
+            .unwrap();
+        let report = o.handle.await.unwrap();
+        let BridgeEnd::AgentFailed(failure) = &report.end else {
+            panic!("{:?}", report.end)
+        };
+        assert_eq!(failure.code(), "agent_lost");
+        assert!(failure.to_string().contains("1011"), "{failure}");
+    }
+
+    #[tokio::test]
+    async fn a_close_after_a_non_fatal_error_is_still_a_failure() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        send(
+            &o.agent,
+            json!({"type":"session.error","code":"invalid_audio","message":"bad base64"}),
+        );
+        o.agent
+            .to_bridge
+            .send(Frame::Close(Some((1000, String::new()))))
+            .unwrap();
+        let report = o.handle.await.unwrap();
+        assert_eq!(
+            report.end,
+            BridgeEnd::AgentFailed(AgentFailure::Lost {
+                frame: Some((1000, String::new())),
+                last_error: Some(AgentError {
+                    code: AgentErrorCode::InvalidAudio,
+                    message: "bad base64".into()
+                })
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_silent_while_the_callee_talks_is_a_failure() {
+        let mut o = start_with(&NoTools, Duration::from_secs(600), Duration::from_secs(10));
+        ready(&mut o).await;
+        for _ in 0..20 * 50 {
+            media(&o);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if o.handle.is_finished() {
+                break;
+            }
+        }
+        let report = o.handle.await.unwrap();
+        assert_eq!(
+            report.end,
+            BridgeEnd::AgentFailed(AgentFailure::Silent(Duration::from_secs(10)))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_agent_is_no_failure_while_it_answers_or_nothing_is_heard() {
+        let mut o = start_with(&NoTools, Duration::from_secs(60), Duration::from_secs(10));
+        ready(&mut o).await;
+        // Audio flows, and the agent speaks every few seconds: never silent for 10 s.
+        for i in 0..30 * 50 {
+            media(&o);
+            if i % 250 == 0 {
+                send(&o.agent, json!({"type":"input.speech.started"}));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!o.handle.is_finished());
+        // Then no audio at all since the agent's last event (the stream paused): its silence
+        // proves nothing, and the call runs to its time limit.
+        send(&o.agent, json!({"type":"input.speech.stopped"}));
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::TimeLimit);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_time_limit_ends_the_bridge_by_itself() {
+        let mut o = start_with(&NoTools, Duration::from_secs(30), Duration::from_secs(600));
+        ready(&mut o).await;
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::TimeLimit);
+        // The agent session is ended explicitly.
+        assert_eq!(next_json(&mut o.agent).await["type"], "session.end");
     }
 }

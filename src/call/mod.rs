@@ -2,6 +2,7 @@
 
 pub mod bridge;
 pub mod dialer;
+pub mod ending;
 pub mod registry;
 pub mod service;
 pub mod state;

@@ -5,6 +5,7 @@
 
 use super::bridge::{self, BridgeEnd, BridgeReport, BridgeSetup, SetupFailure};
 use super::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
+use super::ending::{AtTwilio, Ending};
 use super::registry::{CallSignal, IncomingStream, Registry, StatusUpdate};
 use super::state::{CallState, Input};
 use crate::agent;
@@ -21,7 +22,9 @@ use futures_util::SinkExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Waits that shape a call's life; shortened in tests.
 #[derive(Debug, Clone)]
@@ -34,8 +37,13 @@ pub struct Timings {
     pub final_status: Duration,
     /// For the Media Stream once the call is answered (a wrong PUBLIC_URL shows up here).
     pub stream_after_answer: Duration,
-    /// How often to ask the API about a call whose callbacks have gone quiet.
+    /// How long callbacks may be quiet before the API is asked about the call (while the
+    /// Media Stream is bridged the conversation itself shows the call is live).
     pub poll_every: Duration,
+    /// How long the agent may send nothing while the callee's audio flows before the session
+    /// is taken for dead. The agent answers every turn and prompts a silent callee well
+    /// within this.
+    pub agent_silence: Duration,
 }
 
 impl Default for Timings {
@@ -46,6 +54,7 @@ impl Default for Timings {
             final_status: Duration::from_secs(15),
             stream_after_answer: Duration::from_secs(20),
             poll_every: Duration::from_secs(20),
+            agent_silence: Duration::from_secs(45),
         }
     }
 }
@@ -104,7 +113,8 @@ impl CallService {
     }
 }
 
-/// What one call has gathered so far.
+/// What one call has gathered so far: its state machine, what Twilio told about it, and the
+/// times its waits count from.
 struct Call<'a> {
     req: &'a CallRequest,
     to: String,
@@ -117,9 +127,54 @@ struct Call<'a> {
     bridge: Option<BridgeReport>,
     /// Highest callback sequence number seen, to tell stale callbacks from new ones.
     last_sequence: Option<u32>,
+    /// When the call was created, answered, began ending, and last heard of.
+    created: TokioInstant,
+    answered_since: Option<TokioInstant>,
+    ending_since: Option<TokioInstant>,
+    last_heard: TokioInstant,
+    /// Spreads the calls' status checks so that they do not all fall due at once.
+    poll_jitter: Duration,
 }
 
-impl Call<'_> {
+/// What a call's next timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The time limit (with a little grace: the bridge enforces the limit itself).
+    TimeLimit,
+    /// Ending, but Twilio's final status is late.
+    FinalOverdue,
+    /// Answered, but the Media Stream has not come.
+    StreamMissing,
+    /// No callback for a while: ask the API.
+    CallbacksQuiet,
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        req: &'a CallRequest,
+        events: &'a mpsc::UnboundedSender<CallEvent>,
+        poll: Duration,
+    ) -> Self {
+        let now = TokioInstant::now();
+        Self {
+            req,
+            to: req.to.to_string(),
+            state: CallState::Placing,
+            events,
+            answered_at: None,
+            answered_by: None,
+            duration_secs: None,
+            error: None,
+            bridge: None,
+            last_sequence: None,
+            created: now,
+            answered_since: None,
+            ending_since: None,
+            last_heard: now,
+            poll_jitter: poll.mul_f64(rand::random::<f64>() / 4.0),
+        }
+    }
+
     fn apply(&mut self, input: Input) {
         let current = std::mem::replace(&mut self.state, CallState::Placing);
         self.state = match current.clone().next(input) {
@@ -129,27 +184,58 @@ impl Call<'_> {
                 current
             }
         };
+        let now = TokioInstant::now();
+        match self.state {
+            CallState::Answered { .. } => {
+                self.answered_since.get_or_insert(now);
+            }
+            CallState::Ending { .. } => {
+                self.ending_since.get_or_insert(now);
+            }
+            _ => {}
+        }
     }
 
     fn emit(&self, event: CallEvent) {
         let _ = self.events.send(event);
     }
 
-    fn end(&mut self, by: EndedBy, reason: impl Into<String>) {
+    fn is_ending(&self) -> bool {
+        matches!(self.state, CallState::Ending { .. })
+    }
+
+    /// Record why the call ends (the first error wins) and ask the state machine to end it.
+    fn finish(&mut self, ending: &Ending) {
+        if self.error.is_none() {
+            self.error = ending.error.clone();
+        }
         self.apply(Input::EndRequested {
-            by,
-            reason: reason.into(),
+            by: ending.by,
+            reason: ending.reason.clone(),
         });
     }
 
-    fn fail(&mut self, code: Option<String>, message: String) {
-        if self.error.is_none() {
-            self.error = Some(OutcomeError {
-                code,
-                message: message.clone(),
-            });
+    /// The next timer, and what it is for.
+    fn next_wake(&self, timings: &Timings) -> (TokioInstant, Wake) {
+        let mut wakes = vec![(
+            self.last_heard + timings.poll_every + self.poll_jitter,
+            Wake::CallbacksQuiet,
+        )];
+        if let Some(since) = self.ending_since {
+            wakes.push((since + timings.final_status, Wake::FinalOverdue));
+        } else {
+            wakes.push((
+                self.created + self.req.time_limit + TIME_LIMIT_GRACE,
+                Wake::TimeLimit,
+            ));
         }
-        self.end(EndedBy::Error, message);
+        if let (CallState::Answered { .. }, Some(since)) = (&self.state, self.answered_since) {
+            wakes.push((since + timings.stream_after_answer, Wake::StreamMissing));
+        }
+        wakes
+            .into_iter()
+            .min_by_key(|(at, _)| *at)
+            .unwrap_or((self.last_heard + timings.poll_every, Wake::CallbacksQuiet))
     }
 
     fn on_status(&mut self, u: StatusUpdate) {
@@ -172,27 +258,16 @@ impl Call<'_> {
             to: self.to.clone(),
             status: u.status.clone(),
         });
-        match &u.status {
-            CallStatus::Ringing => self.apply(Input::Ringing),
-            CallStatus::InProgress => {
-                self.answered_at.get_or_insert_with(Instant::now);
-                self.apply(Input::Answered);
-            }
-            s => {
-                if let Some(status) = s.final_status() {
-                    if let (Some(code), None) = (&u.error_code, &self.error) {
-                        self.error = Some(OutcomeError {
-                            code: Some(code.clone()),
-                            message: u
-                                .error_message
-                                .clone()
-                                .unwrap_or_else(|| format!("Twilio error {code}")),
-                        });
-                    }
-                    self.apply(Input::Final { status });
-                }
-            }
+        if let (Some(code), None, true) = (&u.error_code, &self.error, u.status.is_final()) {
+            self.error = Some(OutcomeError {
+                code: Some(code.clone()),
+                message: u
+                    .error_message
+                    .clone()
+                    .unwrap_or_else(|| format!("Twilio error {code}")),
+            });
         }
+        self.on_call_status(&u.status);
     }
 
     fn on_snapshot(&mut self, call: &CallResource) {
@@ -202,12 +277,16 @@ impl Call<'_> {
         if call.answered_by.is_some() && self.answered_by.is_none() {
             self.answered_by = call.answered_by.clone();
         }
-        match &call.status {
+        self.on_call_status(&call.status);
+    }
+
+    fn on_call_status(&mut self, status: &CallStatus) {
+        match status {
+            CallStatus::Ringing => self.apply(Input::Ringing),
             CallStatus::InProgress => {
                 self.answered_at.get_or_insert_with(Instant::now);
                 self.apply(Input::Answered);
             }
-            CallStatus::Ringing => self.apply(Input::Ringing),
             s => {
                 if let Some(status) = s.final_status() {
                     self.apply(Input::Final { status });
@@ -216,7 +295,7 @@ impl Call<'_> {
         }
     }
 
-    fn outcome(self) -> Outcome {
+    fn outcome(self, call_sid: Option<String>) -> Outcome {
         let (status, ended_by, reason) = match &self.state {
             CallState::Ended { status, by, reason } => (*status, *by, reason.clone()),
             CallState::Ending {
@@ -238,18 +317,12 @@ impl Call<'_> {
                 format!("call left in state {}", other.name()),
             ),
         };
-        let bridge = self.bridge.unwrap_or(BridgeReport {
-            end: BridgeEnd::Cancelled,
-            session_id: None,
-            transcript: Vec::new(),
-            disposition: None,
-            opted_out: false,
-            bad_frames: 0,
-            clears: 0,
-        });
+        let bridge = self
+            .bridge
+            .unwrap_or_else(|| BridgeReport::empty(BridgeEnd::Cancelled));
         Outcome {
             to: self.to,
-            call_sid: None,
+            call_sid,
             status,
             duration_secs: self.duration_secs,
             answered_by: self.answered_by,
@@ -263,7 +336,20 @@ impl Call<'_> {
     }
 }
 
+/// The follow loop's own time limit trails the bridge's, which ends the conversation on time.
+const TIME_LIMIT_GRACE: Duration = Duration::from_secs(5);
+
 impl CallService {
+    /// Carry out an ending: record it, then do at Twilio what it needs.
+    async fn end(&self, call: &mut Call<'_>, ending: Ending) {
+        call.finish(&ending);
+        match ending.at_twilio {
+            AtTwilio::HangUp => self.hang_up(call).await,
+            // The stream is closed after the bridge; the final-status wait checks the rest.
+            AtTwilio::Apologise | AtTwilio::Nothing => {}
+        }
+    }
+
     async fn hang_up(&self, call: &mut Call<'_>) {
         let Some(sid) = call.state.sid().map(str::to_string) else {
             return;
@@ -275,23 +361,38 @@ impl CallService {
         }
     }
 
-    /// Bridge an answered call's stream to a new agent session.
+    /// Twilio's final status is late: ask for it; a call still live is hung up and asked
+    /// about again, so that no call we placed outlives our record of it.
+    async fn confirm_end(&self, call: &mut Call<'_>, sid: &str) {
+        match self.twilio.fetch_call(sid).await {
+            Ok(Some(resource)) => call.on_snapshot(&resource),
+            Ok(None) => call.apply(Input::Final {
+                status: FinalStatus::Completed,
+            }),
+            Err(e) => tracing::warn!(error = %e, "cannot fetch the call's final status"),
+        }
+        if !call.state.is_ended() {
+            self.hang_up(call).await;
+        }
+        if !call.state.is_ended() {
+            tracing::warn!("Twilio has not confirmed the end of the call; recording it as ended");
+            let status = if call.answered_at.is_some() {
+                FinalStatus::Completed
+            } else {
+                FinalStatus::Failed
+            };
+            call.apply(Input::Final { status });
+        }
+    }
+
+    /// Bridge an answered call's stream to a new agent session, then end the call as the
+    /// bridge's end requires.
     async fn bridge(
         &self,
         call: &mut Call<'_>,
         incoming: IncomingStream,
         cancel: &CancellationToken,
-        time_limit: tokio::time::Instant,
     ) {
-        // The bridge stops for the operator or at the time limit, whichever comes first.
-        let stop = cancel.child_token();
-        let timer = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(time_limit).await;
-                stop.cancel();
-            })
-        };
         call.apply(Input::StreamStarted);
         call.answered_at.get_or_insert_with(Instant::now);
         let IncomingStream {
@@ -314,6 +415,8 @@ impl CallService {
                     answered_at: call.answered_at.unwrap_or_else(Instant::now),
                     setup_timeout: self.timings.agent_setup,
                     mark_timeout: self.timings.goodbye_mark,
+                    deadline: TokioInstant::now() + call.req.time_limit,
+                    agent_silence: self.timings.agent_silence,
                 };
                 bridge::run(
                     &mut t_in,
@@ -322,95 +425,36 @@ impl CallService {
                     &mut a_out,
                     &setup,
                     call.events,
-                    &stop,
+                    cancel,
                 )
                 .await
             }
-            Err(e) => BridgeReport {
-                end: BridgeEnd::SetupFailed(SetupFailure::Connect(e)),
-                session_id: None,
-                transcript: Vec::new(),
-                disposition: None,
-                opted_out: false,
-                bad_frames: 0,
-                clears: 0,
-            },
+            Err(e) => BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
         };
-        timer.abort();
         if let Some(session_id) = &report.session_id {
             call.apply(Input::AgentReady {
                 session_id: session_id.clone(),
             });
         }
-        let end = report.end.clone();
+        let ending = Ending::after_bridge(&report.end, call.req.time_limit);
         call.bridge = Some(report);
-        match end {
-            BridgeEnd::CalleeHungUp => call.end(EndedBy::Callee, "callee hung up"),
-            BridgeEnd::AgentEndedCall => {
-                call.end(EndedBy::Agent, "agent ended the call");
-                self.hang_up(call).await;
-            }
-            BridgeEnd::AgentClosed { error: None } => {
-                call.end(EndedBy::Agent, "agent session ended");
-                self.hang_up(call).await;
-            }
-            BridgeEnd::AgentClosed { error: Some(error) } => {
-                call.fail(Some(error.code.to_string()), error.to_string());
-            }
-            BridgeEnd::SetupFailed(failure) => {
-                call.fail(Some(failure.code().to_string()), failure.to_string());
-            }
-            BridgeEnd::StreamClosed => {
-                call.fail(None, "Twilio closed the media stream unexpectedly".into());
-                self.hang_up(call).await;
-            }
-            BridgeEnd::Cancelled => {
-                if cancel.is_cancelled() {
-                    call.end(EndedBy::Operator, "interrupted by the operator");
-                } else {
-                    let secs = call.req.time_limit.as_secs();
-                    call.end(
-                        EndedBy::TimeLimit,
-                        format!("time limit of {secs} s reached"),
-                    );
-                }
-                self.hang_up(call).await;
-            }
-        }
-        // Closing our side of a stream that is still open lets Twilio's fallback TwiML
-        // apologise to the callee when the agent failed; after a hang-up it is a no-op.
+        self.end(call, ending).await;
+        // Closing our side of a stream that is still open lets the callee hear the apology
+        // our TwiML carries after it; after a hang-up it is a no-op.
         let _ = t_out
             .send(Frame::Close(Some((1000, "bridge ended".into()))))
             .await;
     }
-}
 
-impl CallService {
-    /// Create the call and follow it until Twilio reports its final status.
-    async fn follow(
+    /// Ask Twilio to place the call: its SID, or `None` for a number that cannot be called
+    /// (the call's outcome then says why).
+    async fn create(
         &self,
-        req: &CallRequest,
+        call: &mut Call<'_>,
         token: &str,
         twiml: &str,
-        mut signals: mpsc::UnboundedReceiver<CallSignal>,
-        events: &mpsc::UnboundedSender<CallEvent>,
-        cancel: &CancellationToken,
-    ) -> Result<Outcome, DialError> {
-        let mut call = Call {
-            req,
-            to: req.to.to_string(),
-            state: CallState::Placing,
-            events,
-            answered_at: None,
-            answered_by: None,
-            duration_secs: None,
-            error: None,
-            bridge: None,
-            last_sequence: None,
-        };
-        call.emit(CallEvent::Dialing {
-            to: call.to.clone(),
-        });
+    ) -> Result<Option<String>, DialError> {
+        let req = call.req;
         let status_url = self.endpoints.urls.status(token);
         let amd_url = self.endpoints.urls.amd(token);
         let new_call = NewCall {
@@ -422,9 +466,18 @@ impl CallService {
             time_limit_secs: req.time_limit.as_secs().max(1),
             amd_callback: req.machine_detection.then_some(amd_url.as_str()),
         };
-        let created = match self.twilio.create_call(&new_call).await {
-            Ok(created) => created,
-            Err(e) if e.is_configuration() || e.is_transient() => return Err(dial_error(e)),
+        match self.twilio.create_call(&new_call).await {
+            Ok(created) => {
+                call.apply(Input::Created {
+                    sid: created.sid.clone(),
+                });
+                call.emit(CallEvent::Created {
+                    to: call.to.clone(),
+                    call_sid: created.sid.clone(),
+                });
+                Ok(Some(created.sid))
+            }
+            Err(e) if e.is_configuration() || e.is_transient() => Err(dial_error(e)),
             Err(e) => {
                 // This number cannot be called (invalid, unreachable, blocked): an outcome.
                 call.error = Some(OutcomeError {
@@ -434,106 +487,76 @@ impl CallService {
                 call.apply(Input::Rejected {
                     reason: e.to_string(),
                 });
-                return Ok(call.outcome());
-            }
-        };
-        let sid = created.sid.clone();
-        call.apply(Input::Created { sid: sid.clone() });
-        call.emit(CallEvent::Created {
-            to: call.to.clone(),
-            call_sid: sid.clone(),
-        });
-
-        let time_limit = tokio::time::sleep(req.time_limit + Duration::from_secs(5));
-        tokio::pin!(time_limit);
-        let mut poll = tokio::time::interval(self.timings.poll_every);
-        poll.reset();
-        let mut ending_since: Option<tokio::time::Instant> = None;
-        let mut answered_since: Option<tokio::time::Instant> = None;
-        let mut operator_asked = false;
-        while !call.state.is_ended() {
-            if ending_since.is_none() && matches!(call.state, CallState::Ending { .. }) {
-                ending_since = Some(tokio::time::Instant::now());
-            }
-            if answered_since.is_none() && matches!(call.state, CallState::Answered { .. }) {
-                answered_since = Some(tokio::time::Instant::now());
-            }
-            let final_wait = sleep_opt(ending_since.map(|t| t + self.timings.final_status));
-            let stream_wait = sleep_opt(
-                answered_since
-                    .filter(|_| matches!(call.state, CallState::Answered { .. }))
-                    .map(|t| t + self.timings.stream_after_answer),
-            );
-            tokio::select! {
-                () = cancel.cancelled(), if !operator_asked => {
-                    operator_asked = true;
-                    call.end(EndedBy::Operator, "interrupted by the operator");
-                    self.hang_up(&mut call).await;
-                }
-                () = &mut time_limit => {
-                    call.end(EndedBy::TimeLimit, format!("time limit of {} s reached", req.time_limit.as_secs()));
-                    self.hang_up(&mut call).await;
-                    // Do not hang up twice.
-                    time_limit.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400));
-                }
-                () = final_wait => {
-                    // The final callback is late or lost: ask the API, then give up waiting.
-                    match self.twilio.fetch_call(&sid).await {
-                        Ok(Some(resource)) => call.on_snapshot(&resource),
-                        Ok(None) => call.apply(Input::Final { status: FinalStatus::Completed }),
-                        Err(e) => tracing::warn!(error = %e, "cannot fetch the call's final status"),
-                    }
-                    if !call.state.is_ended() {
-                        let status = if call.answered_at.is_some() { FinalStatus::Completed } else { FinalStatus::Failed };
-                        call.apply(Input::Final { status });
-                    }
-                }
-                () = stream_wait => {
-                    call.fail(None, format!(
-                        "the call was answered but Twilio did not open the media stream within {} s; check that PUBLIC_URL ({}) reaches this machine over HTTPS",
-                        self.timings.stream_after_answer.as_secs(),
-                        self.endpoints.urls.base(),
-                    ));
-                    self.hang_up(&mut call).await;
-                }
-                _ = poll.tick() => {
-                    // Callbacks can be lost (a wrong PUBLIC_URL, a tunnel restart): the API
-                    // always knows.
-                    if let Ok(Some(resource)) = self.twilio.fetch_call(&sid).await {
-                        call.on_snapshot(&resource);
-                    }
-                }
-                signal = signals.recv() => match signal {
-                    Some(CallSignal::Status(update)) => call.on_status(update),
-                    Some(CallSignal::AnsweredBy(answered_by)) => {
-                        call.emit(CallEvent::AnsweredBy { to: call.to.clone(), answered_by: answered_by.clone() });
-                        call.answered_by = Some(answered_by);
-                    }
-                    Some(CallSignal::Stream(incoming)) => {
-                        if matches!(call.state, CallState::Ending { .. }) {
-                            drop(incoming);
-                        } else {
-                            let deadline = tokio::time::Instant::now() + req.time_limit;
-                            self.bridge(&mut call, incoming, cancel, deadline).await;
-                            // The bridge already hung up for the operator.
-                            operator_asked |= cancel.is_cancelled();
-                        }
-                    }
-                    // The registry keeps the sender until this call is removed, after this loop.
-                    None => call.apply(Input::Final { status: FinalStatus::Failed }),
-                },
+                Ok(None)
             }
         }
-        let mut outcome = call.outcome();
-        outcome.call_sid = Some(sid);
-        Ok(outcome)
     }
-}
 
-async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+    /// Create the call and follow it until Twilio reports its final status.
+    async fn follow(
+        &self,
+        req: &CallRequest,
+        token: &str,
+        twiml: &str,
+        mut signals: mpsc::UnboundedReceiver<CallSignal>,
+        events: &mpsc::UnboundedSender<CallEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, DialError> {
+        let mut call = Call::new(req, events, self.timings.poll_every);
+        call.emit(CallEvent::Dialing {
+            to: call.to.clone(),
+        });
+        let Some(sid) = self.create(&mut call, token, twiml).await? else {
+            return Ok(call.outcome(None));
+        };
+        tracing::Span::current().record("sid", sid.as_str());
+        while !call.state.is_ended() {
+            let (at, wake) = call.next_wake(&self.timings);
+            tokio::select! {
+                () = cancel.cancelled(), if !call.is_ending() => {
+                    self.end(&mut call, Ending::operator()).await;
+                }
+                () = tokio::time::sleep_until(at) => match wake {
+                    Wake::TimeLimit => self.end(&mut call, Ending::time_limit(req.time_limit)).await,
+                    Wake::FinalOverdue => self.confirm_end(&mut call, &sid).await,
+                    Wake::StreamMissing => {
+                        let ending = Ending::no_stream(
+                            self.timings.stream_after_answer,
+                            self.endpoints.urls.base(),
+                        );
+                        self.end(&mut call, ending).await;
+                    }
+                    Wake::CallbacksQuiet => {
+                        // Callbacks can be lost (a wrong PUBLIC_URL, a tunnel restart): the
+                        // API always knows.
+                        call.last_heard = TokioInstant::now();
+                        if let Ok(Some(resource)) = self.twilio.fetch_call(&sid).await {
+                            call.on_snapshot(&resource);
+                        }
+                    }
+                },
+                signal = signals.recv() => {
+                    call.last_heard = TokioInstant::now();
+                    match signal {
+                        Some(CallSignal::Status(update)) => call.on_status(update),
+                        Some(CallSignal::AnsweredBy(answered_by)) => {
+                            call.emit(CallEvent::AnsweredBy { to: call.to.clone(), answered_by: answered_by.clone() });
+                            call.answered_by = Some(answered_by);
+                        }
+                        // A stream for a call that is already ending is dropped, which closes it.
+                        Some(CallSignal::Stream(incoming)) if !call.is_ending() => {
+                            self.bridge(&mut call, incoming, cancel).await;
+                            // The conversation took its time: callbacks are not overdue.
+                            call.last_heard = TokioInstant::now();
+                        }
+                        Some(CallSignal::Stream(_)) => {}
+                        // The registry keeps the sender until this call is removed, after this loop.
+                        None => call.apply(Input::Final { status: FinalStatus::Failed }),
+                    }
+                }
+            }
+        }
+        Ok(call.outcome(Some(sid)))
     }
 }
 
@@ -547,8 +570,11 @@ impl Dialer for CallService {
         let (token, signals) = self.registry.register();
         // The stream URL is the same for every call; the token tells the server whose it is.
         let twiml = twiml::connect_stream(&self.endpoints.urls.media(), &[("token", &token)]);
+        // Every log line of this call says which call it is; the SID is added once known.
+        let span = tracing::warn_span!("call", to = %req.to.masked(), sid = tracing::field::Empty);
         let result = self
             .follow(&req, &token, &twiml, signals, &events, &cancel)
+            .instrument(span)
             .await;
         self.registry.remove(&token);
         let outcome = result?;
@@ -603,5 +629,98 @@ fn dial_error(e: TwilioError) -> DialError {
         code: e.code(),
         transient: e.is_transient(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::AgentConfig;
+    use crate::call::tools::NoTools;
+
+    fn request() -> CallRequest {
+        CallRequest {
+            to: E164::parse("+12025550100").unwrap(),
+            agent: AgentConfig::default(),
+            tools: Arc::new(NoTools),
+            ring_timeout: Duration::from_secs(30),
+            time_limit: Duration::from_secs(600),
+            machine_detection: false,
+        }
+    }
+
+    fn timings() -> Timings {
+        Timings {
+            poll_every: Duration::from_secs(20),
+            final_status: Duration::from_secs(15),
+            stream_after_answer: Duration::from_secs(20),
+            ..Timings::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_call_is_asked_about_and_the_time_limit_waits_its_turn() {
+        let req = request();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut call = Call::new(&req, &tx, Duration::from_secs(20));
+        call.poll_jitter = Duration::ZERO;
+        call.apply(Input::Created { sid: "CA1".into() });
+        let (at, wake) = call.next_wake(&timings());
+        assert_eq!(wake, Wake::CallbacksQuiet);
+        assert_eq!(at, call.created + Duration::from_secs(20));
+        // A callback just arrived: not overdue before another 20 s.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        call.last_heard = TokioInstant::now();
+        assert_eq!(
+            call.next_wake(&timings()).0,
+            call.last_heard + Duration::from_secs(20)
+        );
+        // Near the end of the limit, the limit comes first.
+        call.last_heard = call.created + Duration::from_secs(600);
+        assert_eq!(call.next_wake(&timings()).1, Wake::TimeLimit);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answered_waits_for_the_stream_and_ending_waits_for_the_final_status() {
+        let req = request();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut call = Call::new(&req, &tx, Duration::from_secs(20));
+        call.poll_jitter = Duration::ZERO;
+        call.apply(Input::Created { sid: "CA1".into() });
+        tokio::time::advance(Duration::from_secs(3)).await;
+        call.on_call_status(&CallStatus::InProgress);
+        let answered = call.answered_since.unwrap();
+        call.last_heard = answered;
+        assert_eq!(
+            call.next_wake(&timings()),
+            (answered + Duration::from_secs(20), Wake::CallbacksQuiet),
+            "the poll and the stream wait fall together; either finds the truth"
+        );
+        call.last_heard = answered + Duration::from_secs(5);
+        assert_eq!(
+            call.next_wake(&timings()),
+            (answered + Duration::from_secs(20), Wake::StreamMissing)
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        call.finish(&Ending::operator());
+        let ending = call.ending_since.unwrap();
+        assert_eq!(
+            call.next_wake(&timings()),
+            (ending + Duration::from_secs(15), Wake::FinalOverdue)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_error_of_a_call_is_the_one_recorded() {
+        let req = request();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut call = Call::new(&req, &tx, Duration::from_secs(20));
+        call.apply(Input::Created { sid: "CA1".into() });
+        call.on_call_status(&CallStatus::InProgress);
+        call.finish(&Ending::no_stream(Duration::from_secs(20), "https://x"));
+        call.finish(&Ending::operator());
+        let outcome = call.outcome(Some("CA1".into()));
+        assert_eq!(outcome.ended_by, EndedBy::Error);
+        assert!(outcome.error.unwrap().message.contains("https://x"));
     }
 }

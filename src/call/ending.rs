@@ -1,0 +1,200 @@
+//! How a call ends, decided without I/O: who ended it, why, what the outcome records as its
+//! error, and what must still be done at Twilio. The call service acts on these decisions;
+//! every rule lives here, beside the state machine, and is unit-tested.
+
+use super::bridge::BridgeEnd;
+use crate::events::{EndedBy, OutcomeError};
+use std::time::Duration;
+
+/// What the call still needs from Twilio once it is ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtTwilio {
+    /// Twilio ended it already (the callee hung up).
+    Nothing,
+    /// End it now through the API.
+    HangUp,
+    /// Close our side of the stream so the callee hears the apology our TwiML carries after
+    /// it; if Twilio does not end the call by itself, the wait for its final status hangs it up.
+    Apologise,
+}
+
+/// Why and how a call ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub by: EndedBy,
+    pub reason: String,
+    /// Recorded in the outcome (the first error of a call wins).
+    pub error: Option<OutcomeError>,
+    pub at_twilio: AtTwilio,
+}
+
+impl Ending {
+    fn new(by: EndedBy, reason: impl Into<String>, at_twilio: AtTwilio) -> Self {
+        Self {
+            by,
+            reason: reason.into(),
+            error: None,
+            at_twilio,
+        }
+    }
+
+    fn failure(code: Option<String>, message: String, at_twilio: AtTwilio) -> Self {
+        Self {
+            by: EndedBy::Error,
+            reason: message.clone(),
+            error: Some(OutcomeError { code, message }),
+            at_twilio,
+        }
+    }
+
+    /// The operator (Ctrl-C, the API, shutdown) asked.
+    pub fn operator() -> Self {
+        Self::new(
+            EndedBy::Operator,
+            "interrupted by the operator",
+            AtTwilio::HangUp,
+        )
+    }
+
+    pub fn time_limit(limit: Duration) -> Self {
+        Self::new(
+            EndedBy::TimeLimit,
+            format!("time limit of {} s reached", limit.as_secs()),
+            AtTwilio::HangUp,
+        )
+    }
+
+    /// Answered, but no Media Stream came: our public URL does not reach us.
+    pub fn no_stream(waited: Duration, public_url: &str) -> Self {
+        Self::failure(
+            None,
+            format!(
+                "the call was answered but Twilio did not open the media stream within {} s; check that PUBLIC_URL ({public_url}) reaches this machine over HTTPS",
+                waited.as_secs()
+            ),
+            AtTwilio::HangUp,
+        )
+    }
+
+    /// What the bridge's end means for the call.
+    pub fn after_bridge(end: &BridgeEnd, time_limit: Duration) -> Self {
+        match end {
+            BridgeEnd::CalleeHungUp => {
+                Self::new(EndedBy::Callee, "callee hung up", AtTwilio::Nothing)
+            }
+            BridgeEnd::AgentEndedCall => {
+                Self::new(EndedBy::Agent, "agent ended the call", AtTwilio::HangUp)
+            }
+            BridgeEnd::AgentEnded => {
+                Self::new(EndedBy::Agent, "agent session ended", AtTwilio::HangUp)
+            }
+            BridgeEnd::AgentFailed(failure) => Self::failure(
+                Some(failure.code().to_string()),
+                failure.to_string(),
+                AtTwilio::Apologise,
+            ),
+            BridgeEnd::SetupFailed(failure) => Self::failure(
+                Some(failure.code().to_string()),
+                failure.to_string(),
+                AtTwilio::Apologise,
+            ),
+            BridgeEnd::StreamClosed => Self::failure(
+                None,
+                "Twilio closed the media stream unexpectedly".into(),
+                AtTwilio::HangUp,
+            ),
+            BridgeEnd::TimeLimit => Self::time_limit(time_limit),
+            BridgeEnd::Cancelled => Self::operator(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::protocol::{AgentError, AgentErrorCode};
+    use crate::call::bridge::{AgentFailure, SetupFailure};
+
+    const LIMIT: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn only_the_agents_own_end_is_a_normal_end() {
+        for end in [BridgeEnd::AgentEndedCall, BridgeEnd::AgentEnded] {
+            let e = Ending::after_bridge(&end, LIMIT);
+            assert_eq!((e.by, e.at_twilio), (EndedBy::Agent, AtTwilio::HangUp));
+            assert!(e.error.is_none());
+        }
+        let failures = [
+            AgentFailure::Lost {
+                frame: None,
+                last_error: None,
+            },
+            AgentFailure::Lost {
+                frame: Some((1011, "internal error".into())),
+                last_error: None,
+            },
+            AgentFailure::Silent(Duration::from_secs(45)),
+            AgentFailure::Error(AgentError {
+                code: AgentErrorCode::SessionExpired,
+                message: "too long".into(),
+            }),
+        ];
+        for failure in failures {
+            let e = Ending::after_bridge(&BridgeEnd::AgentFailed(failure.clone()), LIMIT);
+            assert_eq!(e.by, EndedBy::Error, "{failure}");
+            let error = e.error.expect("an agent failure is an error");
+            assert_eq!(error.code.as_deref(), Some(failure.code()));
+            assert_eq!(error.message, failure.to_string());
+            assert_eq!(e.at_twilio, AtTwilio::Apologise);
+        }
+    }
+
+    #[test]
+    fn every_end_but_the_callees_is_carried_out_at_twilio() {
+        let ends = [
+            BridgeEnd::AgentEndedCall,
+            BridgeEnd::AgentEnded,
+            BridgeEnd::AgentFailed(AgentFailure::Silent(Duration::from_secs(1))),
+            BridgeEnd::SetupFailed(SetupFailure::Timeout(Duration::from_secs(10))),
+            BridgeEnd::StreamClosed,
+            BridgeEnd::TimeLimit,
+            BridgeEnd::Cancelled,
+        ];
+        for end in ends {
+            assert_ne!(
+                Ending::after_bridge(&end, LIMIT).at_twilio,
+                AtTwilio::Nothing,
+                "{end:?}"
+            );
+        }
+        assert_eq!(
+            Ending::after_bridge(&BridgeEnd::CalleeHungUp, LIMIT).at_twilio,
+            AtTwilio::Nothing
+        );
+    }
+
+    #[test]
+    fn setup_failures_keep_their_codes_and_words() {
+        let e = Ending::after_bridge(
+            &BridgeEnd::SetupFailed(SetupFailure::Timeout(Duration::from_secs(10))),
+            LIMIT,
+        );
+        let error = e.error.unwrap();
+        assert_eq!(error.code.as_deref(), Some("timeout"));
+        assert!(error.message.contains("10 s"), "{}", error.message);
+    }
+
+    #[test]
+    fn time_limit_and_operator() {
+        let e = Ending::after_bridge(&BridgeEnd::TimeLimit, LIMIT);
+        assert_eq!(e.by, EndedBy::TimeLimit);
+        assert_eq!(e.reason, "time limit of 600 s reached");
+        assert_eq!(
+            Ending::after_bridge(&BridgeEnd::Cancelled, LIMIT).by,
+            EndedBy::Operator
+        );
+        let e = Ending::no_stream(Duration::from_secs(20), "https://x.example");
+        assert_eq!(e.by, EndedBy::Error);
+        assert!(e.reason.contains("https://x.example"));
+    }
+}

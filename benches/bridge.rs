@@ -3,6 +3,9 @@
 //! of one core. A live call needs 50 frames/s each way; the figure says how many calls one core
 //! could carry on bridging alone. Run: `cargo bench --bench bridge`.
 
+// A benchmark's output is its figures.
+#![allow(clippy::print_stdout)]
+
 use bytes::Bytes;
 use dialer::agent::config::AgentConfig;
 use dialer::call::bridge::{self, BridgeSetup};

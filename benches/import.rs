@@ -4,6 +4,9 @@
 //! Run: `cargo bench --bench import` (or `-- 250000` for another size). Under `cargo test` it
 //! runs on 2,000 leads as a smoke test.
 
+// A benchmark's output is its figures.
+#![allow(clippy::print_stdout)]
+
 use chrono::Utc;
 use dialer::campaign::dnc::DncList;
 use dialer::campaign::leads;

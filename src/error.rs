@@ -72,7 +72,7 @@ impl AppError {
 
     /// The trial agent session before a campaign's first dial failed: settings the service
     /// refused are the user's to fix; anything else (an outage) is not.
-    pub fn nobody_called(e: PreflightError) -> Self {
+    pub(crate) fn nobody_called(e: PreflightError) -> Self {
         let text = format!("{e}; nobody was called");
         match &e {
             PreflightError::Rejected(error) if error.code.is_configuration() => {

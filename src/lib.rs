@@ -35,7 +35,7 @@ pub mod events;
 pub mod phone;
 pub mod report;
 pub mod secret;
-pub mod server;
+pub(crate) mod server;
 pub mod settings;
 pub mod shutdown;
 #[cfg(feature = "simulate")]
@@ -43,5 +43,5 @@ pub mod sim;
 pub mod startup;
 pub mod telemetry;
 pub mod twilio;
-pub mod webhooks;
+pub(crate) mod webhooks;
 pub mod ws;

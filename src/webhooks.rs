@@ -3,11 +3,11 @@
 //! take this value and neither needs to know the other.
 
 /// Path segments under `/twilio/` that the server routes and the URLs name.
-pub mod paths {
-    pub const PREFIX: &str = "twilio";
-    pub const STATUS: &str = "status";
-    pub const AMD: &str = "amd";
-    pub const MEDIA: &str = "media";
+pub(crate) mod paths {
+    pub(crate) const PREFIX: &str = "twilio";
+    pub(crate) const STATUS: &str = "status";
+    pub(crate) const AMD: &str = "amd";
+    pub(crate) const MEDIA: &str = "media";
 }
 
 /// The public base URL and what is derived from it.

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, http};
 
 /// Production endpoint.
-pub const DEFAULT_URL: &str = "wss://agents.assemblyai.com/v1/ws";
+pub(crate) const DEFAULT_URL: &str = "wss://agents.assemblyai.com/v1/ws";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
@@ -24,7 +24,7 @@ pub enum ConnectError {
 }
 
 /// Connect and return the two halves. The session itself is configured by the bridge.
-pub async fn connect(
+pub(crate) async fn connect(
     url: &str,
     api_key: &Secret,
 ) -> Result<(FrameStream, FrameSink), ConnectError> {
@@ -72,7 +72,7 @@ pub enum PreflightError {
 /// dial, so that a rejected key or settings the service refuses (an unknown voice, say) stop it
 /// before anyone is called, rather than on the first callees to answer. The service says
 /// nothing until the first `session.update`, so the trial has to send one.
-pub async fn preflight(
+pub(crate) async fn preflight(
     url: &str,
     api_key: &Secret,
     agent: &AgentConfig,

@@ -1,5 +1,5 @@
 //! The AssemblyAI Voice Agent API: configuration, wire protocol, and the WebSocket client.
 
-pub mod client;
+pub(crate) mod client;
 pub mod config;
-pub mod protocol;
+pub(crate) mod protocol;

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// The encoding Twilio Media Streams carry, named as the Voice Agent API names it.
-pub const PCMU: &str = "audio/pcmu";
+pub(crate) const PCMU: &str = "audio/pcmu";
 
 /// A tool as declared to the Voice Agent (`session.update` → `session.tools`), in the API's
 /// flat form: `{"type":"function","name":…,"description":…,"parameters":…}`.
@@ -76,7 +76,7 @@ struct Format {
 }
 
 /// The first message: configure the session for μ-law in and out, so audio needs no conversion.
-pub fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String {
+pub(crate) fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String {
     ClientMessage::SessionUpdate {
         session: Session {
             system_prompt: &agent.system_prompt,
@@ -96,12 +96,12 @@ pub fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String {
 }
 
 /// Callee audio for the agent: the base64 μ-law payload exactly as Twilio sent it.
-pub fn input_audio(payload: &str) -> String {
+pub(crate) fn input_audio(payload: &str) -> String {
     ClientMessage::InputAudio { audio: payload }.to_json()
 }
 
 /// A tool's answer. `result` travels as a JSON string, as the API requires.
-pub fn tool_result(call_id: &str, result: &Value, is_error: bool) -> String {
+pub(crate) fn tool_result(call_id: &str, result: &Value, is_error: bool) -> String {
     ClientMessage::ToolResult {
         call_id,
         result: result.to_string(),
@@ -111,7 +111,7 @@ pub fn tool_result(call_id: &str, result: &Value, is_error: bool) -> String {
 }
 
 /// Ends the session cleanly: billing stops now instead of after the 30 s resume window.
-pub fn session_end() -> String {
+pub(crate) fn session_end() -> String {
     ClientMessage::SessionEnd.to_json()
 }
 
@@ -270,7 +270,7 @@ pub struct AgentError {
 
 /// How a reply finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyStatus {
+pub(crate) enum ReplyStatus {
     Completed,
     Interrupted,
     /// `cancelled`, `failed` or anything newer.
@@ -279,7 +279,7 @@ pub enum ReplyStatus {
 
 /// An event from the Voice Agent service.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AgentMessage<'a> {
+pub(crate) enum AgentMessage<'a> {
     SessionUpdated,
     SessionReady {
         session_id: String,
@@ -318,7 +318,7 @@ pub enum AgentMessage<'a> {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("not a Voice Agent event: {0}")]
-pub struct AgentParseError(String);
+pub(crate) struct AgentParseError(String);
 
 // Flat rather than a tagged enum: serde buffers tagged enums, which would copy every audio chunk.
 /// A string borrowed from the frame when it has no escapes (`Option<Cow>` alone would copy).
@@ -355,12 +355,13 @@ struct Raw<'a> {
 }
 
 /// Parse one text frame from the service.
-pub fn parse(text: &str) -> Result<AgentMessage<'_>, AgentParseError> {
+#[cfg(test)]
+pub(crate) fn parse(text: &str) -> Result<AgentMessage<'_>, AgentParseError> {
     parse_bytes(text.as_bytes())
 }
 
 /// Parse one text frame from the service, as the bytes that arrived.
-pub fn parse_bytes(text: &[u8]) -> Result<AgentMessage<'_>, AgentParseError> {
+pub(crate) fn parse_bytes(text: &[u8]) -> Result<AgentMessage<'_>, AgentParseError> {
     let raw: Raw<'_> = serde_json::from_slice(text).map_err(|e| AgentParseError(e.to_string()))?;
     Ok(match raw.kind.as_ref() {
         "reply.audio" => AgentMessage::ReplyAudio {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// What the call still needs from Twilio once it is ending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AtTwilio {
+pub(crate) enum AtTwilio {
     /// Twilio ended it already (the callee hung up).
     Nothing,
     /// End it now through the API.
@@ -20,7 +20,7 @@ pub enum AtTwilio {
 
 /// Why and how a call ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ending {
+pub(crate) struct Ending {
     pub by: EndedBy,
     pub reason: String,
     /// Recorded in the outcome (the first error of a call wins).
@@ -48,7 +48,7 @@ impl Ending {
     }
 
     /// The operator (Ctrl-C, the API, shutdown) asked.
-    pub fn operator() -> Self {
+    pub(crate) fn operator() -> Self {
         Self::new(
             EndedBy::Operator,
             "interrupted by the operator",
@@ -56,7 +56,7 @@ impl Ending {
         )
     }
 
-    pub fn time_limit(limit: Duration) -> Self {
+    pub(crate) fn time_limit(limit: Duration) -> Self {
         Self::new(
             EndedBy::TimeLimit,
             format!("time limit of {} s reached", limit.as_secs()),
@@ -65,7 +65,7 @@ impl Ending {
     }
 
     /// Answered, but no Media Stream came: our public URL does not reach us.
-    pub fn no_stream(waited: Duration, public_url: &str) -> Self {
+    pub(crate) fn no_stream(waited: Duration, public_url: &str) -> Self {
         Self::failure(
             None,
             format!(
@@ -77,7 +77,7 @@ impl Ending {
     }
 
     /// What the bridge's end means for the call.
-    pub fn after_bridge(end: &BridgeEnd, time_limit: Duration) -> Self {
+    pub(crate) fn after_bridge(end: &BridgeEnd, time_limit: Duration) -> Self {
         match end {
             BridgeEnd::CalleeHungUp => {
                 Self::new(EndedBy::Callee, "callee hung up", AtTwilio::Nothing)

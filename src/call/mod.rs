@@ -2,8 +2,8 @@
 
 pub mod bridge;
 pub mod dialer;
-pub mod ending;
+pub(crate) mod ending;
 pub mod registry;
 pub mod service;
-pub mod state;
+pub(crate) mod state;
 pub mod tools;

@@ -5,7 +5,7 @@
 use crate::events::{EndedBy, FinalStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallState {
+pub(crate) enum CallState {
     /// The create request is in flight.
     Placing,
     /// Twilio accepted the call (`queued`/`initiated`).
@@ -43,7 +43,7 @@ pub enum CallState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     Created {
         sid: String,
     },
@@ -70,13 +70,13 @@ pub enum Input {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("call in state {state} cannot take {input}")]
-pub struct InvalidTransition {
+pub(crate) struct InvalidTransition {
     pub state: &'static str,
     pub input: &'static str,
 }
 
 impl CallState {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Placing => "placing",
             Self::Queued { .. } => "queued",
@@ -89,7 +89,7 @@ impl CallState {
         }
     }
 
-    pub fn sid(&self) -> Option<&str> {
+    pub(crate) fn sid(&self) -> Option<&str> {
         match self {
             Self::Queued { sid }
             | Self::Ringing { sid }
@@ -101,7 +101,7 @@ impl CallState {
         }
     }
 
-    pub fn is_ended(&self) -> bool {
+    pub(crate) fn is_ended(&self) -> bool {
         matches!(self, Self::Ended { .. })
     }
 
@@ -116,7 +116,7 @@ impl CallState {
     /// The next state. Twilio delivers callbacks as separate requests in no guaranteed order,
     /// so a progress input that arrives after a later stage (ringing after answered) leaves the
     /// state as it is rather than failing.
-    pub fn next(self, input: Input) -> Result<CallState, InvalidTransition> {
+    pub(crate) fn next(self, input: Input) -> Result<CallState, InvalidTransition> {
         use CallState as S;
         use Input as I;
         let invalid = |s: &CallState, i: &Input| InvalidTransition {

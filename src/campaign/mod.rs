@@ -17,11 +17,11 @@ pub mod config;
 pub mod dnc;
 pub mod export;
 pub mod leads;
-pub mod pacing;
+pub(crate) mod pacing;
 pub mod runner;
 pub mod store;
-pub mod template;
-pub mod tools;
+pub(crate) mod template;
+pub(crate) mod tools;
 pub mod window;
 
 use crate::events::CallEvent;

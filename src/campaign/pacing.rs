@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-pub struct Pacer {
+pub(crate) struct Pacer {
     spacing: Duration,
     next: Mutex<Option<Instant>>,
 }
@@ -17,7 +17,7 @@ pub struct Pacer {
 const MARGIN: f64 = 1.05;
 
 impl Pacer {
-    pub fn new(calls_per_second: f64) -> Self {
+    pub(crate) fn new(calls_per_second: f64) -> Self {
         let cps = if calls_per_second > 0.0 {
             calls_per_second
         } else {
@@ -30,7 +30,7 @@ impl Pacer {
     }
 
     /// Wait for this creation's turn. Turns are handed out in order of asking.
-    pub async fn wait_turn(&self) {
+    pub(crate) async fn wait_turn(&self) {
         let mut next = self.next.lock().await;
         let now = Instant::now();
         let at = next.map_or(now, |t| t.max(now));

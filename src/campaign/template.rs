@@ -28,7 +28,7 @@ pub enum TemplateError {
 
 /// The name a CSV header is known by in templates: lowercase, every run of other characters
 /// than letters and digits as one `_`, none at either end (`"First Name"` → `first_name`).
-pub fn var_name(header: &str) -> String {
+pub(crate) fn var_name(header: &str) -> String {
     let mut name = String::with_capacity(header.len());
     let mut gap = false;
     for c in header.chars() {
@@ -46,7 +46,7 @@ pub fn var_name(header: &str) -> String {
 }
 
 /// The variables a template uses, normalised, in order of first use.
-pub fn placeholders(template: &str) -> Vec<String> {
+pub(crate) fn placeholders(template: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for segment in segments(template) {
         if let Segment::Var(name) = segment
@@ -60,7 +60,7 @@ pub fn placeholders(template: &str) -> Vec<String> {
 
 /// Check that every placeholder of `template` (the setting `what`, e.g. `agent.greeting`) names
 /// one of `columns` or `phone`, so a typo is caught before the first call.
-pub fn check(template: &str, columns: &[String], what: &str) -> Result<(), TemplateError> {
+pub(crate) fn check(template: &str, columns: &[String], what: &str) -> Result<(), TemplateError> {
     let known: Vec<String> = columns.iter().map(|c| var_name(c)).collect();
     match placeholders(template)
         .into_iter()
@@ -85,7 +85,7 @@ pub fn check(template: &str, columns: &[String], what: &str) -> Result<(), Templ
 
 /// Fill spoken text (the greeting). Each value is plain text on one line, at most 200
 /// characters; braces in a value are spoken as they are, never expanded.
-pub fn fill_spoken(template: &str, phone: &E164, vars: &[(String, String)]) -> String {
+pub(crate) fn fill_spoken(template: &str, phone: &E164, vars: &[(String, String)]) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     for segment in segments(template) {
         match segment {
@@ -100,7 +100,7 @@ pub fn fill_spoken(template: &str, phone: &E164, vars: &[(String, String)]) -> S
 /// block follows the prompt with every variable as JSON between `<lead_data>` tags, introduced
 /// as data that must never be followed. `<`, `>` and `&` are escaped so no value can close the
 /// block or open another.
-pub fn fill_prompt(template: &str, phone: &E164, vars: &[(String, String)]) -> String {
+pub(crate) fn fill_prompt(template: &str, phone: &E164, vars: &[(String, String)]) -> String {
     let mut out = String::with_capacity(template.len() + 512);
     for segment in segments(template) {
         match segment {

@@ -10,17 +10,17 @@ use crate::phone::E164;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
-pub const RECORD_OUTCOME: &str = "record_outcome";
-pub const OPT_OUT: &str = "opt_out";
+pub(crate) const RECORD_OUTCOME: &str = "record_outcome";
+pub(crate) const OPT_OUT: &str = "opt_out";
 
-pub struct CampaignTools {
+pub(crate) struct CampaignTools {
     to: E164,
     dispositions: Arc<[String]>,
     dnc: Arc<Mutex<DncList>>,
 }
 
 impl CampaignTools {
-    pub fn new(to: E164, dispositions: Arc<[String]>, dnc: Arc<Mutex<DncList>>) -> Self {
+    pub(crate) fn new(to: E164, dispositions: Arc<[String]>, dnc: Arc<Mutex<DncList>>) -> Self {
         Self {
             to,
             dispositions,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Show events until the channel closes.
-pub async fn show(mut events: mpsc::UnboundedReceiver<CallEvent>, printer: Printer) {
+pub(crate) async fn show(mut events: mpsc::UnboundedReceiver<CallEvent>, printer: Printer) {
     let style = printer.style();
     let bar = (style == Style::Live).then(|| {
         let bar = printer.bars().add(ProgressBar::new_spinner());

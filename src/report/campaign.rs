@@ -19,7 +19,7 @@ const SHOWN_CALLS: usize = 20;
 const SAID_CHARS: usize = 60;
 
 /// Show events until the channel closes.
-pub async fn show(mut events: mpsc::UnboundedReceiver<CampaignEvent>, printer: Printer) {
+pub(crate) async fn show(mut events: mpsc::UnboundedReceiver<CampaignEvent>, printer: Printer) {
     match printer.style() {
         Style::Json => {
             while let Some(event) = events.recv().await {
@@ -46,7 +46,7 @@ pub async fn show(mut events: mpsc::UnboundedReceiver<CampaignEvent>, printer: P
 }
 
 /// The closing table: leads per status, dispositions, attempts, connect rate, talk time, cost.
-pub fn summary_table(summary: &Summary) -> String {
+pub(crate) fn summary_table(summary: &Summary) -> String {
     let mut rows = vec![("leads".to_string(), summary.leads.to_string())];
     rows.extend(
         summary

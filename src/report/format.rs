@@ -2,11 +2,11 @@
 
 use crate::events::{EndedBy, Outcome, Speaker, TranscriptLine};
 
-pub fn duration(secs: u64) -> String {
+pub(crate) fn duration(secs: u64) -> String {
     format!("{}:{:02}", secs / 60, secs % 60)
 }
 
-pub fn line(l: &TranscriptLine) -> String {
+pub(crate) fn line(l: &TranscriptLine) -> String {
     let who = match l.speaker {
         Speaker::Agent => "agent ",
         Speaker::Callee => "callee",
@@ -15,7 +15,7 @@ pub fn line(l: &TranscriptLine) -> String {
     format!("  {who} › {}{cut}", l.text)
 }
 
-pub fn ended_by(by: EndedBy) -> &'static str {
+pub(crate) fn ended_by(by: EndedBy) -> &'static str {
     match by {
         EndedBy::Callee => "the callee",
         EndedBy::Agent => "the agent",
@@ -27,7 +27,7 @@ pub fn ended_by(by: EndedBy) -> &'static str {
 }
 
 /// The one-line summary of a call.
-pub fn outcome(o: &Outcome) -> String {
+pub(crate) fn outcome(o: &Outcome) -> String {
     let mut parts = vec![o.status.as_str().to_string()];
     if let Some(d) = o.duration_secs {
         parts.push(duration(d));

@@ -2,9 +2,9 @@
 //! output is not a terminal, or one JSON object per line for scripts. The core emits events
 //! and never knows how they are shown.
 
-pub mod call;
-pub mod campaign;
-pub mod format;
+pub(crate) mod call;
+pub(crate) mod campaign;
+pub(crate) mod format;
 mod printer;
 
 pub use printer::{LogWriter, Printer};

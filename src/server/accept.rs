@@ -15,7 +15,7 @@ use warp::{Filter, Reply};
 
 /// Limits on connections (the WebSocket of a call is bounded by its token, not by these).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// HTTP connections open at once; past it, new ones wait in the listen backlog.
     pub connections: usize,
     /// For a request's headers to arrive, and for the next request on an idle keep-alive

@@ -6,7 +6,7 @@ mod accept;
 mod convert;
 mod routes;
 
-pub use accept::Limits;
+pub(crate) use accept::Limits;
 
 use crate::call::registry::Registry;
 use crate::secret::Secret;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     pub registry: Arc<Registry>,
     /// The key Twilio signs requests with.
     pub auth_token: Secret,
@@ -27,12 +27,12 @@ pub struct ServerState {
 }
 
 /// Bind the server's listener (port 0 picks a free port).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
 /// Serve until `shutdown` is cancelled, then let requests in flight finish.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: ServerState,
     limits: Limits,

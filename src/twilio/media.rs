@@ -40,7 +40,7 @@ impl MediaFormat {
 
 /// A message from Twilio.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TwilioMessage<'a> {
+pub(crate) enum TwilioMessage<'a> {
     Connected,
     Start(Box<StartInfo>),
     /// Base64 μ-law from the callee, untouched.
@@ -60,7 +60,7 @@ pub enum TwilioMessage<'a> {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MediaParseError {
+pub(crate) enum MediaParseError {
     #[error("not a Media Streams message: {0}")]
     Json(String),
     #[error("'{event}' message without its '{field}' object")]
@@ -102,12 +102,13 @@ struct RawDtmf {
 }
 
 /// Parse one text frame from Twilio.
-pub fn parse(text: &str) -> Result<TwilioMessage<'_>, MediaParseError> {
+#[cfg(test)]
+pub(crate) fn parse(text: &str) -> Result<TwilioMessage<'_>, MediaParseError> {
     parse_bytes(text.as_bytes())
 }
 
 /// Parse one text frame from Twilio, as the bytes that arrived.
-pub fn parse_bytes(text: &[u8]) -> Result<TwilioMessage<'_>, MediaParseError> {
+pub(crate) fn parse_bytes(text: &[u8]) -> Result<TwilioMessage<'_>, MediaParseError> {
     let raw: Raw<'_> =
         serde_json::from_slice(text).map_err(|e| MediaParseError::Json(e.to_string()))?;
     Ok(match raw.event.as_ref() {
@@ -168,7 +169,7 @@ fn write(out: &Out<'_>) -> String {
 }
 
 /// Audio for Twilio to play: base64 μ-law 8 kHz, any length; Twilio buffers it in order.
-pub fn media(stream_sid: &str, payload: &str) -> String {
+pub(crate) fn media(stream_sid: &str, payload: &str) -> String {
     write(&Out {
         event: "media",
         stream_sid,
@@ -178,7 +179,7 @@ pub fn media(stream_sid: &str, payload: &str) -> String {
 }
 
 /// A mark Twilio echoes back once the audio sent before it has played (or been cleared).
-pub fn mark(stream_sid: &str, name: &str) -> String {
+pub(crate) fn mark(stream_sid: &str, name: &str) -> String {
     write(&Out {
         event: "mark",
         stream_sid,
@@ -188,7 +189,7 @@ pub fn mark(stream_sid: &str, name: &str) -> String {
 }
 
 /// Drop all audio Twilio has buffered but not played yet (barge-in).
-pub fn clear(stream_sid: &str) -> String {
+pub(crate) fn clear(stream_sid: &str) -> String {
     write(&Out {
         event: "clear",
         stream_sid,

@@ -3,10 +3,10 @@
 
 pub mod client;
 pub mod error;
-pub mod media;
+pub(crate) mod media;
 pub mod signature;
 pub mod status;
-pub mod twiml;
+pub(crate) mod twiml;
 
 pub use client::{CallResource, NewCall, TwilioClient};
 pub use error::TwilioError;

@@ -2,17 +2,14 @@
 //! ends without the call ending (the agent failed), apologise and hang up rather than leave the
 //! callee in silence.
 
-/// Twilio's limit for inline `Twiml` on call create.
-pub const MAX_INLINE_TWIML: usize = 4000;
-
 /// What the callee hears when the agent cannot continue.
-pub const FALLBACK_APOLOGY: &str =
+pub(crate) const FALLBACK_APOLOGY: &str =
     "We're sorry, our assistant is unavailable right now. We will try again later. Goodbye.";
 
 /// `<Response><Connect><Stream url=…><Parameter …/></Stream></Connect><Say>…</Say><Hangup/></Response>`.
 /// `stream_url` must be `wss://` for real Twilio and carry no query string; per-call data
 /// travels as `<Parameter>`s (each name+value under 500 characters).
-pub fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
+pub(crate) fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(256);
     out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url=""#);
     out.push_str(&escape(stream_url));
@@ -30,13 +27,8 @@ pub fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
     out
 }
 
-/// A document that only hangs up: the answer to a TwiML request for a call we do not know.
-pub fn hang_up() -> String {
-    r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>"#.to_string()
-}
-
 /// XML-escape text for attribute values and element content.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -64,7 +56,8 @@ mod tests {
             doc,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect><Stream url=\"wss://example.com/twilio/media\"><Parameter name=\"token\" value=\"abc\"/></Stream></Connect><Say>We&apos;re sorry, our assistant is unavailable right now. We will try again later. Goodbye.</Say><Hangup/></Response>"
         );
-        assert!(doc.len() < MAX_INLINE_TWIML);
+        // Twilio refuses inline `Twiml` of more than 4,000 characters.
+        assert!(doc.len() < 4000);
     }
 
     #[test]

@@ -16,19 +16,19 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Simulated seconds per real second in tests.
-pub const SPEED: f64 = 10.0;
+pub(crate) const SPEED: f64 = 10.0;
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub app: App,
 }
 
 impl TestApp {
-    pub async fn start() -> TestApp {
+    pub(crate) async fn start() -> TestApp {
         Self::start_with(|_| {}).await
     }
 
     /// Start with settings adjusted by `tweak` (wrong credentials, say).
-    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         // The test's runtime ends whatever the root would stop.
         let shutdown = Shutdown::new();
         let (mut settings, sim) = startup::simulate(SPEED, None, &shutdown)
@@ -41,20 +41,23 @@ impl TestApp {
         TestApp { app }
     }
 
-    pub fn sim(&self) -> &Simulation {
+    pub(crate) fn sim(&self) -> &Simulation {
         self.app.simulation.as_ref().expect("simulated")
     }
 
-    pub fn request(&self, to: &str) -> CallRequest {
+    pub(crate) fn request(&self, to: &str) -> CallRequest {
         request(to, Arc::new(NoTools))
     }
 
     /// Place a call and collect its events.
-    pub async fn call(&self, req: CallRequest) -> (Result<Outcome, DialError>, Vec<CallEvent>) {
+    pub(crate) async fn call(
+        &self,
+        req: CallRequest,
+    ) -> (Result<Outcome, DialError>, Vec<CallEvent>) {
         self.call_with_cancel(req, CancellationToken::new()).await
     }
 
-    pub async fn call_with_cancel(
+    pub(crate) async fn call_with_cancel(
         &self,
         req: CallRequest,
         cancel: CancellationToken,
@@ -74,7 +77,7 @@ impl TestApp {
     }
 }
 
-pub fn request(to: &str, tools: Arc<dyn ToolHandler>) -> CallRequest {
+pub(crate) fn request(to: &str, tools: Arc<dyn ToolHandler>) -> CallRequest {
     CallRequest {
         to: E164::parse(to).expect("valid test number"),
         agent: AgentConfig::default(),
@@ -87,7 +90,7 @@ pub fn request(to: &str, tools: Arc<dyn ToolHandler>) -> CallRequest {
 
 /// Wait until `cond` holds: the simulators record what they received asynchronously, after the
 /// client has moved on. Fails the test after five seconds.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !cond() {
         assert!(

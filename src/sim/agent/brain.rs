@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 /// What the agent does next: one reply, and what follows it once its tool results are in.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Words to speak; `None` is a silent tool pre-amble (live pre-ambles can be silent).
     pub speech: Option<String>,
     /// Tool calls sent after the reply's audio: (name, arguments).
@@ -22,7 +22,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn say(text: impl Into<String>) -> Self {
+    pub(super) fn say(text: impl Into<String>) -> Self {
         Self {
             speech: Some(text.into()),
             calls: Vec::new(),
@@ -33,12 +33,12 @@ impl Plan {
     }
 
     /// Whether a follow-up depends on tool results.
-    pub fn awaits_results(&self) -> bool {
+    pub(super) fn awaits_results(&self) -> bool {
         self.calls.iter().any(|(name, _)| name != END_CALL)
     }
 }
 
-pub const END_CALL: &str = "end_call";
+pub(super) const END_CALL: &str = "end_call";
 const RECORD_OUTCOME: &str = "record_outcome";
 const OPT_OUT: &str = "opt_out";
 
@@ -62,7 +62,7 @@ enum Intent {
 
 /// Conversation state.
 #[derive(Debug, Clone, Default)]
-pub struct Brain {
+pub(super) struct Brain {
     silences: u8,
     unclear: u8,
     /// The ending the agent has decided on; a later turn gets this again rather than a new
@@ -74,28 +74,28 @@ pub struct Brain {
 }
 
 impl Brain {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
-    pub fn is_ended(&self) -> bool {
+    pub(super) fn is_ended(&self) -> bool {
         self.ended
     }
 
     /// An ending reply was spoken to its end.
-    pub fn end(&mut self) {
+    pub(super) fn end(&mut self) {
         self.ended = true;
     }
 
     /// The tool calls of a reply went out.
-    pub fn calls_sent(&mut self) {
+    pub(super) fn calls_sent(&mut self) {
         if self.closing.is_some() {
             self.closing_calls_sent = true;
         }
     }
 
     /// React to a final user transcript.
-    pub fn hear(&mut self, text: &str, tools: &[Value]) -> Option<Plan> {
+    pub(super) fn hear(&mut self, text: &str, tools: &[Value]) -> Option<Plan> {
         if self.ended {
             return None;
         }
@@ -189,7 +189,7 @@ impl Brain {
     }
 
     /// The callee said nothing for a long while after the agent finished speaking.
-    pub fn silence(&mut self, tools: &[Value]) -> Option<Plan> {
+    pub(super) fn silence(&mut self, tools: &[Value]) -> Option<Plan> {
         if self.ended {
             return None;
         }
@@ -211,7 +211,7 @@ impl Brain {
 
     /// The client asked for a reply now (`reply.create`). Instructions are free text a real
     /// model would follow; the fake acknowledges with a neutral holding line.
-    pub fn reply_create(&mut self, _instructions: Option<&str>) -> Plan {
+    pub(super) fn reply_create(&mut self, _instructions: Option<&str>) -> Plan {
         Plan::say("One moment, please.")
     }
 
@@ -265,7 +265,7 @@ impl Brain {
 }
 
 /// Whether a final transcript is only a back-channel, which does not take the turn.
-pub fn is_backchannel(text: &str) -> bool {
+pub(super) fn is_backchannel(text: &str) -> bool {
     const FILLERS: &[&str] = &[
         "uh huh", "mm hmm", "mhm", "hmm", "mm", "uh", "um", "right", "i see", "ah", "oh",
     ];

@@ -11,7 +11,7 @@ const FRAME_MS: usize = 20;
 
 /// What a frame of audio told the ears.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Heard {
+pub(super) enum Heard {
     SpeechStarted,
     /// The full transcript so far of the current turn (replace, never append).
     Partial(String),
@@ -21,14 +21,14 @@ pub enum Heard {
 
 /// Result of one frame.
 #[derive(Debug, Default)]
-pub struct Frame {
+pub(super) struct Frame {
     pub events: Vec<Heard>,
     pub speech: bool,
     pub bytes: usize,
 }
 
 #[derive(Debug)]
-pub struct Ears {
+pub(super) struct Ears {
     encoding: Encoding,
     listener: Listener,
     pending: Vec<u8>,
@@ -41,7 +41,7 @@ pub struct Ears {
 }
 
 impl Ears {
-    pub fn new(encoding: Encoding) -> Self {
+    pub(super) fn new(encoding: Encoding) -> Self {
         Self {
             encoding,
             listener: Listener::new(),
@@ -54,21 +54,21 @@ impl Ears {
         }
     }
 
-    pub fn in_turn(&self) -> bool {
+    pub(super) fn in_turn(&self) -> bool {
         self.in_turn
     }
 
     /// Audio milliseconds since the current turn started.
-    pub fn turn_ms(&self) -> usize {
+    pub(super) fn turn_ms(&self) -> usize {
         self.turn_bytes / self.encoding.bytes_per_ms()
     }
 
-    pub fn push(&mut self, audio: &[u8]) {
+    pub(super) fn push(&mut self, audio: &[u8]) {
         self.pending.extend_from_slice(audio);
     }
 
     /// Process the next complete 20 ms frame of pushed audio, if there is one.
-    pub fn next_frame(&mut self, turn: &TurnParams) -> Option<Frame> {
+    pub(super) fn next_frame(&mut self, turn: &TurnParams) -> Option<Frame> {
         let size = FRAME_MS * self.encoding.bytes_per_ms();
         if self.pending.len() < size {
             return None;

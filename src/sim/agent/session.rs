@@ -27,7 +27,7 @@ const SESSION_KEYS: &[&str] = &[
 
 /// `format.encoding` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
+pub(super) enum Encoding {
     /// PCM16 LE mono 24 kHz.
     Pcm,
     /// G.711 μ-law 8 kHz.
@@ -46,7 +46,7 @@ impl Encoding {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Pcm => "audio/pcm",
             Self::Pcmu => "audio/pcmu",
@@ -54,7 +54,7 @@ impl Encoding {
         }
     }
 
-    pub fn sample_rate(self) -> u32 {
+    pub(super) fn sample_rate(self) -> u32 {
         match self {
             Self::Pcm => 24_000,
             Self::Pcmu | Self::Pcma => 8_000,
@@ -62,7 +62,7 @@ impl Encoding {
     }
 
     /// Bytes of audio per millisecond.
-    pub fn bytes_per_ms(self) -> usize {
+    pub(super) fn bytes_per_ms(self) -> usize {
         match self {
             Self::Pcm => 48,
             Self::Pcmu | Self::Pcma => 8,
@@ -76,7 +76,7 @@ impl Encoding {
 
 /// Why a `session.update` (or part of it) was refused.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reject {
+pub(super) struct Reject {
     pub code: &'static str,
     pub message: String,
     /// Offending field, relative to `session` (e.g. `output.voice`).
@@ -95,7 +95,7 @@ impl Reject {
 
 /// A schema-valid `session.update`, field by field (absent = not in the message).
 #[derive(Debug, Clone, Default)]
-pub struct Update {
+pub(super) struct Update {
     pub agent_id: Option<String>,
     pub system_prompt: Option<String>,
     pub greeting: Option<String>,
@@ -118,7 +118,7 @@ pub struct Update {
 
 impl Update {
     /// Whether anything other than `agent_id` was sent.
-    pub fn has_inline_fields(&self) -> bool {
+    pub(super) fn has_inline_fields(&self) -> bool {
         self.system_prompt.is_some()
             || self.greeting.is_some()
             || self.tools.is_some()
@@ -135,7 +135,7 @@ impl Update {
 }
 
 /// Validate the `session` object of a `session.update` against the server's schema.
-pub fn parse_update(session: &Value) -> Result<Update, Reject> {
+pub(super) fn parse_update(session: &Value) -> Result<Update, Reject> {
     let Some(obj) = session.as_object() else {
         return Err(Reject::format("session", "session must be an object"));
     };
@@ -523,7 +523,7 @@ fn parse_webhook(v: &Value) -> Result<Value, Reject> {
 
 /// Turn-detection parameters the fake acts on, with its defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TurnParams {
+pub(super) struct TurnParams {
     pub vad_threshold: f64,
     /// Audio milliseconds of silence that end a user turn.
     pub min_silence_ms: usize,
@@ -534,7 +534,7 @@ pub struct TurnParams {
 
 /// A configured session.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(super) struct Settings {
     pub id: String,
     pub system_prompt: String,
     pub greeting: Option<String>,
@@ -550,7 +550,7 @@ pub struct Settings {
 
 impl Settings {
     /// Settings from the first (already validated) update.
-    pub fn from_first(id: String, up: &Update) -> Self {
+    pub(super) fn from_first(id: String, up: &Update) -> Self {
         let mut input = Map::new();
         for key in [
             "keyterms",
@@ -584,7 +584,7 @@ impl Settings {
 
     /// Apply the fields that may change after `session.ready`. `input.format` is accepted but
     /// kept as first set (the reference calls it set-once).
-    pub fn apply_mutable(&mut self, up: &Update) {
+    pub(super) fn apply_mutable(&mut self, up: &Update) {
         if let Some(p) = &up.system_prompt {
             self.system_prompt = p.clone();
         }
@@ -604,20 +604,20 @@ impl Settings {
         }
     }
 
-    pub fn input_encoding(&self) -> Encoding {
+    pub(super) fn input_encoding(&self) -> Encoding {
         self.input_encoding
     }
 
-    pub fn output_encoding(&self) -> Encoding {
+    pub(super) fn output_encoding(&self) -> Encoding {
         self.output_encoding
     }
 
     /// `output.volume` 0 means silent.
-    pub fn muted(&self) -> bool {
+    pub(super) fn muted(&self) -> bool {
         self.volume.as_f64() == Some(0.0)
     }
 
-    pub fn tool_timeout_secs(&self, name: &str) -> f64 {
+    pub(super) fn tool_timeout_secs(&self, name: &str) -> f64 {
         self.tools
             .iter()
             .find(|t| t["name"] == name)
@@ -625,7 +625,7 @@ impl Settings {
             .unwrap_or(120.0)
     }
 
-    pub fn turn(&self) -> TurnParams {
+    pub(super) fn turn(&self) -> TurnParams {
         let td = &self.input["turn_detection"];
         let mode = self.input["transcription_mode"]
             .as_str()
@@ -648,7 +648,7 @@ impl Settings {
     }
 
     /// The resolved config, shaped like the live `session.updated.config` (§3.2).
-    pub fn config(&self) -> Value {
+    pub(super) fn config(&self) -> Value {
         let mut input = Map::new();
         input.insert("type".into(), json!("audio"));
         input.insert("format".into(), self.input_encoding.format_value());

@@ -49,7 +49,7 @@ pub(super) struct Callee {
 }
 
 impl Callee {
-    pub fn new(persona: &'static Persona) -> Self {
+    pub(super) fn new(persona: &'static Persona) -> Self {
         Self {
             script: persona.script,
             next: 0,
@@ -58,7 +58,7 @@ impl Callee {
     }
 
     /// Advance by one frame: 160 bytes of what the callee sends.
-    pub fn frame(&mut self, ears: Ears) -> Frame {
+    pub(super) fn frame(&mut self, ears: Ears) -> Frame {
         let mut frame = Frame {
             audio: Vec::new(),
             started_line: None,

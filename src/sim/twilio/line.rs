@@ -63,7 +63,7 @@ pub(super) struct LineHandle {
 
 impl LineHandle {
     /// End the line: `stop` and close an open stream, then wait for that to be done.
-    pub async fn finish(self) {
+    pub(super) async fn finish(self) {
         self.end.cancel();
         let _ = self.join.await;
     }

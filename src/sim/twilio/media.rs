@@ -174,7 +174,7 @@ enum Item {
 }
 
 impl Playback {
-    pub fn push_audio(&mut self, bytes: Vec<u8>) {
+    pub(super) fn push_audio(&mut self, bytes: Vec<u8>) {
         if !bytes.is_empty() {
             self.buffered += bytes.len();
             self.queue.push_back(Item::Audio { bytes, played: 0 });
@@ -183,7 +183,7 @@ impl Playback {
 
     /// Queue a mark. When no audio is buffered ahead of it, it is reached at once: returns it,
     /// after any earlier marks also waiting with no audio ahead, to keep echoes in order.
-    pub fn push_mark(&mut self, name: String) -> Vec<String> {
+    pub(super) fn push_mark(&mut self, name: String) -> Vec<String> {
         self.queue.push_back(Item::Mark(name));
         if self.buffered == 0 {
             self.clear()
@@ -193,7 +193,7 @@ impl Playback {
     }
 
     /// Play up to `max` bytes. Returns the bytes played and the marks reached, in order.
-    pub fn play(&mut self, max: usize) -> (Vec<u8>, Vec<String>) {
+    pub(super) fn play(&mut self, max: usize) -> (Vec<u8>, Vec<String>) {
         let mut out = Vec::new();
         let mut marks = Vec::new();
         // A full frame ends the turn before any mark behind it: that mark is reached when the
@@ -222,7 +222,7 @@ impl Playback {
     }
 
     /// Drop all buffered audio; returns every pending mark, in order.
-    pub fn clear(&mut self) -> Vec<String> {
+    pub(super) fn clear(&mut self) -> Vec<String> {
         self.buffered = 0;
         self.queue
             .drain(..)

@@ -166,7 +166,14 @@ impl TwilioClient {
                 .send(self.http.post(self.calls_url()).form(&form))
                 .await;
             match result {
-                Ok(resp) => return decode(resp).await,
+                Ok(resp) => {
+                    return match decode(resp).await {
+                        Ok(created) => Ok(created),
+                        // Twilio took the request: the call exists and rings, whatever the body
+                        // said. Find it rather than call the number "not callable".
+                        Err(err) => self.adopt(call.to, asked_at, err).await,
+                    };
+                }
                 Err(err) if attempt < self.max_attempts && err.is_transient() => {
                     let ambiguous = !matches!(&err, TwilioError::Api { status: 429, .. });
                     self.backoff(attempt).await;
@@ -181,6 +188,28 @@ impl TwilioClient {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// The call a create request made although its answer could not be read. Listing may lag
+    /// the create by a moment, so it is asked a few times; when the call does not show, the
+    /// unreadable answer is returned, and it counts as transient: the call may exist, and
+    /// whoever placed it settles it from Twilio's records later.
+    async fn adopt(
+        &self,
+        to: &str,
+        since: DateTime<Utc>,
+        unreadable: TwilioError,
+    ) -> Result<CallResource, TwilioError> {
+        tracing::warn!(error = %unreadable, "Twilio accepted the call but its answer cannot be read; looking the call up");
+        for attempt in 1..=self.max_attempts {
+            if let Ok(placed) = self.list_calls_to(to, since).await
+                && let Some(existing) = placed.into_iter().next()
+            {
+                return Ok(existing);
+            }
+            self.backoff(attempt).await;
+        }
+        Err(unreadable)
     }
 
     /// Hang up: `Status=completed` ends an in-progress call and cancels a ringing one.

@@ -82,7 +82,9 @@ impl TwilioError {
                 *status == 429 || *status >= 500 || *code == Some(20429)
             }
             Self::Transport { .. } => true,
-            Self::Decode { status, .. } => *status >= 500,
+            // A success whose body cannot be read took effect all the same (a call was
+            // created): it must never read as a refusal.
+            Self::Decode { status, .. } => *status >= 500 || (200..300).contains(status),
         }
     }
 }
@@ -159,5 +161,15 @@ mod tests {
         assert!(api(404, 20404).is_call_already_over());
         assert!(!api(400, 21211).is_call_already_over());
         assert!(!api(503, 0).is_call_already_over());
+        let unreadable = |status| TwilioError::Decode {
+            status,
+            detail: "expected value at line 1".into(),
+        };
+        assert!(
+            unreadable(201).is_transient(),
+            "a 2xx took effect: never a refusal"
+        );
+        assert!(unreadable(502).is_transient());
+        assert!(!unreadable(400).is_transient());
     }
 }

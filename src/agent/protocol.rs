@@ -39,6 +39,10 @@ enum ClientMessage<'a> {
     },
     #[serde(rename = "session.end")]
     SessionEnd,
+    #[serde(rename = "session.resume")]
+    SessionResume { session_id: &'a str },
+    #[serde(rename = "reply.create")]
+    ReplyCreate { instructions: &'a str },
 }
 
 impl ClientMessage<'_> {
@@ -50,6 +54,8 @@ impl ClientMessage<'_> {
 #[derive(Serialize)]
 struct Session<'a> {
     system_prompt: &'a str,
+    /// Left out when empty: a session that continues a conversation must not greet again.
+    #[serde(skip_serializing_if = "str::is_empty")]
     greeting: &'a str,
     tools: &'a [ToolSpec],
     input: Input<'a>,
@@ -108,6 +114,16 @@ pub(crate) fn tool_result(call_id: &str, result: &Value, is_error: bool) -> Stri
         is_error,
     }
     .to_json()
+}
+
+/// The first message on a new connection that asks for a dropped session back (§7).
+pub(crate) fn session_resume(session_id: &str) -> String {
+    ClientMessage::SessionResume { session_id }.to_json()
+}
+
+/// Ask the agent to speak now, guided by `instructions` (§2.5).
+pub(crate) fn reply_create(instructions: &str) -> String {
+    ClientMessage::ReplyCreate { instructions }.to_json()
 }
 
 /// Ends the session cleanly: billing stops now instead of after the 30 s resume window.
@@ -469,6 +485,23 @@ mod tests {
             json!({"type":"tool.result","call_id":"call_1","result":"{\"ok\":true}","is_error":false})
         );
         assert_eq!(session_end(), r#"{"type":"session.end"}"#);
+        let v: Value = serde_json::from_str(&session_resume("sess_abc123")).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"session.resume","session_id":"sess_abc123"})
+        );
+        let v: Value = serde_json::from_str(&reply_create("Say sorry")).unwrap();
+        assert_eq!(v, json!({"type":"reply.create","instructions":"Say sorry"}));
+    }
+
+    #[test]
+    fn a_session_without_a_greeting_leaves_the_field_out() {
+        let agent = AgentConfig {
+            greeting: String::new(),
+            ..AgentConfig::default()
+        };
+        let v: Value = serde_json::from_str(&session_update(&agent, &[])).unwrap();
+        assert!(v["session"].get("greeting").is_none(), "{v}");
     }
 
     #[test]

@@ -428,6 +428,7 @@ impl<D: Dialer> Runner<D> {
             disposition: None,
             opted_out: false,
             transcript: Vec::new(),
+            reconnects: Vec::new(),
         };
         let now = self.clock.now();
         let verdict = verdict(&outcome, attempt.number, &self.config.retry, now);

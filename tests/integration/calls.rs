@@ -180,8 +180,14 @@ async fn bad_assemblyai_key_ends_the_call_cleanly_with_the_reason() {
         FinalStatus::Completed,
         "the callee heard the apology, then Twilio hung up"
     );
+    // The call was switched to the apology, which Twilio spoke and then hung up on.
     let calls = app.sim().twilio.calls();
-    assert!(calls[0].stream.as_ref().unwrap().closed_by_server);
+    let twiml = calls[0].twiml.clone().unwrap_or_default();
+    assert!(
+        twiml.contains("<Say>") && !twiml.contains("<Connect>"),
+        "{twiml}"
+    );
+    assert_eq!(calls[0].ended_by.as_deref(), Some("twiml"));
 }
 
 #[tokio::test]

@@ -188,6 +188,7 @@ fn call_line(call: &CallEvent) -> Option<String> {
             )
         }
         CallEvent::Disposition { disposition, .. } => format!("disposition {}", disposition.name),
+        CallEvent::Reconnected { reconnect, .. } => format::reconnect(reconnect),
         CallEvent::Ended { outcome } => format::outcome(outcome),
         _ => return None,
     };

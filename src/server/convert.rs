@@ -1,6 +1,6 @@
 //! warp's WebSocket messages ⇄ the bridge's frames. The only place that names warp's type.
 
-use crate::ws::{Frame, FrameSink, FrameStream, SendError};
+use crate::ws::{Frame, FrameSink, FrameStream, SendError, SendErrors};
 use futures_util::{SinkExt, StreamExt};
 use warp::ws::{Message, WebSocket};
 
@@ -9,9 +9,7 @@ pub(crate) fn split(socket: WebSocket) -> (FrameStream, FrameSink) {
     let stream = stream
         .take_while(|r| std::future::ready(r.is_ok()))
         .filter_map(|r| std::future::ready(r.ok().and_then(from_warp)));
-    let sink = sink
-        .sink_map_err(|e| SendError(e.to_string()))
-        .with(|f: Frame| std::future::ready(Ok::<_, SendError>(to_warp(f))));
+    let sink = SendErrors(sink).with(|f: Frame| std::future::ready(Ok::<_, SendError>(to_warp(f))));
     (Box::pin(stream), Box::pin(sink))
 }
 

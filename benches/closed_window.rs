@@ -112,12 +112,13 @@ fn runner(
     (Arc::new(runner), rx)
 }
 
-/// From the start of the run to the "waiting" event, and how many leads it said wait.
-async fn to_waiting(dir: &Path, leads: &[Lead]) -> (Duration, u64) {
+/// From the start of the run to the "waiting" event, how many leads it said wait, and how many
+/// transactions the database committed on the way.
+async fn to_waiting(dir: &Path, leads: &[Lead]) -> (Duration, u64, u64) {
     let (runner, mut events) = runner(dir, leads);
     let stop = CancellationToken::new();
     let start = Instant::now();
-    let run = tokio::spawn(runner.run(stop.clone(), stop.clone()));
+    let run = tokio::spawn(runner.clone().run(stop.clone(), stop.clone()));
     let waiting = loop {
         match events.recv().await.expect("the run reports") {
             CampaignEvent::Waiting { leads, .. } => break leads,
@@ -128,9 +129,10 @@ async fn to_waiting(dir: &Path, leads: &[Lead]) -> (Duration, u64) {
         }
     };
     let took = start.elapsed();
+    let commits = runner.commits();
     stop.cancel();
     let _ = run.await.expect("the run ends");
-    (took, waiting)
+    (took, waiting, commits)
 }
 
 /// How long the run takes to return when stopped `after` its start, and how many leads had
@@ -167,7 +169,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let (took, waiting) = runtime.block_on(to_waiting(dir.path(), &leads));
+    let (took, waiting, commits) = runtime.block_on(to_waiting(dir.path(), &leads));
     assert_eq!(waiting, n as u64, "every lead waits for its window");
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -175,7 +177,7 @@ fn main() {
     let (stop_took, deferred) = runtime.block_on(stop_during_deferral(dir.path(), &leads, after));
 
     println!(
-        "closed window: {n} leads: waiting after {:.2} s ({:.0} leads/s); stopped {} ms into it, the run returned {:.0} ms later ({deferred} deferred by then)",
+        "closed window: {n} leads: waiting after {:.2} s ({:.0} leads/s, {commits} commits); stopped {} ms into it, the run returned {:.0} ms later ({deferred} deferred by then)",
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64(),
         after.as_millis(),

@@ -41,6 +41,11 @@ pub enum CampaignError {
     Agent(String),
     #[error("do-not-call list: {0}")]
     Dnc(#[from] super::dnc::DncError),
+    /// Twilio is in trouble (unreachable, 5xx, rate limits past the client's retries): dialing
+    /// pauses and resumes by itself. The attempt may have created a call; it stays in flight
+    /// until settled from Twilio's records.
+    #[error("{error}")]
+    Unavailable { attempt: i64, error: DialError },
 }
 
 /// Added to every campaign prompt: the tools only help if the agent knows when to use them.
@@ -310,8 +315,12 @@ impl<D: Dialer> Runner<D> {
                     self.store.void_attempt(attempt).await?;
                 }
                 // A transient failure may have created the call: the attempt stays in flight
-                // and the next run settles it from Twilio's records.
-                return Err(CampaignError::Dial(e));
+                // until Twilio's records settle it, once Twilio answers again.
+                return Err(if e.transient {
+                    CampaignError::Unavailable { attempt, error: e }
+                } else {
+                    CampaignError::Dial(e)
+                });
             }
         };
         let now = self.clock.now();
@@ -340,55 +349,74 @@ impl<D: Dialer> Runner<D> {
 
     /// Settle attempts a previous run left in flight, from Twilio's records.
     async fn reconcile(&self) -> Result<(), CampaignError> {
+        for attempt in self.store.in_flight().await? {
+            self.reconcile_attempt(&attempt).await?;
+        }
+        Ok(())
+    }
+
+    /// Settle these attempts, left in flight by Twilio trouble in this run, from Twilio's
+    /// records; the ones settled are taken off the list.
+    async fn reconcile_stranded(&self, stranded: &mut Vec<i64>) -> Result<(), CampaignError> {
         let flying = self.store.in_flight().await?;
-        for attempt in flying {
-            let snapshot = match &attempt.call_sid {
-                Some(sid) => self.dialer.lookup(sid).await?,
-                None => self.find_orphan(&attempt).await?,
-            };
-            let Some(mut snapshot) = snapshot else {
-                if attempt.call_sid.is_none() {
-                    // The create request never reached Twilio: the attempt did not happen.
-                    self.store.void_attempt(attempt.attempt_id).await?;
-                    let status = self.store.lead(attempt.lead_id).await?.status;
-                    self.emit(CampaignEvent::Reconciled {
-                        lead: attempt.lead_id,
-                        to: attempt.phone.clone(),
-                        call_sid: None,
-                        status,
-                    });
-                    continue;
-                }
-                // Twilio created it once but no longer knows it: count it as failed.
-                let snapshot = CallSnapshot {
-                    sid: attempt.call_sid.clone().unwrap_or_default(),
+        while let Some(&id) = stranded.first() {
+            if let Some(attempt) = flying.iter().find(|a| a.attempt_id == id) {
+                self.reconcile_attempt(attempt).await?;
+            }
+            stranded.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Settle one attempt from Twilio's records: void it if no call exists, record the call's
+    /// end if it is over, hang it up first if it is live with nobody bridging it.
+    async fn reconcile_attempt(&self, attempt: &InFlight) -> Result<(), CampaignError> {
+        let snapshot = match &attempt.call_sid {
+            Some(sid) => self.dialer.lookup(sid).await?,
+            None => self.find_orphan(&attempt).await?,
+        };
+        let Some(mut snapshot) = snapshot else {
+            if attempt.call_sid.is_none() {
+                // The create request never reached Twilio: the attempt did not happen.
+                self.store.void_attempt(attempt.attempt_id).await?;
+                let status = self.store.lead(attempt.lead_id).await?.status;
+                self.emit(CampaignEvent::Reconciled {
+                    lead: attempt.lead_id,
                     to: attempt.phone.clone(),
-                    status: CallStatus::Failed,
-                    duration_secs: None,
-                    answered_by: None,
-                    start_time: None,
-                };
-                self.settle(&attempt, &snapshot, false).await?;
-                continue;
+                    call_sid: None,
+                    status,
+                });
+                return Ok(());
+            }
+            // Twilio created it once but no longer knows it: count it as failed.
+            let snapshot = CallSnapshot {
+                sid: attempt.call_sid.clone().unwrap_or_default(),
+                to: attempt.phone.clone(),
+                status: CallStatus::Failed,
+                duration_secs: None,
+                answered_by: None,
+                start_time: None,
             };
-            let hung_up = snapshot.final_status().is_none();
-            if hung_up {
-                // Still ringing or talking with nobody bridging it since the crash.
-                self.dialer.hang_up(&snapshot.sid).await?;
-                let deadline = tokio::time::Instant::now() + ORPHAN_SETTLE;
-                while snapshot.final_status().is_none() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Some(s) = self.dialer.lookup(&snapshot.sid).await? {
-                        snapshot = s;
-                    }
-                }
-                if snapshot.final_status().is_none() {
-                    tracing::warn!(call_sid = %snapshot.sid, "a call from an earlier run has not ended yet; its lead is left for the next run");
-                    continue;
+            self.settle(&attempt, &snapshot, false).await?;
+            return Ok(());
+        };
+        let hung_up = snapshot.final_status().is_none();
+        if hung_up {
+            // Still ringing or talking with nobody bridging it since the crash.
+            self.dialer.hang_up(&snapshot.sid).await?;
+            let deadline = tokio::time::Instant::now() + ORPHAN_SETTLE;
+            while snapshot.final_status().is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(s) = self.dialer.lookup(&snapshot.sid).await? {
+                    snapshot = s;
                 }
             }
-            self.settle(&attempt, &snapshot, hung_up).await?;
+            if snapshot.final_status().is_none() {
+                tracing::warn!(call_sid = %snapshot.sid, "a call from an earlier run has not ended yet; its lead is left for the next run");
+                return Ok(());
+            }
         }
+        self.settle(&attempt, &snapshot, hung_up).await?;
         Ok(())
     }
 
@@ -515,6 +543,36 @@ struct DialLoop<D: Dialer> {
     failure: Option<CampaignError>,
     /// The last wait announced: waking early (a call ended) to the same wait says nothing new.
     announced_wait: Option<DateTime<Utc>>,
+    trouble: Breaker,
+}
+
+/// The circuit breaker for Twilio trouble: each transient failure pauses dialing for longer,
+/// up to a cap; when the pause is over, the attempts the trouble left in flight are settled
+/// from Twilio's records (which only works if Twilio answers again) before anyone is dialed.
+#[derive(Debug, Default)]
+struct Breaker {
+    /// Transient failures since dialing last worked.
+    strikes: u32,
+    paused_until: Option<tokio::time::Instant>,
+    /// Attempts whose create may or may not have made a call.
+    stranded: Vec<i64>,
+}
+
+/// The first pause after Twilio trouble; each further strike doubles it, up to the cap.
+const TROUBLE_PAUSE: Duration = Duration::from_secs(5);
+const TROUBLE_PAUSE_MAX: Duration = Duration::from_secs(300);
+
+impl Breaker {
+    /// Open (or keep open) the breaker; how long dialing pauses.
+    fn trip(&mut self, stranded: Option<i64>) -> Duration {
+        self.strikes += 1;
+        self.stranded.extend(stranded);
+        let pause = TROUBLE_PAUSE
+            .saturating_mul(1 << (self.strikes - 1).min(10))
+            .min(TROUBLE_PAUSE_MAX);
+        self.paused_until = Some(tokio::time::Instant::now() + pause);
+        pause
+    }
 }
 
 impl<D: Dialer> DialLoop<D> {
@@ -527,6 +585,7 @@ impl<D: Dialer> DialLoop<D> {
             live: JoinSet::new(),
             failure: None,
             announced_wait: None,
+            trouble: Breaker::default(),
         }
     }
 
@@ -543,11 +602,43 @@ impl<D: Dialer> DialLoop<D> {
             if self.failure.is_some() {
                 return Ok(Next::Stopped);
             }
+            if let Some(until) = self.trouble.paused_until {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    Some(done) = self.live.join_next(), if !self.live.is_empty() => {
+                        self.keep_first_failure(done);
+                        continue;
+                    }
+                    () = self.stop.cancelled() => return Ok(Next::Stopped),
+                }
+                match self
+                    .runner
+                    .reconcile_stranded(&mut self.trouble.stranded)
+                    .await
+                {
+                    Ok(()) => {
+                        self.trouble.paused_until = None;
+                        self.runner.emit(CampaignEvent::TwilioBack);
+                    }
+                    Err(CampaignError::Dial(e)) if e.transient => self.pause(None, &e),
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             // A free line first, so the lead is checked as close to its dial as possible.
             let line = tokio::select! {
                 line = self.lines.clone().acquire_owned() => line.expect("the semaphore is never closed"),
                 () = self.stop.cancelled() => return Ok(Next::Stopped),
             };
+            // The call that freed this line may have ended in a failure or in Twilio trouble:
+            // look before dialing anyone else.
+            let before = (self.failure.is_some(), self.trouble.paused_until);
+            while let Some(done) = self.live.try_join_next() {
+                self.keep_first_failure(done);
+            }
+            if (self.failure.is_some(), self.trouble.paused_until) != before {
+                continue;
+            }
             let picked = tokio::select! {
                 picked = self.runner.pick_lead() => picked?,
                 () = self.stop.cancelled() => return Ok(Next::Stopped),
@@ -655,13 +746,32 @@ impl<D: Dialer> DialLoop<D> {
 
     fn keep_first_failure(&mut self, done: Result<Result<(), CampaignError>, JoinError>) {
         let err = match done {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                self.trouble.strikes = 0;
+                return;
+            }
+            Ok(Err(CampaignError::Unavailable { attempt, error })) => {
+                self.pause(Some(attempt), &error);
+                return;
+            }
             Ok(Err(e)) => e,
             Err(e) => CampaignError::Store(StoreError::Data(format!("a call task failed: {e}"))),
         };
         // The command reports the first failure as its one closing line; more would repeat it.
         tracing::debug!(error = %err, "campaign stops dialing");
         self.failure.get_or_insert(err);
+    }
+}
+
+impl<D: Dialer> DialLoop<D> {
+    /// Twilio trouble: pause dialing, and say so.
+    fn pause(&mut self, stranded: Option<i64>, error: &DialError) {
+        let pause = self.trouble.trip(stranded);
+        tracing::warn!(error = %error, pause_secs = pause.as_secs(), "Twilio trouble: dialing paused");
+        self.runner.emit(CampaignEvent::TwilioTrouble {
+            reason: error.message.clone(),
+            retry_in_secs: pause.as_secs(),
+        });
     }
 }
 
@@ -882,6 +992,8 @@ mod dial_loop_tests {
     struct FakeDialer {
         talk: Option<Duration>,
         refuse: bool,
+        /// How many dials still fail as Twilio trouble (before any call exists).
+        trouble: std::sync::atomic::AtomicUsize,
         dialed: Mutex<Vec<String>>,
     }
 
@@ -912,6 +1024,21 @@ mod dial_loop_tests {
                     code: Some(20003),
                     message: "Authenticate".into(),
                     transient: false,
+                });
+            }
+            let in_trouble = self
+                .trouble
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if in_trouble {
+                return Err(DialError {
+                    code: Some(20503),
+                    message: "Service Unavailable".into(),
+                    transient: true,
                 });
             }
             let _ = events.send(CallEvent::Created {
@@ -1275,5 +1402,38 @@ mod dial_loop_tests {
         let logs = String::from_utf8(lock(&logs.0).clone()).unwrap();
         let line = logs.lines().find(|l| l.contains("call over")).unwrap();
         assert!(line.contains("lead{lead=1 line=2 attempt=1}"), "{line}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn twilio_trouble_pauses_dialing_and_it_resumes_by_itself() {
+        let dialer = FakeDialer {
+            trouble: std::sync::atomic::AtomicUsize::new(2),
+            ..FakeDialer::talking(5)
+        };
+        let mut t = setup(dialer, &[ANA, BEN], 1, tuesday_10_ny());
+        let started = tokio::time::Instant::now();
+        let complete = t
+            .runner
+            .clone()
+            .run(t.stop.clone(), t.hang_up.clone())
+            .await
+            .expect("trouble does not stop the campaign");
+        assert!(complete);
+        assert_eq!(t.status(ANA).await, LeadStatus::Completed);
+        assert_eq!(t.status(BEN).await, LeadStatus::Completed);
+        // Ana was dialed into the trouble twice, then for real; each stranded attempt was
+        // settled from Twilio's records (no call existed) before dialing went on.
+        assert_eq!(t.dialed(), [ANA, ANA, ANA, BEN]);
+        let events = t.events();
+        let paused: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                CampaignEvent::TwilioTrouble { retry_in_secs, .. } => Some(*retry_in_secs),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(paused, [5, 10], "each strike pauses longer");
+        assert!(events.contains(&CampaignEvent::TwilioBack));
+        assert!(started.elapsed() >= Duration::from_secs(15));
     }
 }

@@ -373,7 +373,7 @@ impl<D: Dialer> Runner<D> {
     async fn reconcile_attempt(&self, attempt: &InFlight) -> Result<(), CampaignError> {
         let snapshot = match &attempt.call_sid {
             Some(sid) => self.dialer.lookup(sid).await?,
-            None => self.find_orphan(&attempt).await?,
+            None => self.find_orphan(attempt).await?,
         };
         let Some(mut snapshot) = snapshot else {
             if attempt.call_sid.is_none() {
@@ -397,7 +397,7 @@ impl<D: Dialer> Runner<D> {
                 answered_by: None,
                 start_time: None,
             };
-            self.settle(&attempt, &snapshot, false).await?;
+            self.settle(attempt, &snapshot, false).await?;
             return Ok(());
         };
         let hung_up = snapshot.final_status().is_none();
@@ -416,7 +416,7 @@ impl<D: Dialer> Runner<D> {
                 return Ok(());
             }
         }
-        self.settle(&attempt, &snapshot, hung_up).await?;
+        self.settle(attempt, &snapshot, hung_up).await?;
         Ok(())
     }
 

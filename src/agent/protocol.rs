@@ -741,7 +741,7 @@ mod tests {
                     3 => props::mutate_json(rng, &valid[i]),
                     // The one event whose text reaches the user's screen, made hostile.
                     _ => {
-                        let mut words = |rng: &mut rand::rngs::StdRng| {
+                        let words = |rng: &mut rand::rngs::StdRng| {
                             if rng.random_bool(0.1) {
                                 props::long_text(rng)
                             } else {

@@ -33,6 +33,8 @@ pub mod commands;
 pub mod error;
 pub mod events;
 pub mod phone;
+#[cfg(test)]
+mod props;
 pub mod report;
 pub mod secret;
 pub(crate) mod server;

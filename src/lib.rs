@@ -24,6 +24,7 @@
 //! - [`error`]: the errors that stop a command, and their exit codes.
 //! - [`cli`]: the command line, each argument validated by its parser.
 //! - [`commands`]: `call`, `campaign`, `serve`, `simulators`: parse, build, run, report.
+//! - `props` (tests only): the shared helpers of the parsers' property tests.
 
 pub mod agent;
 pub mod call;

@@ -425,7 +425,11 @@ where
             () = cancel.cancelled() => return Err(BridgeEnd::Cancelled),
             () = tokio::time::sleep_until(st.setup.deadline) => return Err(BridgeEnd::TimeLimit),
             () = &mut deadline => {
-                return Err(BridgeEnd::SetupFailed(SetupFailure::Timeout(wait)));
+                // The service's own words, when it said why it would not start, beat ours.
+                return Err(BridgeEnd::SetupFailed(match last_error {
+                    Some(error) => SetupFailure::Rejected(error),
+                    None => SetupFailure::Timeout(wait),
+                }));
             }
             frame = twilio_in.next() => match frame {
                 Some(Frame::Text(bytes)) => match media::parse_bytes(&bytes) {

@@ -372,3 +372,51 @@ async fn an_unreadable_2xx_on_create_is_not_a_number_that_cannot_be_called() {
     })
     .await;
 }
+
+/// Every `session.error` code the reference documents, where it documents it, against the real
+/// client: none reads as a success by accident, and none leaves a call live at Twilio.
+#[tokio::test]
+async fn every_documented_agent_error_is_an_error_or_is_recovered_and_the_call_ends() {
+    use dialer::sim::agent::faults::{DOCUMENTED_ERRORS, Then};
+    let mut runs = Vec::new();
+    for documented in DOCUMENTED_ERRORS {
+        if documented.setup.is_some() {
+            runs.push((documented.code, ErrorAt::Setup, None));
+        }
+        if let Some(then) = documented.live {
+            let at = ErrorAt::Live {
+                after: Duration::from_secs(4),
+            };
+            runs.push((documented.code, at, Some(then)));
+        }
+    }
+    assert!(runs.len() > 10, "{runs:?}");
+    let checks = runs.into_iter().map(|(code, at, live)| async move {
+        let fault = AgentFault::Error { code, at };
+        let app = TestApp::start_faulty(twilio_config(), agent_with(fault), |_| {}).await;
+        let (result, _) = app.call(app.request(AGREES)).await;
+        let outcome = result.unwrap_or_else(|e| panic!("{code}: {e}"));
+        assert_call_over_at_twilio(&app);
+        let sessions = app.sim().agent.sessions();
+        assert!(sessions[0].fault_fired, "{code}: the error was never sent");
+        match live {
+            // Refused at setup: an error outcome that names the code.
+            None => {
+                assert_eq!(outcome.ended_by, EndedBy::Error, "{code}: {outcome:#?}");
+                let error = outcome.error.clone().expect("recorded");
+                assert_eq!(error.code.as_deref(), Some(code), "{code}: {outcome:#?}");
+            }
+            // The session goes on: so does the call.
+            Some(Then::StaysOpen) => {
+                assert!(outcome.error.is_none(), "{code}: {outcome:#?}");
+            }
+            // The session closed mid-call: an error, or a new session that finished the call.
+            Some(Then::Close(_)) => {
+                let failed = outcome.ended_by == EndedBy::Error && outcome.error.is_some();
+                let recovered = !outcome.reconnects.is_empty() && outcome.error.is_none();
+                assert!(failed || recovered, "{code}: {outcome:#?}");
+            }
+        }
+    });
+    futures_util::future::join_all(checks).await;
+}

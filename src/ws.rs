@@ -1,11 +1,29 @@
-//! WebSocket frames as the bridge sees them, independent of the library on each leg: warp on
-//! the Twilio side (converted inside `server/`), tokio-tungstenite on the Voice Agent side
-//! (converted here). Text stays as the bytes that arrived, so nothing is copied on the way.
+//! WebSocket frames as the bridge sees them, independent of the library that carried them
+//! (tokio-tungstenite on both legs: the server upgrades the Media Stream itself, the agent
+//! client connects). Text stays as the bytes that arrived, so nothing is copied on the way.
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::pin::Pin;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Bytes read from a socket at once. Frames on both legs are a few hundred bytes (20 ms of
+/// audio in base64 inside JSON), so this holds a dozen; a larger frame still arrives whole, as
+/// the buffer grows for it.
+const READ_BUFFER: usize = 4 * 1024;
+/// Frames written without a flush are held up to this much before going out.
+const WRITE_BUFFER: usize = 4 * 1024;
+
+/// Socket settings for both legs of every call. A call holds its two sockets for its whole
+/// life, so their buffers are paid per call. tungstenite's defaults are sized for bulk
+/// transfers: 128 KiB of read buffer, zero-filled before every read, which under load was a
+/// quarter of the dialer's time and most of its memory per call (BENCHMARKS.md).
+pub(crate) fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+}
 
 /// One frame. Ping and pong are answered by the libraries and never reach the bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]

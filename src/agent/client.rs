@@ -36,7 +36,9 @@ pub(crate) async fn connect(
     request
         .headers_mut()
         .insert(http::header::AUTHORIZATION, value);
-    let connecting = tokio_tungstenite::connect_async(request);
+    // Audio frames are small and latency-bound: never hold one back waiting for an ACK.
+    let connecting =
+        tokio_tungstenite::connect_async_with_config(request, Some(ws::config()), true);
     let (socket, _) = tokio::time::timeout(std::time::Duration::from_secs(10), connecting)
         .await
         .map_err(|_| ConnectError::Unreachable {

@@ -4,6 +4,7 @@
 
 use super::config::{AgentConfig, TurnDetection};
 use crate::phone::{escape_controls, printable};
+use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -49,6 +50,11 @@ enum ClientMessage<'a> {
 impl ClientMessage<'_> {
     fn to_json(&self) -> String {
         serde_json::to_string(self).expect("strings, numbers and JSON values always serialise")
+    }
+
+    fn write_into(&self, out: &mut BytesMut) {
+        serde_json::to_writer(out.writer(), self)
+            .expect("strings, numbers and JSON values always serialise");
     }
 }
 
@@ -102,7 +108,15 @@ pub(crate) fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String 
     .to_json()
 }
 
-/// Callee audio for the agent: the base64 μ-law payload exactly as Twilio sent it.
+/// Callee audio for the agent: the base64 μ-law payload exactly as Twilio sent it, written
+/// at the end of `out` (the bridge reuses one buffer for every frame).
+pub(crate) fn write_input_audio(out: &mut BytesMut, payload: &str) {
+    // Room for the message at once, so the buffer is reclaimed or grown once, not per piece.
+    out.reserve(payload.len() + 32);
+    ClientMessage::InputAudio { audio: payload }.write_into(out);
+}
+
+#[cfg(test)]
 pub(crate) fn input_audio(payload: &str) -> String {
     ClientMessage::InputAudio { audio: payload }.to_json()
 }

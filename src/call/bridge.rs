@@ -14,8 +14,16 @@ use crate::call::tools::{ToolHandler, ToolReply};
 use crate::events::{AgentReconnect, CallEvent, Disposition, Speaker, TranscriptLine};
 use crate::twilio::media::{self, TwilioMessage};
 use crate::ws::Frame;
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use futures_util::task::AtomicWaker;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -257,6 +265,9 @@ struct State<'a> {
     cleared_this_reply: bool,
     end_call_requested: bool,
     end_mark_deadline: Option<tokio::time::Instant>,
+    /// Where outgoing audio messages are written. Each is split off as the frame's bytes and
+    /// dropped once the socket has copied it, so the space is reused: no allocation per frame.
+    scratch: BytesMut,
 }
 
 /// Run the bridge until the call ends. The caller keeps both legs' sinks, so it decides how
@@ -289,6 +300,7 @@ where
         cleared_this_reply: false,
         end_call_requested: false,
         end_mark_deadline: None,
+        scratch: BytesMut::with_capacity(SCRATCH),
     };
 
     let end = match open_session(&mut st, twilio_in, agent_in, agent_out, cancel).await {
@@ -580,6 +592,12 @@ The conversation so far is recorded between the <conversation> tags below. It is
         ..agent.clone()
     }
 }
+/// Room for a dozen audio messages (about 330 bytes each) before the space is reclaimed.
+const SCRATCH: usize = 4 * 1024;
+
+/// Frames taken from one leg in a row before the other leg is looked at again: enough that a
+/// backlog leaves in a few writes, few enough that neither leg waits long for its turn.
+const BATCH: usize = 16;
 
 async fn converse<TI, TO, AI, AO>(
     st: &mut State<'_>,
@@ -603,13 +621,25 @@ where
     let mut audio_since = false;
     let silence = tokio::time::sleep_until(agent_heard + st.setup.agent_silence);
     let time_limit = tokio::time::sleep_until(st.setup.deadline);
-    tokio::pin!(silence, time_limit);
+    // Made once, not on every turn of the loop: a new timer or cancellation wait for each
+    // frame would take the timer wheel's and the token's locks each time. Even a standing
+    // cancellation wait takes its token's lock whenever it is polled, so it is polled only
+    // when it has been woken.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let mut cancelled = OnWake::new(cancelled);
+    let goodbye = tokio::time::sleep_until(st.setup.deadline);
+    tokio::pin!(silence, time_limit, goodbye);
+    let mut goodbye_armed = false;
     loop {
-        let mark_deadline = st.end_mark_deadline;
+        if let (Some(deadline), false) = (st.end_mark_deadline, goodbye_armed) {
+            goodbye.as_mut().reset(deadline);
+            goodbye_armed = true;
+        }
         tokio::select! {
-            () = cancel.cancelled() => return BridgeEnd::Cancelled,
+            () = &mut cancelled => return BridgeEnd::Cancelled,
             () = &mut time_limit => return BridgeEnd::TimeLimit,
-            () = sleep_until_opt(mark_deadline) => {
+            () = &mut goodbye, if goodbye_armed => {
                 // Twilio never echoed the mark; the goodbye has surely played by now.
                 return BridgeEnd::AgentEndedCall;
             }
@@ -621,82 +651,219 @@ where
                 let from = if audio_since { agent_heard } else { now };
                 silence.as_mut().reset(from + st.setup.agent_silence);
             }
-            frame = twilio_in.next() => match frame {
-                Some(Frame::Text(bytes)) => match media::parse_bytes(&bytes) {
-                    Ok(TwilioMessage::Media { payload }) => {
-                        audio_since = true;
-                        let out = agent::input_audio(&payload);
-                        if agent_out.send(Frame::text(out)).await.is_err() {
-                            return BridgeEnd::AgentFailed(AgentFailure::Lost {
-                                frame: None,
-                                last_error,
-                            });
+            frame = twilio_in.next() => {
+                // Audio is fed, not flushed: frames that arrived together leave together, in
+                // one write, once no more are waiting.
+                let mut frame = frame;
+                let mut fed = false;
+                for taken in 1..=BATCH {
+                    match on_twilio_frame(st, frame, agent_out, &last_error).await {
+                        Ok(audio) => {
+                            fed |= audio;
+                            audio_since |= audio;
                         }
+                        Err(end) => return end,
                     }
-                    Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
-                        return BridgeEnd::AgentEndedCall;
+                    if taken == BATCH {
+                        break;
                     }
-                    Ok(TwilioMessage::Stop) => return BridgeEnd::CalleeHungUp,
-                    Ok(_) => {}
-                    Err(_) => st.report.bad_frames += 1,
-                },
-                Some(Frame::Binary(_)) => st.report.bad_frames += 1,
-                Some(Frame::Close(_)) | None => return BridgeEnd::StreamClosed,
-            },
+                    match ready_now(twilio_in).await {
+                        Some(next) => frame = next,
+                        None => break,
+                    }
+                }
+                if fed && agent_out.flush().await.is_err() {
+                    return BridgeEnd::AgentFailed(AgentFailure::Lost { frame: None, last_error });
+                }
+            }
             frame = agent_in.next() => {
-                agent_heard = tokio::time::Instant::now();
-                audio_since = false;
-                match frame {
-                    Some(Frame::Text(bytes)) => {
-                        let msg = match agent::parse_bytes(&bytes) {
-                            Ok(msg) => msg,
-                            Err(_) => {
-                                st.report.bad_frames += 1;
-                                continue;
-                            }
-                        };
-                        let was_reply_done = matches!(msg, AgentMessage::ReplyDone { .. });
-                        match msg {
-                            AgentMessage::ReplyAudio { data } => {
-                                let out = media::media(st.setup.stream_sid, &data);
-                                if twilio_out.send(Frame::text(out)).await.is_err() {
-                                    return BridgeEnd::StreamClosed;
-                                }
-                            }
-                            AgentMessage::SessionEnded => {
-                                return match last_error {
-                                    Some(error) if error.code.is_fatal() => {
-                                        BridgeEnd::AgentFailed(AgentFailure::Error(error))
-                                    }
-                                    _ => BridgeEnd::AgentEnded,
-                                };
-                            }
-                            AgentMessage::SessionError(error) => {
-                                tracing::warn!(code = %error.code, message = %error.message, "voice agent error");
-                                // A fatal error says why the session ends, whatever follows it.
-                                if error.code.is_fatal()
-                                    || !last_error.as_ref().is_some_and(|e| e.code.is_fatal())
-                                {
-                                    last_error = Some(error);
-                                }
-                            }
-                            other => {
-                                if let Err(end) = on_agent_event(st, other, twilio_out, agent_out).await {
-                                    return end;
-                                }
-                            }
-                        }
-                        st.last_was_reply_done = was_reply_done;
+                let mut frame = frame;
+                let mut fed = false;
+                for taken in 1..=BATCH {
+                    agent_heard = tokio::time::Instant::now();
+                    audio_since = false;
+                    match on_agent_frame(st, frame, twilio_out, agent_out, &mut last_error).await {
+                        Ok(audio) => fed |= audio,
+                        Err(end) => return end,
                     }
-                    Some(Frame::Binary(_)) => st.report.bad_frames += 1,
-                    Some(Frame::Close(frame)) => {
-                        return BridgeEnd::AgentFailed(closed_without_end(frame, last_error));
+                    if taken == BATCH {
+                        break;
                     }
-                    None => return BridgeEnd::AgentFailed(closed_without_end(None, last_error)),
+                    match ready_now(agent_in).await {
+                        Some(next) => frame = next,
+                        None => break,
+                    }
+                }
+                if fed && twilio_out.flush().await.is_err() {
+                    return BridgeEnd::StreamClosed;
                 }
             }
         }
     }
+}
+
+/// A future that is polled only after it has woken the task (and once at first). `select!`
+/// polls every branch each time any of them wakes the task, which for a branch that is
+/// expensive to poll and rarely ready is mostly waste.
+struct OnWake<F> {
+    future: F,
+    signal: Arc<WakeSignal>,
+}
+
+struct WakeSignal {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeSignal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future + Unpin> OnWake<F> {
+    fn new(future: F) -> Self {
+        Self {
+            future,
+            signal: Arc::new(WakeSignal {
+                woken: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for OnWake<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.signal.task.register(cx.waker());
+        if !self.signal.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.signal.clone());
+        self.future.poll_unpin(&mut Context::from_waker(&waker))
+    }
+}
+
+/// The leg's next frame if it is already there; `None` when it is not (the task is then woken
+/// when it comes, as by `next()`). A leg that has ended reads as a frame: `Some(None)`.
+async fn ready_now<S: Stream<Item = Frame> + Unpin>(leg: &mut S) -> Option<Option<Frame>> {
+    std::future::poll_fn(|cx| match leg.poll_next_unpin(cx) {
+        Poll::Ready(frame) => Poll::Ready(Some(frame)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// One frame from Twilio: callee audio is fed to the agent (`Ok(true)`, to be flushed by the
+/// caller); anything that ends the call is `Err`.
+async fn on_twilio_frame<AO>(
+    st: &mut State<'_>,
+    frame: Option<Frame>,
+    agent_out: &mut AO,
+    last_error: &Option<AgentError>,
+) -> Result<bool, BridgeEnd>
+where
+    AO: Sink<Frame> + Unpin,
+{
+    match frame {
+        Some(Frame::Text(bytes)) => match media::parse_bytes(&bytes) {
+            Ok(TwilioMessage::Media { payload }) => {
+                agent::write_input_audio(&mut st.scratch, &payload);
+                let out = Frame::Text(st.scratch.split().freeze());
+                if agent_out.feed(out).await.is_err() {
+                    return Err(BridgeEnd::AgentFailed(AgentFailure::Lost {
+                        frame: None,
+                        last_error: last_error.clone(),
+                    }));
+                }
+                return Ok(true);
+            }
+            Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
+                return Err(BridgeEnd::AgentEndedCall);
+            }
+            Ok(TwilioMessage::Stop) => return Err(BridgeEnd::CalleeHungUp),
+            Ok(_) => {}
+            Err(_) => st.report.bad_frames += 1,
+        },
+        Some(Frame::Binary(_)) => st.report.bad_frames += 1,
+        Some(Frame::Close(_)) | None => return Err(BridgeEnd::StreamClosed),
+    }
+    Ok(false)
+}
+
+/// One frame from the agent: its audio is fed to Twilio (`Ok(true)`, to be flushed by the
+/// caller); everything else is handled here; anything that ends the call is `Err`.
+async fn on_agent_frame<TO, AO>(
+    st: &mut State<'_>,
+    frame: Option<Frame>,
+    twilio_out: &mut TO,
+    agent_out: &mut AO,
+    last_error: &mut Option<AgentError>,
+) -> Result<bool, BridgeEnd>
+where
+    TO: Sink<Frame> + Unpin,
+    AO: Sink<Frame> + Unpin,
+{
+    let bytes = match frame {
+        Some(Frame::Text(bytes)) => bytes,
+        Some(Frame::Binary(_)) => {
+            st.report.bad_frames += 1;
+            return Ok(false);
+        }
+        Some(Frame::Close(frame)) => {
+            return Err(BridgeEnd::AgentFailed(closed_without_end(
+                frame,
+                last_error.take(),
+            )));
+        }
+        None => {
+            return Err(BridgeEnd::AgentFailed(closed_without_end(
+                None,
+                last_error.take(),
+            )));
+        }
+    };
+    let Ok(msg) = agent::parse_bytes(&bytes) else {
+        st.report.bad_frames += 1;
+        return Ok(false);
+    };
+    let was_reply_done = matches!(msg, AgentMessage::ReplyDone { .. });
+    let mut fed = false;
+    match msg {
+        AgentMessage::ReplyAudio { data } => {
+            media::write_media(&mut st.scratch, st.setup.stream_sid, &data);
+            let out = Frame::Text(st.scratch.split().freeze());
+            if twilio_out.feed(out).await.is_err() {
+                return Err(BridgeEnd::StreamClosed);
+            }
+            fed = true;
+        }
+        AgentMessage::SessionEnded => {
+            return Err(match last_error.take() {
+                Some(error) if error.code.is_fatal() => {
+                    BridgeEnd::AgentFailed(AgentFailure::Error(error))
+                }
+                _ => BridgeEnd::AgentEnded,
+            });
+        }
+        AgentMessage::SessionError(error) => {
+            tracing::warn!(code = %error.code, message = %error.message, "voice agent error");
+            // A fatal error says why the session ends, whatever follows it.
+            if error.code.is_fatal() || !last_error.as_ref().is_some_and(|e| e.code.is_fatal()) {
+                *last_error = Some(error);
+            }
+        }
+        other => on_agent_event(st, other, twilio_out, agent_out).await?,
+    }
+    st.last_was_reply_done = was_reply_done;
+    Ok(fed)
 }
 
 /// The session closed without `session.ended`: after a fatal error that error says why;
@@ -708,13 +875,6 @@ fn closed_without_end(
     match last_error {
         Some(error) if error.code.is_fatal() => AgentFailure::Error(error),
         last_error => AgentFailure::Lost { frame, last_error },
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -1078,6 +1238,33 @@ mod tests {
         assert_eq!(report.session_id.as_deref(), Some("sess_1"));
         // The agent session is ended explicitly.
         assert_eq!(next_json(&mut o.agent).await["type"], "session.end");
+    }
+
+    #[tokio::test]
+    async fn frames_that_arrive_together_all_pass_in_order() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        // More than one batch's worth, queued before the bridge looks.
+        let n = 3 * BATCH + 1;
+        for i in 0..n {
+            send(
+                &o.twilio,
+                json!({"event":"media","media":{"payload":format!("in{i}")},"streamSid":"MZ1"}),
+            );
+            send(
+                &o.agent,
+                json!({"type":"reply.audio","reply_id":"r1","data":format!("out{i}")}),
+            );
+        }
+        for i in 0..n {
+            assert_eq!(next_json(&mut o.agent).await["audio"], format!("in{i}"));
+            assert_eq!(
+                next_json(&mut o.twilio).await["media"]["payload"],
+                format!("out{i}")
+            );
+        }
+        send(&o.twilio, json!({"event":"stop","streamSid":"MZ1"}));
+        assert_eq!(o.handle.await.unwrap().end, BridgeEnd::CalleeHungUp);
     }
 
     #[tokio::test]

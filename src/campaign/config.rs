@@ -25,6 +25,13 @@ pub const DEFAULT_DISPOSITIONS: [&str; 5] = [
 ];
 
 const DEFAULT_DNC: &str = "do-not-call.txt";
+/// Most calls live at once: what one small machine was measured to carry with every frame on
+/// time (BENCHMARKS.md, "Live calls on one machine"). More calls need more machines.
+pub const MAX_CONCURRENCY: i64 = 1000;
+/// Most call creations per second. Twilio accepts creations beyond an account's calls per
+/// second (1 by default, up to 30 in the Console with an approved Business Profile) and queues
+/// them, so a rate above the account's only fills Twilio's queue.
+pub const MAX_CALLS_PER_SECOND: f64 = 1000.0;
 
 /// Longest wait before a retry: a month is already past any sensible campaign, and a bound
 /// keeps `now + delay` from overflowing the calendar.
@@ -381,15 +388,31 @@ impl RawFile {
         let mut config = CampaignConfig::defaults(&name, agent, base_dir);
 
         if let Some(n) = c.concurrency {
-            config.concurrency = within("campaign.concurrency", n, 1..=200, "")? as usize;
+            config.concurrency = within("campaign.concurrency", n, 1..=MAX_CONCURRENCY, "")
+                .map_err(|e| {
+                    if n > MAX_CONCURRENCY {
+                        Invalid {
+                            message: format!(
+                                "{} (one machine carries about {MAX_CONCURRENCY} live calls; \
+                                 split the leads between machines for more)",
+                                e.message
+                            ),
+                            ..e
+                        }
+                    } else {
+                        e
+                    }
+                })? as usize;
         }
         if let Some(rate) = c.calls_per_second {
             // Written so that NaN fails too.
-            if !(rate > 0.0 && rate <= 100.0) {
+            if !(rate > 0.0 && rate <= MAX_CALLS_PER_SECOND) {
                 return Err(invalid(
                     "campaign.calls_per_second",
                     format!(
-                        "must be more than 0 and at most 100, got {rate} (Twilio's account default is 1)"
+                        "must be more than 0 and at most {MAX_CALLS_PER_SECOND}, got {rate} \
+                         (Twilio's account default is 1 call per second; above the account's \
+                         rate Twilio queues the calls)"
                     ),
                 ));
             }
@@ -877,21 +900,30 @@ clock_start = "2026-12-01T19:55:00-05:00"
         let e = bad_value("campaign", "concurrency", "0");
         assert_eq!(
             e,
-            "campaign file camp/leads.toml, line 2: campaign.concurrency must be 1–200, got 0"
+            "campaign file camp/leads.toml, line 2: campaign.concurrency must be 1–1000, got 0"
         );
-        bad_value("campaign", "concurrency", "201");
+        let e = bad_value("campaign", "concurrency", "1001");
+        assert_eq!(
+            e,
+            "campaign file camp/leads.toml, line 2: campaign.concurrency must be 1–1000, got 1001 \
+             (one machine carries about 1000 live calls; split the leads between machines for more)"
+        );
         bad_value("campaign", "concurrency", "-1");
-        assert!(parse("[campaign]\nconcurrency = 200").is_ok());
+        assert_eq!(
+            parse("[campaign]\nconcurrency = 1000").unwrap().concurrency,
+            1000
+        );
         assert!(bad_value("campaign", "concurrency", "\"five\"").contains("invalid type"));
 
-        for rate in ["0", "0.0", "-1", "100.5", "nan", "inf"] {
-            bad_value("campaign", "calls_per_second", rate);
+        for rate in ["0", "0.0", "-1", "1000.5", "nan", "inf"] {
+            let e = bad_value("campaign", "calls_per_second", rate);
+            assert!(e.contains("at most 1000"), "{e}");
         }
         assert_eq!(
-            parse("[campaign]\ncalls_per_second = 100")
+            parse("[campaign]\ncalls_per_second = 1000")
                 .unwrap()
                 .calls_per_second,
-            100.0
+            1000.0
         );
         assert_eq!(
             parse("[campaign]\ncalls_per_second = 0.2")

@@ -1,41 +1,106 @@
-//! warp's WebSocket messages ⇄ the bridge's frames. The only place that names warp's type.
+//! The Media Stream's WebSocket upgrade, done here rather than by `warp::ws()`: warp gives no
+//! setting for the socket's buffers, and its defaults (a 128 KiB read buffer, zero-filled
+//! before every read) cost each call more memory and time than its frames of a few hundred
+//! bytes ever need. The socket is the same tokio-tungstenite one as the agent leg's, with the
+//! same settings ([`ws::config`]), turned into frames by [`ws::from_tungstenite`].
 
-use crate::ws::{Frame, FrameSink, FrameStream, SendError, SendErrors};
-use futures_util::{SinkExt, StreamExt};
-use warp::ws::{Message, WebSocket};
+use crate::ws::{self, FrameSink, FrameStream};
+use futures_util::future;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use warp::http::{StatusCode, header};
+use warp::{Filter, Rejection, Reply};
 
-pub(crate) fn split(socket: WebSocket) -> (FrameStream, FrameSink) {
-    let (sink, stream) = socket.split();
-    let stream = stream
-        .take_while(|r| std::future::ready(r.is_ok()))
-        .filter_map(|r| std::future::ready(r.ok().and_then(from_warp)));
-    let sink = SendErrors(sink).with(|f: Frame| std::future::ready(Ok::<_, SendError>(to_warp(f))));
-    (Box::pin(stream), Box::pin(sink))
+/// A WebSocket handshake that checked out, waiting for its reply to be sent.
+pub(super) struct Upgrade {
+    accept: String,
+    on_upgrade: OnUpgrade,
 }
 
-fn from_warp(m: Message) -> Option<Frame> {
-    if m.is_text() {
-        Some(Frame::Text(m.into_bytes()))
-    } else if m.is_binary() {
-        Some(Frame::Binary(m.into_bytes()))
-    } else if m.is_close() {
-        Some(Frame::Close(
-            m.close_frame().map(|(c, r)| (c, r.to_string())),
-        ))
-    } else {
-        None
-    }
+/// Why a request to a WebSocket route is not a WebSocket handshake.
+#[derive(Debug)]
+pub(super) struct NotWebSocket;
+
+impl warp::reject::Reject for NotWebSocket {}
+
+/// A `GET` with `Connection: upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a
+/// `Sec-WebSocket-Key` (RFC 6455 §4.2.1), on a connection hyper can hand over.
+pub(super) fn upgrade() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::header::<String>("connection"))
+        .and(warp::header::exact_ignore_case("upgrade", "websocket"))
+        .and(warp::header::exact("sec-websocket-version", "13"))
+        .and(warp::header::<String>("sec-websocket-key"))
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and_then(
+            |connection: String, key: String, on_upgrade: Option<OnUpgrade>| {
+                let upgrade = connection
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+                future::ready(match on_upgrade {
+                    Some(on_upgrade) if upgrade => Ok(Upgrade {
+                        accept: derive_accept_key(key.as_bytes()),
+                        on_upgrade,
+                    }),
+                    _ => Err(warp::reject::custom(NotWebSocket)),
+                })
+            },
+        )
 }
 
-fn to_warp(f: Frame) -> Message {
-    match f {
-        // Frames we send were built from `String`s, so this reuses the buffer.
-        Frame::Text(b) => match String::from_utf8(Vec::from(b)) {
-            Ok(s) => Message::text(s),
-            Err(_) => Message::close(),
-        },
-        Frame::Binary(b) => Message::binary(b),
-        Frame::Close(Some((code, reason))) => Message::close_with(code, reason),
-        Frame::Close(None) => Message::close(),
+impl Upgrade {
+    /// The 101 reply; once hyper has sent it, `handle` gets the socket's two frame halves.
+    /// `max_message` bounds each message and frame the peer may send.
+    pub(super) fn reply<F, Fut>(self, max_message: usize, handle: F) -> impl Reply
+    where
+        F: FnOnce(FrameStream, FrameSink) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let config = ws::config()
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message));
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    tracing::debug!(error = %e, "media stream upgrade failed");
+                    return;
+                }
+            };
+            // The accept loop serves plain TCP: take the socket back from hyper, so reads and
+            // writes go to it directly rather than through hyper's boxed IO.
+            let (stream, sink) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let socket = WebSocketStream::from_partially_read(
+                        parts.io.into_inner(),
+                        parts.read_buf.to_vec(),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    ws::from_tungstenite(socket)
+                }
+                Err(upgraded) => {
+                    let socket = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    ws::from_tungstenite(socket)
+                }
+            };
+            handle(stream, sink).await;
+        });
+        let reply = warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
+        let reply = warp::reply::with_header(reply, header::CONNECTION, "upgrade");
+        let reply = warp::reply::with_header(reply, header::UPGRADE, "websocket");
+        warp::reply::with_header(reply, header::SEC_WEBSOCKET_ACCEPT, self.accept)
     }
 }

@@ -8,7 +8,7 @@ use crate::call::registry::{CallSignal, IncomingStream, StatusUpdate};
 use crate::twilio::media::{self, TwilioMessage};
 use crate::twilio::signature;
 use crate::webhooks::paths;
-use crate::ws::Frame;
+use crate::ws::{Frame, FrameSink, FrameStream};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::convert::Infallible;
@@ -195,18 +195,17 @@ fn media_stream(
                 }
             },
         )
-        .and(warp::ws())
-        .map(|state: ServerState, ws: warp::ws::Ws| {
+        .and(convert::upgrade())
+        .map(|state: ServerState, upgrade: convert::Upgrade| {
             // Twilio's frames are a few hundred bytes; a peer sending megabytes is not Twilio.
-            ws.max_message_size(MAX_WS_MESSAGE)
-                .max_frame_size(MAX_WS_MESSAGE)
-                .on_upgrade(move |socket| accept_stream(socket, state))
+            upgrade.reply(MAX_WS_MESSAGE, move |stream, sink| {
+                accept_stream(stream, sink, state)
+            })
         })
 }
 
 /// Read `connected` and `start`, then hand the stream to the call whose token it carries.
-async fn accept_stream(socket: warp::ws::WebSocket, state: ServerState) {
-    let (mut stream, mut sink) = convert::split(socket);
+async fn accept_stream(mut stream: FrameStream, mut sink: FrameSink, state: ServerState) {
     let start = tokio::time::timeout(START_TIMEOUT, async {
         while let Some(frame) = stream.next().await {
             let Frame::Text(bytes) = frame else {

@@ -3,6 +3,7 @@
 //! from the frame, so audio is never copied or decoded on its way through.
 
 use crate::phone::escape_controls;
+use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -185,13 +186,24 @@ fn write(out: &Out<'_>) -> String {
 }
 
 /// Audio for Twilio to play: base64 μ-law 8 kHz, any length; Twilio buffers it in order.
-pub(crate) fn media(stream_sid: &str, payload: &str) -> String {
-    write(&Out {
+/// Written at the end of `out` (the bridge reuses one buffer for every frame).
+pub(crate) fn write_media(out: &mut BytesMut, stream_sid: &str, payload: &str) {
+    // Room for the message at once, so the buffer is reclaimed or grown once, not per piece.
+    out.reserve(stream_sid.len() + payload.len() + 64);
+    let message = Out {
         event: "media",
         stream_sid,
         media: Some(PayloadOut { payload }),
         mark: None,
-    })
+    };
+    serde_json::to_writer(out.writer(), &message).expect("plain strings always serialise");
+}
+
+#[cfg(test)]
+pub(crate) fn media(stream_sid: &str, payload: &str) -> String {
+    let mut out = BytesMut::new();
+    write_media(&mut out, stream_sid, payload);
+    String::from_utf8(out.to_vec()).expect("JSON is UTF-8")
 }
 
 /// A mark Twilio echoes back once the audio sent before it has played (or been cleared).

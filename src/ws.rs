@@ -9,11 +9,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Bytes read from a socket at once. Frames on both legs are a few hundred bytes (20 ms of
-/// audio in base64 inside JSON), so this holds a dozen; a larger frame still arrives whole, as
-/// the buffer grows for it.
-const READ_BUFFER: usize = 4 * 1024;
+/// audio in base64 inside JSON), so this holds half a dozen; a larger frame still arrives
+/// whole, as the buffer grows for it. tungstenite zero-fills this much before each read.
+const READ_BUFFER: usize = 2 * 1024;
 /// Frames written without a flush are held up to this much before going out.
-const WRITE_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 2 * 1024;
 
 /// Socket settings for both legs of every call. A call holds its two sockets for its whole
 /// life, so their buffers are paid per call. tungstenite's defaults are sized for bulk

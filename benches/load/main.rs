@@ -14,8 +14,10 @@
 //! `start` to the agent's first audio. The generator's own CPU is shown beside the dialer's.
 //!
 //! Run: `cargo bench --bench load` (N = 50, 200, 500, 1000; 20 s measured each), or
-//! `cargo bench --bench load -- 200 1000 --secs 10 --dialer path/to/dialer`. Under
-//! `cargo test` it runs three calls for one second as a smoke test.
+//! `cargo bench --bench load -- 200 1000 --secs 10` for other sizes and windows. More options:
+//! `--dialer PATH` measures another build of the dialer, `--env NAME=VALUE` sets a variable in
+//! its environment (`TOKIO_WORKER_THREADS=1`), `--threads 1` runs the generator on one thread.
+//! Under `cargo test` it runs three calls for one second as a smoke test.
 
 // A benchmark's output is its figures.
 #![allow(clippy::print_stdout)]
@@ -39,6 +41,8 @@ struct Options {
     dialer: PathBuf,
     /// Extra environment for the dialer (`--env TOKIO_WORKER_THREADS=1`).
     env: Vec<(String, String)>,
+    /// Generator threads: 1 (both services on one) or 2 (one each).
+    threads: usize,
     smoke: bool,
 }
 
@@ -49,11 +53,13 @@ fn options() -> Options {
     let mut secs = None;
     let mut dialer = None;
     let mut env = Vec::new();
+    let mut threads = 2;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--secs" => secs = it.next().and_then(|s| s.parse().ok()),
             "--dialer" => dialer = it.next().map(PathBuf::from),
+            "--threads" => threads = it.next().and_then(|s| s.parse().ok()).unwrap_or(2),
             "--env" => env.extend(
                 it.next()
                     .and_then(|kv| kv.split_once('='))
@@ -77,6 +83,7 @@ fn options() -> Options {
             .and_then(|d| std::path::absolute(d).ok())
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dialer"))),
         env,
+        threads,
         smoke,
     }
 }
@@ -149,12 +156,12 @@ impl Row {
 
     fn print_table(rows: &[Row]) {
         println!(
-            "| N | held | lost | corrupt | RTT p50 | p99 | p99.9 | max | dialer CPU s per call-s | RSS per call | start → agent audio p50 / p99 | generator CPU s per call-s |"
+            "| N | held | lost | corrupt | RTT p50 | p99 | p99.9 | max | dialer CPU, core-s per call-s (kernel) | RSS per call | start → agent audio p50 / p99 | generator CPU, core-s per call-s |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         for r in rows {
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.6} | {:.1} KiB | {} / {} | {:.6} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.6} ({:.0} %) | {:.1} KiB | {} / {} | {:.6} |",
                 r.n,
                 r.held,
                 r.lost,
@@ -164,6 +171,7 @@ impl Row {
                 ms(r.rtt[2]),
                 ms(r.rtt[3]),
                 Self::cpu_per_call_sec(r.dialer_cpu, r.held.max(1), r.secs),
+                100.0 * r.dialer_sys / r.dialer_cpu.max(1e-9),
                 r.rss_kib.saturating_sub(r.idle_rss_kib) as f64 / r.held.max(1) as f64,
                 ms(r.first_audio[0]),
                 ms(r.first_audio[1]),
@@ -232,17 +240,18 @@ fn quantiles<const K: usize>(sorted: &[u64], q: [f64; K]) -> [f64; K] {
     })
 }
 
-/// A running service of the generator: a thread with its own single-threaded runtime, so the
-/// generator takes at most one core per service and never shares a task between threads.
-struct Service<T> {
-    value: T,
+/// A running part of the generator: a thread with its own single-threaded runtime, so the
+/// generator never shares a task between threads; it stops when dropped.
+struct Service {
     stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl<T: Send + 'static> Service<T> {
-    fn start<F, Fut>(name: &str, start: F) -> std::io::Result<Self>
+impl Service {
+    /// Run `start` on a new thread; what it returns once started comes back with the service.
+    fn start<T, F, Fut>(name: &str, start: F) -> std::io::Result<(Self, T)>
     where
+        T: Send + 'static,
         F: FnOnce(CancellationToken) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = std::io::Result<T>>,
     {
@@ -268,21 +277,34 @@ impl<T: Send + 'static> Service<T> {
         let value = rx
             .recv()
             .map_err(|_| std::io::Error::other("the service thread died"))??;
-        Ok(Self {
+        Ok((
+            Self {
+                stop,
+                thread: Some(thread),
+            },
             value,
-            stop,
-            thread: Some(thread),
-        })
+        ))
     }
 }
 
-impl<T> Drop for Service<T> {
+impl Drop for Service {
     fn drop(&mut self) {
         self.stop.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// Start the echo agent on the current runtime.
+async fn start_agent(
+    shared: Arc<agent::AgentShared>,
+    stop: CancellationToken,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(agent::serve(listener, shared, stop));
+    Ok(addr)
 }
 
 /// The dialer's process, killed if the round ends before it does.
@@ -408,21 +430,30 @@ fn round(n: usize, opts: &Options) -> Result<Row, String> {
     };
     let epoch = Instant::now();
     let dir = tempfile::tempdir().map_err(io("temp dir"))?;
-    let twilio = Service::start("twilio", move |stop| twilio::start(epoch, stop))
-        .map_err(io("fake Twilio"))?;
     let agent_shared = Arc::new(agent::AgentShared::default());
     let a = agent_shared.clone();
-    let agent = Service::start("agent", move |stop| async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(agent::serve(listener, a, stop));
-        Ok(addr)
-    })
-    .map_err(io("echo agent"))?;
-    let (twilio_addr, tw) = (twilio.value.0, twilio.value.1.clone());
+    // One thread per service by default: on one thread the generator saturates near 1,000
+    // calls and its own queueing shows in the round trips (`--threads 1` to compare).
+    let (services, twilio_addr, tw, agent_addr) = if opts.threads == 1 {
+        let (service, (twilio_addr, tw, agent_addr)) =
+            Service::start("generator", move |stop| async move {
+                let (twilio_addr, tw) = twilio::start(epoch, stop.clone()).await?;
+                let agent_addr = start_agent(a, stop).await?;
+                Ok((twilio_addr, tw, agent_addr))
+            })
+            .map_err(io("generator"))?;
+        (vec![service], twilio_addr, tw, agent_addr)
+    } else {
+        let (twilio, (twilio_addr, tw)) =
+            Service::start("twilio", move |stop| twilio::start(epoch, stop))
+                .map_err(io("fake Twilio"))?;
+        let (agent, agent_addr) =
+            Service::start("agent", move |stop| start_agent(a, stop)).map_err(io("echo agent"))?;
+        (vec![twilio, agent], twilio_addr, tw, agent_addr)
+    };
     let csv = campaign_files(dir.path(), n).map_err(io("campaign files"))?;
     let mut dialer =
-        spawn_dialer(opts, dir.path(), &csv, twilio_addr, agent.value).map_err(io("dialer"))?;
+        spawn_dialer(opts, dir.path(), &csv, twilio_addr, agent_addr).map_err(io("dialer"))?;
     let pid = dialer.pid();
     let loadavg = loadavg();
 
@@ -531,8 +562,7 @@ fn round(n: usize, opts: &Options) -> Result<Row, String> {
     row.rtt = quantiles(&rtts, [0.5, 0.99, 0.999, 1.0]);
     row.first_audio = quantiles(&first_audio, [0.5, 0.99, 1.0]);
     drop(dialer);
-    drop(twilio);
-    drop(agent);
+    drop(services);
     Ok(row)
 }
 

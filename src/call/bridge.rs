@@ -592,8 +592,9 @@ The conversation so far is recorded between the <conversation> tags below. It is
         ..agent.clone()
     }
 }
-/// Room for a dozen audio messages (about 330 bytes each) before the space is reclaimed.
-const SCRATCH: usize = 4 * 1024;
+/// Room for three audio messages (about 330 bytes each) before the space is reclaimed, which
+/// it is as soon as the frames written from it have been copied into their socket's buffer.
+const SCRATCH: usize = 1024;
 
 /// Frames taken from one leg in a row before the other leg is looked at again: enough that a
 /// backlog leaves in a few writes, few enough that neither leg waits long for its turn.

@@ -305,27 +305,7 @@ mod tests {
 
     const AUTH_TOKEN: &str = "12345";
 
-    const STATUSES: [&str; 9] = [
-        "queued",
-        "initiated",
-        "ringing",
-        "in-progress",
-        "completed",
-        "busy",
-        "no-answer",
-        "failed",
-        "canceled",
-    ];
-
-    const VERDICTS: [&str; 7] = [
-        "human",
-        "machine_start",
-        "machine_end_beep",
-        "machine_end_silence",
-        "machine_end_other",
-        "fax",
-        "unknown",
-    ];
+    use crate::twilio::status::{STATUSES, VERDICTS};
 
     /// Counters as Twilio writes them, and the near misses a parser might take for numbers.
     const NUMBERS: [&str; 17] = [

@@ -219,31 +219,35 @@ impl<'de> Deserialize<'de> for AnsweredBy {
     }
 }
 
+/// Every documented `CallStatus` value, for tests.
+#[cfg(test)]
+pub(crate) const STATUSES: [&str; 9] = [
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+];
+
+/// Every documented `AnsweredBy` value, for tests.
+#[cfg(test)]
+pub(crate) const VERDICTS: [&str; 7] = [
+    "human",
+    "machine_start",
+    "machine_end_beep",
+    "machine_end_silence",
+    "machine_end_other",
+    "fax",
+    "unknown",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const STATUSES: [&str; 9] = [
-        "queued",
-        "initiated",
-        "ringing",
-        "in-progress",
-        "completed",
-        "busy",
-        "no-answer",
-        "failed",
-        "canceled",
-    ];
-
-    const VERDICTS: [&str; 7] = [
-        "human",
-        "machine_start",
-        "machine_end_beep",
-        "machine_end_silence",
-        "machine_end_other",
-        "fax",
-        "unknown",
-    ];
 
     #[test]
     fn every_documented_status_is_known_and_round_trips() {

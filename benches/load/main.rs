@@ -142,6 +142,8 @@ struct Row {
     dialer_cpu: f64,
     dialer_sys: f64,
     generator_cpu: f64,
+    /// CPU time the rest of the machine used meanwhile (other people's builds and tests).
+    others_cpu: f64,
     idle_rss_kib: u64,
     rss_kib: u64,
     loadavg: String,
@@ -156,12 +158,12 @@ impl Row {
 
     fn print_table(rows: &[Row]) {
         println!(
-            "| N | held | lost | corrupt | RTT p50 | p99 | p99.9 | max | dialer CPU, core-s per call-s (kernel) | RSS per call | start → agent audio p50 / p99 | generator CPU, core-s per call-s |"
+            "| N | held | lost | corrupt | RTT p50 | p99 | p99.9 | max | dialer CPU, core-s per call-s (kernel) | RSS per call | start → agent audio p50 / p99 | generator CPU, core-s per call-s | others, cores |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for r in rows {
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.6} ({:.0} %) | {:.1} KiB | {} / {} | {:.6} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.6} ({:.0} %) | {:.1} KiB | {} / {} | {:.6} | {:.2} |",
                 r.n,
                 r.held,
                 r.lost,
@@ -176,6 +178,7 @@ impl Row {
                 ms(r.first_audio[0]),
                 ms(r.first_audio[1]),
                 Self::cpu_per_call_sec(r.generator_cpu, r.held.max(1), r.secs),
+                r.others_cpu.max(0.0) / r.secs,
             );
         }
     }
@@ -186,7 +189,7 @@ impl Row {
              lost {}, corrupted {}, duplicated {}, echoed before the agent was ready {}; \
              socket backpressure {} times; {} round trips measured, p50 {} p99 {} p99.9 {} max {}; \
              start → first agent audio p50 {} p99 {} max {}; dialer CPU {:.2} s ({:.2} s in the \
-             kernel), generator CPU {:.2} s; dialer RSS idle {} KiB, live {} KiB; load average {}; dialer exit: {}",
+             kernel), generator CPU {:.2} s, everything else on the machine {:.2} s; dialer RSS idle {} KiB, live {} KiB; load average {}; dialer exit: {}",
             self.n,
             self.held,
             self.dropped,
@@ -209,6 +212,7 @@ impl Row {
             self.dialer_cpu,
             self.dialer_sys,
             self.generator_cpu,
+            self.others_cpu.max(0.0),
             self.idle_rss_kib,
             self.rss_kib,
             self.loadavg,
@@ -485,12 +489,14 @@ fn round(n: usize, opts: &Options) -> Result<Row, String> {
 
     let before = Proc::sample(pid)?;
     let gen_before = Proc::sample(std::process::id())?;
+    let machine_before = machine_busy_secs();
     let t0 = Instant::now();
     tw.window_start.store(tw.now_ns(), Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(opts.secs));
     tw.window_end.store(tw.now_ns(), Ordering::SeqCst);
     let after = Proc::sample(pid)?;
     let gen_after = Proc::sample(std::process::id())?;
+    let machine_after = machine_busy_secs();
     let secs = t0.elapsed().as_secs_f64();
     let held_calls = tw
         .media()
@@ -530,6 +536,9 @@ fn round(n: usize, opts: &Options) -> Result<Row, String> {
         dialer_cpu: after.cpu_secs - before.cpu_secs,
         dialer_sys: after.sys_secs - before.sys_secs,
         generator_cpu: gen_after.cpu_secs - gen_before.cpu_secs,
+        others_cpu: (machine_after - machine_before)
+            - (after.cpu_secs - before.cpu_secs)
+            - (gen_after.cpu_secs - gen_before.cpu_secs),
         idle_rss_kib: idle.rss_kib,
         rss_kib: after.rss_kib,
         loadavg,
@@ -603,6 +612,27 @@ impl Proc {
             rss_kib,
         })
     }
+}
+
+/// CPU time the whole machine has spent busy since boot, in seconds (/proc/stat: every state
+/// but idle and iowait, and not guest time, which user time already counts).
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 3 | 4 | 8 | 9))
+        .map(|(_, t)| t)
+        .sum();
+    busy as f64 / clock_ticks()
 }
 
 /// `sysconf(_SC_CLK_TCK)`, asked of `getconf` once (100 on Linux almost everywhere).

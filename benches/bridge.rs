@@ -68,7 +68,17 @@ fn main() {
                 deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
                 agent_silence: Duration::from_secs(3600),
             };
-            bridge::run(&mut t_in, &mut t_out, &mut a_in, &mut a_out, &setup, &ev_tx, &c).await
+            bridge::run(
+                &mut t_in,
+                &mut t_out,
+                &mut a_in,
+                &mut a_out,
+                &mut bridge::NoReconnect,
+                &setup,
+                &ev_tx,
+                &c,
+            )
+            .await
         });
         let _update = a_rx.recv().await;
         a_tx.send(Frame::text(r#"{"type":"session.ready","session_id":"sess_bench"}"#.into())).unwrap();

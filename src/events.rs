@@ -84,6 +84,21 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub opted_out: bool,
     pub transcript: Vec<TranscriptLine>,
+    /// Each time the agent's connection was lost mid-call and came back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconnects: Vec<AgentReconnect>,
+}
+
+/// The agent's connection was lost mid-call and the conversation went on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentReconnect {
+    /// The same session came back (`session.resume`); otherwise a new one carried the
+    /// conversation so far in its prompt.
+    pub resumed: bool,
+    /// How long the callee heard nothing from the agent, in milliseconds.
+    pub gap_ms: u64,
+    /// What went wrong, in words.
+    pub cause: String,
 }
 
 impl Outcome {
@@ -114,6 +129,7 @@ impl Outcome {
             disposition: None,
             opted_out: false,
             transcript: vec![],
+            reconnects: Vec::new(),
         }
     }
 }
@@ -148,6 +164,11 @@ pub enum CallEvent {
         to: String,
         disposition: Disposition,
     },
+    /// The agent's connection was lost and came back.
+    Reconnected {
+        to: String,
+        reconnect: AgentReconnect,
+    },
     /// The call is over.
     Ended { outcome: Box<Outcome> },
 }
@@ -164,7 +185,8 @@ impl CallEvent {
             | Self::Partial { to, .. }
             | Self::Line { to, .. }
             | Self::Tool { to, .. }
-            | Self::Disposition { to, .. } => to,
+            | Self::Disposition { to, .. }
+            | Self::Reconnected { to, .. } => to,
             Self::Ended { outcome } => &outcome.to,
         }
     }

@@ -24,6 +24,7 @@
 //! - [`error`]: the errors that stop a command, and their exit codes.
 //! - [`cli`]: the command line, each argument validated by its parser.
 //! - [`commands`]: `call`, `campaign`, `serve`, `simulators`: parse, build, run, report.
+//! - `props` (tests only): the shared helpers of the parsers' property tests.
 
 pub mod agent;
 pub mod call;
@@ -33,6 +34,8 @@ pub mod commands;
 pub mod error;
 pub mod events;
 pub mod phone;
+#[cfg(test)]
+mod props;
 pub mod report;
 pub mod secret;
 pub(crate) mod server;

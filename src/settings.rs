@@ -5,7 +5,7 @@
 //! saying what to do.
 
 use crate::agent::client::DEFAULT_URL as DEFAULT_AGENT_URL;
-use crate::phone::E164;
+use crate::phone::{E164, escape_controls, printable};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -172,7 +172,7 @@ impl RawSettings {
                     .set_override(*key, value.clone())
                     .map_err(|e| SettingsError::Invalid {
                         name: "flag",
-                        why: e.to_string(),
+                        why: one_line(&e.to_string()),
                     })?;
         }
         let merged = builder.build().map_err(|e| SettingsError::File {
@@ -181,13 +181,13 @@ impl RawSettings {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            why: e.to_string(),
+            why: one_line(&e.to_string()),
         })?;
         merged
             .try_deserialize()
             .map_err(|e| SettingsError::Invalid {
                 name: "settings",
-                why: e.to_string(),
+                why: one_line(&e.to_string()),
             })
     }
 
@@ -259,15 +259,21 @@ fn required(name: &'static str, value: Option<String>) -> Result<String, Setting
 fn check_url(name: &'static str, value: &str, schemes: &[&str]) -> Result<String, SettingsError> {
     let parsed = url::Url::parse(value.trim()).map_err(|e| SettingsError::Invalid {
         name,
-        why: format!("'{value}' is not a URL ({e})"),
+        why: format!("'{}' is not a URL ({e})", printable(value)),
     })?;
     if !schemes.contains(&parsed.scheme()) {
         return Err(SettingsError::Invalid {
             name,
-            why: format!("'{value}' must start with {}://", schemes.join(":// or ")),
+            why: format!(
+                "'{}' must start with {}://",
+                printable(value),
+                schemes.join(":// or ")
+            ),
         });
     }
-    Ok(value.trim().trim_end_matches('/').to_string())
+    // The parser's form, not the text: the parser drops tabs, newlines and leading control
+    // characters, so the text could be a valid URL here and an invalid one where it is used.
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
 }
 
 fn check_public_url(url: &str) -> Result<String, SettingsError> {
@@ -321,7 +327,10 @@ fn parse_port(value: Option<&str>) -> Result<u16, SettingsError> {
         None | Some("") => Ok(DEFAULT_PORT),
         Some(v) => v.parse().map_err(|_| SettingsError::Invalid {
             name: "PORT",
-            why: format!("'{v}' is not a port number (0–65535; 0 picks a free port)"),
+            why: format!(
+                "'{}' is not a port number (0–65535; 0 picks a free port)",
+                printable(v)
+            ),
         }),
     }
 }
@@ -331,7 +340,10 @@ fn parse_bind(value: Option<&str>) -> Result<IpAddr, SettingsError> {
         None | Some("") => Ok(IpAddr::from([127, 0, 0, 1])),
         Some(v) => v.parse().map_err(|_| SettingsError::Invalid {
             name: "BIND_ADDRESS",
-            why: format!("'{v}' is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"),
+            why: format!(
+                "'{}' is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)",
+                printable(v)
+            ),
         }),
     }
 }
@@ -339,17 +351,45 @@ fn parse_bind(value: Option<&str>) -> Result<IpAddr, SettingsError> {
 fn read_dotenv(path: &std::path::Path) -> Result<HashMap<String, String>, SettingsError> {
     let iter = dotenvy::from_path_iter(path).map_err(|e| SettingsError::File {
         path: path.display().to_string(),
-        why: e.to_string(),
+        why: one_line(&e.to_string()),
     })?;
     let mut map = HashMap::new();
     for item in iter {
         let (k, v) = item.map_err(|e| SettingsError::File {
             path: path.display().to_string(),
-            why: e.to_string(),
+            why: one_line(&e.to_string()),
         })?;
         map.insert(k, v);
     }
     Ok(map)
+}
+
+/// A library's reason on one line, as every settings error is. TOML's reasons draw the line at
+/// fault under a caret over several lines: the drawing is left out (the line and column are
+/// kept), the rest is joined, and what remains is escaped and cut in the middle, since .env's
+/// reasons quote the whole line at fault and a line can be any length.
+fn one_line(reason: &str) -> String {
+    let drawing = |line: &str| {
+        line.starts_with('|')
+            || line
+                .split_once(" |")
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let lines: Vec<&str> = reason
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !drawing(l))
+        .collect();
+    let text = escape_controls(&lines.join("; "));
+    const HEAD: usize = 200;
+    const TAIL: usize = 80;
+    let chars = text.chars().count();
+    if chars <= HEAD + TAIL {
+        return text;
+    }
+    let head: String = text.chars().take(HEAD).collect();
+    let tail: String = text.chars().skip(chars - TAIL).collect();
+    format!("{head}…{tail}")
 }
 
 #[cfg(test)]
@@ -507,5 +547,248 @@ mod tests {
         };
         let s = RawSettings::load(&sources).unwrap().resolve().unwrap();
         assert_eq!(s.public_url, "https://example.ngrok.app");
+    }
+
+    #[test]
+    fn a_url_is_kept_as_it_was_checked() {
+        let mut env = full_env();
+        env.insert(
+            "ASSEMBLYAI_AGENT_URL".into(),
+            "\u{1b}wss://agents.example.com/v1/\tws".into(),
+        );
+        env.insert(
+            "TWILIO_API_BASE_URL".into(),
+            "HTTPS://API.example.com/".into(),
+        );
+        let sources = Sources {
+            env,
+            ..Sources::default()
+        };
+        let s = RawSettings::load(&sources).unwrap().resolve().unwrap();
+        assert_eq!(s.assemblyai_agent_url, "wss://agents.example.com/v1/ws");
+        assert_eq!(s.twilio_api_base_url, "https://api.example.com");
+    }
+
+    #[test]
+    fn file_errors_are_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("dialer.toml");
+        std::fs::write(&toml, "port = 8080\npublic_url =\n").unwrap();
+        let dotenv = dir.path().join(".env");
+        std::fs::write(&dotenv, format!("PORT='{}\u{1b}[2J\n", "x".repeat(10_000))).unwrap();
+        for (config_file, dotenv_file, expected) in [
+            (
+                Some(toml),
+                None,
+                "line 2, column 13; string values must be quoted",
+            ),
+            (None, Some(dotenv), "…"),
+        ] {
+            let sources = Sources {
+                config_file_required: config_file.is_some(),
+                config_file,
+                dotenv_required: dotenv_file.is_some(),
+                dotenv_file,
+                ..Sources::default()
+            };
+            let e = RawSettings::load(&sources).unwrap_err().to_string();
+            crate::props::assert_clear(&e, MAX_MESSAGE);
+            assert!(e.starts_with("cannot read "), "{e}");
+            assert!(e.contains(expected), "{e}");
+        }
+    }
+
+    /// Longest settings error: it quotes the value cut short, and a library's reason on one line.
+    const MAX_MESSAGE: usize = 400;
+
+    /// Values near what each setting takes, and garbage.
+    fn value(rng: &mut rand::rngs::StdRng) -> Option<String> {
+        use crate::props;
+        use rand::Rng;
+        const NEAR: [&str; 24] = [
+            SID,
+            "AC0123456789abcdef0123456789abcdeg",
+            "ACé123456789abcdef0123456789abcde",
+            "+15005550006",
+            "+1900555010",
+            "https://example.ngrok.app/",
+            "http://127.0.0.1:8080",
+            "https://user@example.com",
+            "https://example.com/?q#f",
+            "wss://agents.assemblyai.com/v1/ws",
+            "ws://[::1]:9",
+            "https://[::1",
+            "https://exa mple.com",
+            "0",
+            "65535",
+            "65536",
+            "-1",
+            "0.0.0.0",
+            "::1",
+            "256.1.1.1",
+            "US",
+            "+1900,+44",
+            "+,",
+            " ",
+        ];
+        match rng.random_range(0..6) {
+            0 => None,
+            1 | 2 => Some(NEAR[rng.random_range(0..NEAR.len())].to_string()),
+            3 if rng.random_bool(0.05) => Some(props::long_text(rng)),
+            _ => Some(props::random_text(rng, &NEAR, 3)),
+        }
+    }
+
+    /// Good settings with a few values replaced: errors are reported one at a time, in order,
+    /// so with every value random only the first setting's errors would ever be seen.
+    fn raw(rng: &mut rand::rngs::StdRng) -> RawSettings {
+        use rand::Rng;
+        let mut pick = |good: &str| {
+            if rng.random_bool(0.15) {
+                value(rng)
+            } else {
+                Some(good.to_string())
+            }
+        };
+        RawSettings {
+            twilio_account_sid: pick(SID),
+            twilio_auth_token: pick("tok"),
+            twilio_from_number: pick("+15005550006"),
+            assemblyai_api_key: pick("key"),
+            public_url: pick("https://example.ngrok.app/"),
+            port: pick("8080"),
+            bind_address: pick("127.0.0.1"),
+            twilio_api_base_url: pick(DEFAULT_TWILIO_API),
+            assemblyai_agent_url: pick(DEFAULT_AGENT_URL),
+            default_region: pick("US"),
+            allow_prefixes: pick("+1900"),
+        }
+    }
+
+    /// A settings error as a person reads it: one short printable line that starts with the
+    /// setting's name (or says which file or source it is about).
+    fn assert_names_the_setting(e: &SettingsError) {
+        let message = e.to_string();
+        crate::props::assert_clear(&message, MAX_MESSAGE);
+        assert!(
+            NAMES.iter().any(|n| message.starts_with(n))
+                || message.starts_with("cannot read ")
+                || message.starts_with("settings is invalid: ")
+                || message.starts_with("flag is invalid: "),
+            "{message:?}"
+        );
+    }
+
+    /// Whatever the values (near misses of every setting, any characters, tens of kilobytes),
+    /// resolving them gives settings that keep the promises their fields document, or one short
+    /// printable line naming the setting at fault.
+    #[test]
+    fn any_values_resolve_or_name_the_setting() {
+        crate::props::check(71, crate::props::cases(), raw, |raw| {
+            let _ = raw
+                .allow_prefixes()
+                .map_err(|e| assert_names_the_setting(&e));
+            match raw.clone().resolve() {
+                Err(e) => assert_names_the_setting(&e),
+                Ok(s) => {
+                    assert!(s.twilio_account_sid.starts_with("AC"));
+                    assert!(s.twilio_from_number.as_str().starts_with('+'));
+                    assert!(!s.public_url.ends_with('/'));
+                    assert!(!s.public_url.contains(['?', '#']));
+                    assert!(
+                        s.public_url.is_empty()
+                            || s.public_url.starts_with("https://")
+                            || is_loopback_url(&s.public_url)
+                    );
+                    assert!(s.twilio_api_base_url.starts_with("http"));
+                    assert!(s.assemblyai_agent_url.starts_with("ws"));
+                }
+            }
+        });
+    }
+
+    /// The same values through the environment and the command line, and any text as
+    /// `dialer.toml` or `.env`: loading ends in settings or one short printable line.
+    #[test]
+    fn any_sources_load_or_are_refused_clearly() {
+        use crate::props;
+        use rand::Rng;
+        const FILE_PIECES: [&str; 14] = [
+            "port",
+            "PORT",
+            " = ",
+            "=",
+            "\"",
+            "'",
+            "\n",
+            "[",
+            "]",
+            "#",
+            "\\",
+            "export ",
+            "public_url",
+            "${X}",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("dialer.toml");
+        let dotenv = dir.path().join(".env");
+        // Each case reads files and builds a `config`: a tenth of the usual count keeps it fast.
+        props::check(
+            72,
+            props::cases().div_ceil(10),
+            |rng| {
+                let r = raw(rng);
+                let env: HashMap<String, String> = [
+                    ("TWILIO_ACCOUNT_SID", r.twilio_account_sid),
+                    ("TWILIO_AUTH_TOKEN", r.twilio_auth_token),
+                    ("TWILIO_FROM_NUMBER", r.twilio_from_number),
+                    ("ASSEMBLYAI_API_KEY", r.assemblyai_api_key),
+                    ("PUBLIC_URL", r.public_url),
+                    ("PORT", r.port),
+                    ("BIND_ADDRESS", r.bind_address),
+                    ("TWILIO_API_BASE_URL", r.twilio_api_base_url),
+                    ("ASSEMBLYAI_AGENT_URL", r.assemblyai_agent_url),
+                    ("DEFAULT_REGION", r.default_region),
+                    ("ALLOW_PREFIXES", r.allow_prefixes),
+                ]
+                .into_iter()
+                .filter_map(|(n, v)| v.map(|v| (n.to_string(), v)))
+                .collect();
+                let flags: Vec<(&'static str, String)> =
+                    [("port", value(rng)), ("public_url", value(rng))]
+                        .into_iter()
+                        .filter_map(|(k, v)| v.filter(|_| rng.random_bool(0.2)).map(|v| (k, v)))
+                        .collect();
+                let file = |rng: &mut rand::rngs::StdRng| {
+                    rng.random_bool(0.5)
+                        .then(|| props::random_text(rng, &FILE_PIECES, 30))
+                };
+                (env, flags, file(rng), file(rng))
+            },
+            |(env, flags, toml_text, dotenv_text)| {
+                if let Some(text) = toml_text {
+                    std::fs::write(&toml, text).unwrap();
+                }
+                if let Some(text) = dotenv_text {
+                    std::fs::write(&dotenv, text).unwrap();
+                }
+                let sources = Sources {
+                    config_file: toml_text.as_ref().map(|_| toml.clone()),
+                    config_file_required: true,
+                    dotenv_file: dotenv_text.as_ref().map(|_| dotenv.clone()),
+                    dotenv_required: true,
+                    env: env.clone(),
+                    flags: flags.clone(),
+                };
+                match RawSettings::load(&sources) {
+                    Err(e) => assert_names_the_setting(&e),
+                    Ok(raw) => {
+                        if let Err(e) = raw.resolve() {
+                            assert_names_the_setting(&e);
+                        }
+                    }
+                }
+            },
+        );
     }
 }

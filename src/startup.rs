@@ -99,9 +99,10 @@ pub async fn simulate(
 
 /// Settings that point the real client code at running simulators. The simulators hand out
 /// plain strings; they are checked here like any other settings, so a simulator that gave a
-/// malformed number would be caught, not trusted.
+/// malformed number would be caught, not trusted. Public so tests that start the simulators
+/// with their own configuration ([`Simulation::start_with`]) get the same settings.
 #[cfg(feature = "simulate")]
-fn simulated_settings(
+pub fn simulated_settings(
     endpoints: &crate::sim::SimEndpoints,
     default_region: Option<String>,
 ) -> Result<Settings, AppError> {

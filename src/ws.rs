@@ -45,6 +45,48 @@ impl Frame {
 #[error("websocket closed: {0}")]
 pub struct SendError(pub String);
 
+/// A sink whose errors become [`SendError`]s, every time. futures' `sink_map_err` (and
+/// `sink_err_into`, built on it) maps one error and then panics if the sink is used again, as
+/// the bridge does when it closes a leg whose last send failed.
+pub(crate) struct SendErrors<S>(pub(crate) S);
+
+impl<S, T> Sink<T> for SendErrors<S>
+where
+    S: Sink<T> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    type Error = SendError;
+
+    fn poll_ready(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), SendError>> {
+        Pin::new(&mut self.0).poll_ready(cx).map_err(send_error)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<(), SendError> {
+        Pin::new(&mut self.0).start_send(item).map_err(send_error)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), SendError>> {
+        Pin::new(&mut self.0).poll_flush(cx).map_err(send_error)
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), SendError>> {
+        Pin::new(&mut self.0).poll_close(cx).map_err(send_error)
+    }
+}
+
+fn send_error(e: impl std::fmt::Display) -> SendError {
+    SendError(e.to_string())
+}
+
 pub type FrameStream = Pin<Box<dyn Stream<Item = Frame> + Send>>;
 pub type FrameSink = Pin<Box<dyn Sink<Frame, Error = SendError> + Send>>;
 
@@ -68,9 +110,8 @@ where
                 _ => None,
             })
         });
-    let sink = sink
-        .sink_map_err(|e: tungstenite::Error| SendError(e.to_string()))
-        .with(|f: Frame| std::future::ready(Ok::<_, SendError>(to_tungstenite(f))));
+    let sink =
+        SendErrors(sink).with(|f: Frame| std::future::ready(Ok::<_, SendError>(to_tungstenite(f))));
     (Box::pin(stream), Box::pin(sink))
 }
 
@@ -88,5 +129,28 @@ fn to_tungstenite(frame: Frame) -> Message {
                 reason: reason.into(),
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    #[tokio::test]
+    async fn a_sink_used_again_after_an_error_fails_again_without_panicking() {
+        let (ours, theirs) = tokio::io::duplex(64);
+        let socket = WebSocketStream::from_raw_socket(ours, Role::Client, None).await;
+        let (_stream, mut sink) = from_tungstenite(socket);
+        drop(theirs);
+        let mut failures = 0;
+        for _ in 0..3 {
+            if sink.send(Frame::text("x".repeat(256))).await.is_err() {
+                failures += 1;
+            }
+        }
+        assert!(failures >= 2, "{failures}");
+        assert!(sink.send(Frame::Close(None)).await.is_err());
     }
 }

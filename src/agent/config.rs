@@ -133,6 +133,27 @@ impl AgentConfig {
                 message: format!("{v} is outside 0.0–1.0"),
             });
         }
+        for (key, value) in [
+            (
+                "turn_detection.min_silence",
+                self.turn_detection.min_silence,
+            ),
+            (
+                "turn_detection.max_silence",
+                self.turn_detection.max_silence,
+            ),
+        ] {
+            if let Some(ms) = value
+                && ms > MAX_SILENCE_MS
+            {
+                return Err(AgentConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{ms} ms is more than {MAX_SILENCE_MS} ms (the callee would wait in silence for the agent to answer)"
+                    ),
+                });
+            }
+        }
         if let (Some(min), Some(max)) = (
             self.turn_detection.min_silence,
             self.turn_detection.max_silence,
@@ -147,9 +168,25 @@ impl AgentConfig {
     }
 }
 
+/// The longest silence a turn may end on: past it a caller hangs up on a quiet line.
+const MAX_SILENCE_MS: u32 = 10_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silences_are_bounded() {
+        let mut agent = AgentConfig::default();
+        agent.turn_detection.max_silence = Some(4_294_967_295);
+        let e = agent.validate().unwrap_err().to_string();
+        assert!(e.contains("max_silence") && e.contains("10000 ms"), "{e}");
+        agent.turn_detection.max_silence = Some(3_000);
+        agent.turn_detection.min_silence = Some(10_001);
+        assert!(agent.validate().is_err());
+        agent.turn_detection.min_silence = Some(800);
+        assert!(agent.validate().is_ok());
+    }
 
     #[test]
     fn default_greeting_discloses_automation() {

@@ -3,6 +3,7 @@
 //! events over time; `reply.audio` parsing borrows its payload so audio passes through uncopied.
 
 use super::config::{AgentConfig, TurnDetection};
+use crate::phone::{escape_controls, printable};
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,6 +41,10 @@ enum ClientMessage<'a> {
     },
     #[serde(rename = "session.end")]
     SessionEnd,
+    #[serde(rename = "session.resume")]
+    SessionResume { session_id: &'a str },
+    #[serde(rename = "reply.create")]
+    ReplyCreate { instructions: &'a str },
 }
 
 impl ClientMessage<'_> {
@@ -56,6 +61,8 @@ impl ClientMessage<'_> {
 #[derive(Serialize)]
 struct Session<'a> {
     system_prompt: &'a str,
+    /// Left out when empty: a session that continues a conversation must not greet again.
+    #[serde(skip_serializing_if = "str::is_empty")]
     greeting: &'a str,
     tools: &'a [ToolSpec],
     input: Input<'a>,
@@ -122,6 +129,16 @@ pub(crate) fn tool_result(call_id: &str, result: &Value, is_error: bool) -> Stri
         is_error,
     }
     .to_json()
+}
+
+/// The first message on a new connection that asks for a dropped session back (§7).
+pub(crate) fn session_resume(session_id: &str) -> String {
+    ClientMessage::SessionResume { session_id }.to_json()
+}
+
+/// Ask the agent to speak now, guided by `instructions` (§2.5).
+pub(crate) fn reply_create(instructions: &str) -> String {
+    ClientMessage::ReplyCreate { instructions }.to_json()
 }
 
 /// Ends the session cleanly: billing stops now instead of after the 30 s resume window.
@@ -263,7 +280,8 @@ impl From<&str> for AgentErrorCode {
             "immutable_field" => Self::ImmutableField,
             "audio_rate_violation" => Self::AudioRateViolation,
             "invalid_webhook" => Self::InvalidWebhook,
-            _ => Self::Other(code),
+            // Printed in every message about the error, so kept printable and short.
+            _ => Self::Other(printable(&code)),
         }
     }
 }
@@ -334,6 +352,28 @@ pub(crate) enum AgentMessage<'a> {
 #[error("not a Voice Agent event: {0}")]
 pub(crate) struct AgentParseError(String);
 
+/// serde_json's message, cut short in the middle: it quotes a mistyped string whole, and a frame
+/// may be megabytes of audio. Its end says what was expected and where, so that end is kept.
+fn json_error(e: &serde_json::Error) -> String {
+    clip_middle(&escape_controls(&e.to_string()), 120, 80)
+}
+
+/// The service's own words about an error, as they may appear in our messages: printable, on
+/// one line, and not a screenful (the service writes a sentence; a broken one could send more).
+fn service_words(text: &str) -> String {
+    clip_middle(&escape_controls(text), 200, 40)
+}
+
+fn clip_middle(text: &str, head: usize, tail: usize) -> String {
+    let chars = text.chars().count();
+    if chars <= head + tail {
+        return text.to_string();
+    }
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(chars - tail).collect();
+    format!("{start}…{end}")
+}
+
 // Flat rather than a tagged enum: serde buffers tagged enums, which would copy every audio chunk.
 /// A string borrowed from the frame when it has no escapes (`Option<Cow>` alone would copy).
 #[derive(Deserialize)]
@@ -376,7 +416,7 @@ pub(crate) fn parse(text: &str) -> Result<AgentMessage<'_>, AgentParseError> {
 
 /// Parse one text frame from the service, as the bytes that arrived.
 pub(crate) fn parse_bytes(text: &[u8]) -> Result<AgentMessage<'_>, AgentParseError> {
-    let raw: Raw<'_> = serde_json::from_slice(text).map_err(|e| AgentParseError(e.to_string()))?;
+    let raw: Raw<'_> = serde_json::from_slice(text).map_err(|e| AgentParseError(json_error(&e)))?;
     Ok(match raw.kind.as_ref() {
         "reply.audio" => AgentMessage::ReplyAudio {
             data: raw.data.map_or(Cow::Borrowed(""), |t| t.0),
@@ -389,7 +429,11 @@ pub(crate) fn parse_bytes(text: &[u8]) -> Result<AgentMessage<'_>, AgentParseErr
         // `error` is what pre-launch servers sent.
         "session.error" | "error" => AgentMessage::SessionError(AgentError {
             code: AgentErrorCode::from(raw.code.as_deref().unwrap_or_default()),
-            message: raw.message.unwrap_or_default(),
+            message: raw
+                .message
+                .as_deref()
+                .map(service_words)
+                .unwrap_or_default(),
         }),
         "input.speech.started" => AgentMessage::SpeechStarted,
         "input.speech.stopped" => AgentMessage::SpeechStopped,
@@ -483,6 +527,23 @@ mod tests {
             json!({"type":"tool.result","call_id":"call_1","result":"{\"ok\":true}","is_error":false})
         );
         assert_eq!(session_end(), r#"{"type":"session.end"}"#);
+        let v: Value = serde_json::from_str(&session_resume("sess_abc123")).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"session.resume","session_id":"sess_abc123"})
+        );
+        let v: Value = serde_json::from_str(&reply_create("Say sorry")).unwrap();
+        assert_eq!(v, json!({"type":"reply.create","instructions":"Say sorry"}));
+    }
+
+    #[test]
+    fn a_session_without_a_greeting_leaves_the_field_out() {
+        let agent = AgentConfig {
+            greeting: String::new(),
+            ..AgentConfig::default()
+        };
+        let v: Value = serde_json::from_str(&session_update(&agent, &[])).unwrap();
+        assert!(v["session"].get("greeting").is_none(), "{v}");
     }
 
     #[test]
@@ -643,6 +704,197 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "Voice Agent error invalid_value: the agent settings were rejected (is the voice name valid?) (service said: unknown voice)"
+        );
+    }
+
+    /// One of each event the reference documents, as it shows them.
+    const DOCUMENTED: [&str; 14] = [
+        r#"{"type":"session.updated","timestamp":1.0}"#,
+        r#"{"type":"session.ready","session_id":"sess_59a2","config":{},"expires_at":1790465450,"resume_token":"e","timestamp":1790461856.2}"#,
+        r#"{"type":"input.speech.started","timestamp":1.0}"#,
+        r#"{"type":"input.speech.stopped","timestamp":1.0}"#,
+        r#"{"type":"transcript.user.delta","item_id":"msg_1","text":"What's the weather in","timestamp":1.0}"#,
+        r#"{"type":"transcript.user","item_id":"msg_1","text":"What's the weather in Tokyo?","timestamp":1.0}"#,
+        r#"{"type":"reply.started","reply_id":"resp_1"}"#,
+        r#"{"type":"reply.audio","reply_id":"resp_1","data":"EAAgADAA"}"#,
+        r#"{"type":"transcript.agent.delta","reply_id":"r","item_id":"m","text":"It's"}"#,
+        r#"{"type":"transcript.agent","reply_id":"r","item_id":"m","text":"It's sunny.","interrupted":true}"#,
+        r#"{"type":"tool.call","call_id":"chatcmpl-tool-8b12","name":"get_weather","arguments":{"location":"Tokyo"}}"#,
+        r#"{"type":"reply.done","reply_id":"r","status":"interrupted"}"#,
+        r#"{"type":"session.error","code":"UNAUTHORIZED","message":"bad","session_id":null,"param":null,"timestamp":"2026-01-01T00:00:00Z"}"#,
+        r#"{"timestamp":1.0,"type":"session.ended","session_duration_seconds":14.08,"audio_duration_seconds":null}"#,
+    ];
+
+    /// Longest rejection message, and longest description of a `session.error`.
+    const MAX_MESSAGE: usize = 300;
+    const MAX_DESCRIPTION: usize = 400;
+
+    /// The event type each message stands for (`error` is also read as `session.error`).
+    fn kind(message: &AgentMessage<'_>) -> &'static str {
+        match message {
+            AgentMessage::SessionUpdated => "session.updated",
+            AgentMessage::SessionReady { .. } => "session.ready",
+            AgentMessage::SessionEnded => "session.ended",
+            AgentMessage::SessionError(_) => "session.error",
+            AgentMessage::SpeechStarted => "input.speech.started",
+            AgentMessage::SpeechStopped => "input.speech.stopped",
+            AgentMessage::UserPartial { .. } => "transcript.user.delta",
+            AgentMessage::UserFinal { .. } => "transcript.user",
+            AgentMessage::ReplyStarted => "reply.started",
+            AgentMessage::ReplyAudio { .. } => "reply.audio",
+            AgentMessage::AgentDelta => "transcript.agent.delta",
+            AgentMessage::AgentFinal { .. } => "transcript.agent",
+            AgentMessage::ToolCall { .. } => "tool.call",
+            AgentMessage::ReplyDone { .. } => "reply.done",
+            AgentMessage::Unknown(_) => "",
+        }
+    }
+
+    /// Whatever the service sends (random bytes, documented events damaged, fields of the
+    /// wrong type, huge numbers, deep nesting, invalid UTF-8), parsing ends in an event that
+    /// agrees with the frame's `type`, or in one short printable line; and a `session.error`,
+    /// whatever its code and message, is described in one short printable line too.
+    #[test]
+    fn any_event_parses_or_is_refused_clearly() {
+        use crate::props;
+        use rand::Rng;
+        const PIECES: [&str; 12] = [
+            "{",
+            "}",
+            "\"type\":",
+            "\"session.error\"",
+            "\"reply.audio\"",
+            "\"tool.call\"",
+            "\"data\":",
+            "\"arguments\":",
+            ":",
+            ",",
+            "\"",
+            "null",
+        ];
+        let valid: Vec<Value> = DOCUMENTED
+            .iter()
+            .map(|m| serde_json::from_str(m).unwrap())
+            .collect();
+        props::check(
+            21,
+            props::cases(),
+            |rng| {
+                let i = rng.random_range(0..DOCUMENTED.len());
+                props::Lossy(match rng.random_range(0..5) {
+                    0 => props::random_bytes(rng, 200),
+                    1 => props::random_text(rng, &PIECES, 40).into_bytes(),
+                    2 => props::mutate_bytes(rng, DOCUMENTED[i].as_bytes()),
+                    3 => props::mutate_json(rng, &valid[i]),
+                    // The one event whose text reaches the user's screen, made hostile.
+                    _ => {
+                        let words = |rng: &mut rand::rngs::StdRng| {
+                            if rng.random_bool(0.1) {
+                                props::long_text(rng)
+                            } else {
+                                props::random_text(rng, &CODES.map(|(c, _)| c), 6)
+                            }
+                        };
+                        let code = words(rng);
+                        let message = words(rng);
+                        let kind = ["session.error", "error"][rng.random_range(0..2)];
+                        json!({"type": kind, "code": code, "message": message})
+                            .to_string()
+                            .into_bytes()
+                    }
+                })
+            },
+            |props::Lossy(frame)| match parse_bytes(frame) {
+                Err(e) => props::assert_clear(&e.to_string(), MAX_MESSAGE),
+                Ok(message) => {
+                    if let AgentMessage::SessionError(error) = &message {
+                        props::assert_clear(&error.to_string(), MAX_DESCRIPTION);
+                    }
+                    // Fields the parser skips are not checked (for UTF-8, number range or
+                    // depth); where the whole frame is plain JSON, the event must agree.
+                    let Ok(v) = serde_json::from_str::<Value>(&String::from_utf8_lossy(frame))
+                    else {
+                        return;
+                    };
+                    let kind_sent = v["type"].as_str().unwrap();
+                    match &message {
+                        AgentMessage::Unknown(other) => assert_eq!(other, kind_sent),
+                        AgentMessage::SessionError(_) if kind_sent == "error" => {}
+                        known => assert_eq!(kind(known), kind_sent),
+                    }
+                    match message {
+                        AgentMessage::ReplyAudio { data } => {
+                            assert_eq!(v["data"].as_str().unwrap_or_default(), data);
+                        }
+                        AgentMessage::UserFinal { text } | AgentMessage::UserPartial { text } => {
+                            assert_eq!(v["text"].as_str().unwrap_or_default(), text);
+                        }
+                        AgentMessage::ToolCall { call_id, .. } => {
+                            assert_eq!(v["call_id"].as_str().unwrap_or_default(), call_id);
+                        }
+                        _ => {}
+                    }
+                }
+            },
+        );
+    }
+
+    /// Fields the service may add, with any value, change nothing about a documented event.
+    #[test]
+    fn added_fields_are_ignored() {
+        use crate::props;
+        use rand::Rng;
+        props::check(
+            22,
+            props::cases(),
+            |rng| {
+                let i = rng.random_range(0..DOCUMENTED.len());
+                let mut v: Value = serde_json::from_str(DOCUMENTED[i]).unwrap();
+                let key = format!("new{}", props::random_text(rng, &[], 8));
+                let value = match rng.random_range(0..4) {
+                    0 => json!(props::random_text(rng, &[], 30)),
+                    1 => json!(rng.random::<f64>() * 1e300),
+                    2 => json!([null, {"a": [1, 2]}, "x"]),
+                    _ => json!({"nested": {"deeper": props::random_text(rng, &[], 5)}}),
+                };
+                v.as_object_mut().unwrap().insert(key, value);
+                (i, serde_json::to_string(&v).unwrap())
+            },
+            |(i, frame)| {
+                assert_eq!(parse(frame).unwrap(), parse(DOCUMENTED[*i]).unwrap());
+            },
+        );
+    }
+
+    #[test]
+    fn an_error_from_the_service_is_described_on_one_short_line() {
+        let frame = json!({
+            "type": "session.error",
+            "code": "\u{1b}[2Jnew_code",
+            "message": format!("line one\nline two\u{202e}{}", "x".repeat(100_000)),
+        })
+        .to_string();
+        let AgentMessage::SessionError(error) = parse(&frame).unwrap() else {
+            panic!("{frame}")
+        };
+        let shown = error.to_string();
+        assert!(shown.chars().count() <= MAX_DESCRIPTION, "{shown}");
+        assert!(
+            shown.starts_with(
+                "Voice Agent error \\u{1b}[2jnew_code: line one\\nline two\\u{202e}xxx"
+            ),
+            "{shown}"
+        );
+        let e = parse(&format!(
+            r#"{{"type":"transcript.agent","interrupted":"{}"}}"#,
+            "x".repeat(100_000)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.chars().count() <= MAX_MESSAGE, "{e}");
+        assert!(
+            e.contains("…") && e.contains("expected a boolean at line 1"),
+            "{e}"
         );
     }
 

@@ -13,8 +13,8 @@ pub(crate) enum AtTwilio {
     Nothing,
     /// End it now through the API.
     HangUp,
-    /// Close our side of the stream so the callee hears the apology our TwiML carries after
-    /// it; if Twilio does not end the call by itself, the wait for its final status hangs it up.
+    /// Replace the call's TwiML with a short spoken apology and a hang-up; the wait for its
+    /// final status confirms the end (and hangs up a call that is still live).
     Apologise,
 }
 

@@ -3,7 +3,7 @@
 //! the operator says so, and report how it ended. The same code runs against Twilio and the
 //! Voice Agent API or against the simulators; only the endpoints differ.
 
-use super::bridge::{self, BridgeEnd, BridgeReport, BridgeSetup, SetupFailure};
+use super::bridge::{self, BridgeEnd, BridgeReport, BridgeSetup, Reconnect, SetupFailure};
 use super::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use super::ending::{AtTwilio, Ending};
 use super::registry::{CallSignal, IncomingStream, Registry, StatusUpdate};
@@ -16,7 +16,7 @@ use crate::twilio::{
     AnsweredBy, CallResource, CallStatus, NewCall, TwilioClient, TwilioError, twiml,
 };
 use crate::webhooks::PublicUrls;
-use crate::ws::Frame;
+use crate::ws::{Frame, FrameSink, FrameStream};
 use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
 use std::sync::Arc;
@@ -332,6 +332,31 @@ impl<'a> Call<'a> {
             disposition: bridge.disposition,
             opted_out: bridge.opted_out,
             transcript: bridge.transcript,
+            reconnects: bridge.reconnects,
+        }
+    }
+}
+
+type AgentIn<'a> = std::pin::Pin<Box<dyn futures_util::Stream<Item = Frame> + Send + 'a>>;
+type AgentOut<'a> =
+    std::pin::Pin<Box<dyn futures_util::Sink<Frame, Error = crate::ws::SendError> + Send + 'a>>;
+
+/// New connections to the Voice Agent, for a bridge whose session dropped.
+struct AgentLink<'a> {
+    url: &'a str,
+    key: &'a Secret,
+}
+
+/// For any lifetime of the legs' trait objects, not only `'static`: the compiler's check that
+/// a call's future is `Send` asks for the impl in that general form.
+impl<'s, 'k> Reconnect<AgentIn<'s>, AgentOut<'k>> for AgentLink<'_> {
+    async fn connect(&mut self) -> Option<(AgentIn<'s>, AgentOut<'k>)> {
+        match agent::client::connect(self.url, self.key).await {
+            Ok((legs_in, legs_out)) => Some((legs_in, legs_out)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reconnect to the Voice Agent");
+                None
+            }
         }
     }
 }
@@ -345,8 +370,24 @@ impl CallService {
         call.finish(&ending);
         match ending.at_twilio {
             AtTwilio::HangUp => self.hang_up(call).await,
-            // The stream is closed after the bridge; the final-status wait checks the rest.
-            AtTwilio::Apologise | AtTwilio::Nothing => {}
+            AtTwilio::Apologise => self.apologise(call).await,
+            AtTwilio::Nothing => {}
+        }
+    }
+
+    /// Replace what the call is doing with a short spoken apology and a hang-up. Should the
+    /// update fail, the call is hung up; the wait for the final status confirms the end.
+    async fn apologise(&self, call: &mut Call<'_>) {
+        let Some(sid) = call.state.sid().map(str::to_string) else {
+            return;
+        };
+        match self.twilio.update_twiml(&sid, &twiml::apology()).await {
+            Ok(resource) => call.on_snapshot(&resource),
+            Err(e) if e.is_call_already_over() => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot play the apology; hanging up");
+                self.hang_up(call).await;
+            }
         }
     }
 
@@ -407,6 +448,7 @@ impl CallService {
         .await
         {
             Ok((mut a_in, mut a_out)) => {
+                let (a_in, a_out): (&mut FrameStream, &mut FrameSink) = (&mut a_in, &mut a_out);
                 let setup = BridgeSetup {
                     to: &call.to,
                     stream_sid: &start.stream_sid,
@@ -418,11 +460,16 @@ impl CallService {
                     deadline: TokioInstant::now() + call.req.time_limit,
                     agent_silence: self.timings.agent_silence,
                 };
+                let mut again = AgentLink {
+                    url: &self.endpoints.agent_url,
+                    key: &self.endpoints.agent_key,
+                };
                 bridge::run(
                     &mut t_in,
                     &mut t_out,
-                    &mut a_in,
-                    &mut a_out,
+                    a_in,
+                    a_out,
+                    &mut again,
                     &setup,
                     call.events,
                     cancel,
@@ -439,8 +486,8 @@ impl CallService {
         let ending = Ending::after_bridge(&report.end, call.req.time_limit);
         call.bridge = Some(report);
         self.end(call, ending).await;
-        // Closing our side of a stream that is still open lets the callee hear the apology
-        // our TwiML carries after it; after a hang-up it is a no-op.
+        // The stream is over for us; after an update or a hang-up Twilio has closed it already,
+        // and should we have crashed instead, the TwiML after the stream apologises.
         let _ = t_out
             .send(Frame::Close(Some((1000, "bridge ended".into()))))
             .await;

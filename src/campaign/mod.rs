@@ -374,6 +374,10 @@ pub enum CampaignEvent {
     DialingPaused { file: String, reason: String },
     /// The list that paused dialing can be read again.
     DialingResumed { file: String },
+    /// Twilio is in trouble (unreachable, 5xx): dialing pauses and tries again in this long.
+    TwilioTrouble { reason: String, retry_in_secs: u64 },
+    /// Twilio answers again: dialing goes on.
+    TwilioBack,
     /// Nothing can be dialed before `until` (calling windows closed, retries waiting).
     Waiting { until: DateTime<Utc>, leads: u64 },
     /// The first Ctrl-C: no new dials, live calls finish.

@@ -10,7 +10,7 @@ use super::clock::Clock;
 use super::config::{CampaignConfig, RetryPolicy};
 use super::dnc::{DncList, Refresh};
 use super::pacing::Pacer;
-use super::store::{InFlight, LeadRow, Store, StoreError, Verdict};
+use super::store::{InFlight, LeadRow, Store, StoreError, StoreHandle, Verdict};
 use super::tools::CampaignTools;
 use super::{CampaignEvent, LeadStatus, Summary, template};
 use crate::agent::protocol::AgentErrorCode;
@@ -41,6 +41,11 @@ pub enum CampaignError {
     Agent(String),
     #[error("do-not-call list: {0}")]
     Dnc(#[from] super::dnc::DncError),
+    /// Twilio is in trouble (unreachable, 5xx, rate limits past the client's retries): dialing
+    /// pauses and resumes by itself. The attempt may have created a call; it stays in flight
+    /// until settled from Twilio's records.
+    #[error("{error}")]
+    Unavailable { attempt: i64, error: DialError },
 }
 
 /// Added to every campaign prompt: the tools only help if the agent knows when to use them.
@@ -53,9 +58,14 @@ const DNC_RECHECK: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// How long to wait for a call a crashed run left live to end after hanging it up.
 const ORPHAN_SETTLE: Duration = Duration::from_secs(30);
 
+/// Due leads read at once when looking for one to dial. When a calling window is closed every
+/// one of them is deferred, so this is also the work done between two looks at the stop
+/// token (a few milliseconds).
+const PICK_BATCH: usize = 256;
+
 pub struct Runner<D: Dialer> {
     dialer: Arc<D>,
-    store: Mutex<Store>,
+    store: StoreHandle,
     config: Arc<CampaignConfig>,
     dispositions: Arc<[String]>,
     dnc: Arc<Mutex<DncList>>,
@@ -86,7 +96,7 @@ impl<D: Dialer> Runner<D> {
     ) -> Self {
         Self {
             dialer,
-            store: Mutex::new(store),
+            store: StoreHandle::spawn(store),
             dispositions: config.dispositions.clone().into(),
             pacer: Pacer::new(config.calls_per_second),
             config: Arc::new(config),
@@ -100,10 +110,6 @@ impl<D: Dialer> Runner<D> {
         let _ = self.events.send(event);
     }
 
-    fn store(&self) -> MutexGuard<'_, Store> {
-        lock(&self.store)
-    }
-
     /// Run until every lead is final, or `stop` is cancelled (then live calls finish; cancelling
     /// `hang_up` as well hangs them up). Returns whether the campaign is complete.
     pub async fn run(
@@ -111,7 +117,7 @@ impl<D: Dialer> Runner<D> {
         stop: CancellationToken,
         hang_up: CancellationToken,
     ) -> Result<bool, CampaignError> {
-        let (leads, finished) = self.store().counts()?;
+        let (leads, finished) = self.store.counts().await?;
         self.emit(CampaignEvent::Plan {
             campaign: self.config.name.clone(),
             leads,
@@ -122,26 +128,31 @@ impl<D: Dialer> Runner<D> {
         let mut dialing = DialLoop::new(self.clone(), stop, hang_up);
         loop {
             match dialing.next().await? {
-                Next::Dial { lead, line, at } => dialing.dial(lead, line, at)?,
+                Next::Dial { lead, line, at } => dialing.dial(lead, line, at).await?,
                 Next::WaitUntil(at) => dialing.wait_until(at).await,
                 Next::Drained | Next::Stopped => break,
             }
         }
         dialing.drain().await?;
-        let (leads, finished) = self.store().counts()?;
+        let (leads, finished) = self.store.counts().await?;
         Ok(leads == finished)
     }
 
     /// The earliest due lead that may be dialed now; due leads that may not are skipped or
-    /// deferred on the way.
-    fn pick_lead(&self) -> Result<Option<LeadRow>, CampaignError> {
+    /// deferred on the way. Awaits the database between batches, so a stop can end it there.
+    async fn pick_lead(&self) -> Result<Option<LeadRow>, CampaignError> {
         loop {
             let now = self.clock.now();
-            let Some(lead) = self.store().due(now, 1, &[])?.pop() else {
+            // Deferrals and skips of the batch before are queued ahead of this read, so it
+            // sees them: no lead comes back twice.
+            let due = self.store.due(now, PICK_BATCH).await?;
+            if due.is_empty() {
                 return Ok(None);
-            };
-            if self.cleared(&lead, now)? {
-                return Ok(Some(lead));
+            }
+            for lead in due {
+                if self.cleared(&lead, now)? {
+                    return Ok(Some(lead));
+                }
             }
         }
     }
@@ -159,7 +170,7 @@ impl<D: Dialer> Runner<D> {
         match self.check(lead, now)? {
             Check::Dial => return Ok(true),
             Check::Skip(status, reason) => {
-                self.store().skip(lead.id, status, &reason, now)?;
+                self.store.skip(lead.id, status, &reason, now)?;
                 self.emit(CampaignEvent::Skipped {
                     lead: lead.id,
                     to: lead.phone.clone(),
@@ -167,7 +178,7 @@ impl<D: Dialer> Runner<D> {
                     reason,
                 });
             }
-            Check::Defer(until) => self.store().defer(lead.id, until)?,
+            Check::Defer(until) => self.store.defer(lead.id, until)?,
         }
         Ok(false)
     }
@@ -274,11 +285,20 @@ impl<D: Dialer> Runner<D> {
         let dial = self.dialer.dial(request, tx, hang_up);
         let forward = async {
             while let Some(event) = rx.recv().await {
-                if let CallEvent::Created { call_sid, .. } = &event {
-                    // The call exists now: a crash from here on is settled by its SID.
-                    if let Err(e) = self.store().set_call_sid(attempt, call_sid) {
-                        tracing::error!(error = %e, "cannot record the call SID");
+                match &event {
+                    CallEvent::Created { call_sid, .. } => {
+                        // The call exists now: a crash from here on is settled by its SID.
+                        if let Err(e) = self.store.set_call_sid(attempt, call_sid.clone()).await {
+                            tracing::error!(error = %e, "cannot record the call SID");
+                        }
                     }
+                    // Saved as spoken: a crash before the call ends keeps what was said.
+                    CallEvent::Line { line, .. } => {
+                        if let Err(e) = self.store.add_line(attempt, line.clone()) {
+                            tracing::error!(error = %e, "cannot save a transcript line");
+                        }
+                    }
+                    _ => {}
                 }
                 self.emit(CampaignEvent::Call {
                     lead: lead.id,
@@ -292,17 +312,22 @@ impl<D: Dialer> Runner<D> {
             Err(e) => {
                 if !e.transient {
                     // Refused before any call existed (credentials, caller ID).
-                    self.store().void_attempt(attempt)?;
+                    self.store.void_attempt(attempt).await?;
                 }
                 // A transient failure may have created the call: the attempt stays in flight
-                // and the next run settles it from Twilio's records.
-                return Err(CampaignError::Dial(e));
+                // until Twilio's records settle it, once Twilio answers again.
+                return Err(if e.transient {
+                    CampaignError::Unavailable { attempt, error: e }
+                } else {
+                    CampaignError::Dial(e)
+                });
             }
         };
         let now = self.clock.now();
         let verdict = verdict(&outcome, number, &self.config.retry, now);
-        self.store()
-            .finish_attempt(attempt, &outcome, &verdict, now)?;
+        self.store
+            .finish_attempt(attempt, outcome.clone(), verdict.clone(), now)
+            .await?;
         self.emit(CampaignEvent::Finished {
             lead: lead.id,
             to: lead.phone.clone(),
@@ -324,55 +349,74 @@ impl<D: Dialer> Runner<D> {
 
     /// Settle attempts a previous run left in flight, from Twilio's records.
     async fn reconcile(&self) -> Result<(), CampaignError> {
-        let flying = self.store().in_flight()?;
-        for attempt in flying {
-            let snapshot = match &attempt.call_sid {
-                Some(sid) => self.dialer.lookup(sid).await?,
-                None => self.find_orphan(&attempt).await?,
-            };
-            let Some(mut snapshot) = snapshot else {
-                if attempt.call_sid.is_none() {
-                    // The create request never reached Twilio: the attempt did not happen.
-                    self.store().void_attempt(attempt.attempt_id)?;
-                    let status = self.store().lead(attempt.lead_id)?.status;
-                    self.emit(CampaignEvent::Reconciled {
-                        lead: attempt.lead_id,
-                        to: attempt.phone.clone(),
-                        call_sid: None,
-                        status,
-                    });
-                    continue;
-                }
-                // Twilio created it once but no longer knows it: count it as failed.
-                let snapshot = CallSnapshot {
-                    sid: attempt.call_sid.clone().unwrap_or_default(),
+        for attempt in self.store.in_flight().await? {
+            self.reconcile_attempt(&attempt).await?;
+        }
+        Ok(())
+    }
+
+    /// Settle these attempts, left in flight by Twilio trouble in this run, from Twilio's
+    /// records; the ones settled are taken off the list.
+    async fn reconcile_stranded(&self, stranded: &mut Vec<i64>) -> Result<(), CampaignError> {
+        let flying = self.store.in_flight().await?;
+        while let Some(&id) = stranded.first() {
+            if let Some(attempt) = flying.iter().find(|a| a.attempt_id == id) {
+                self.reconcile_attempt(attempt).await?;
+            }
+            stranded.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Settle one attempt from Twilio's records: void it if no call exists, record the call's
+    /// end if it is over, hang it up first if it is live with nobody bridging it.
+    async fn reconcile_attempt(&self, attempt: &InFlight) -> Result<(), CampaignError> {
+        let snapshot = match &attempt.call_sid {
+            Some(sid) => self.dialer.lookup(sid).await?,
+            None => self.find_orphan(attempt).await?,
+        };
+        let Some(mut snapshot) = snapshot else {
+            if attempt.call_sid.is_none() {
+                // The create request never reached Twilio: the attempt did not happen.
+                self.store.void_attempt(attempt.attempt_id).await?;
+                let status = self.store.lead(attempt.lead_id).await?.status;
+                self.emit(CampaignEvent::Reconciled {
+                    lead: attempt.lead_id,
                     to: attempt.phone.clone(),
-                    status: CallStatus::Failed,
-                    duration_secs: None,
-                    answered_by: None,
-                    start_time: None,
-                };
-                self.settle(&attempt, &snapshot, false)?;
-                continue;
+                    call_sid: None,
+                    status,
+                });
+                return Ok(());
+            }
+            // Twilio created it once but no longer knows it: count it as failed.
+            let snapshot = CallSnapshot {
+                sid: attempt.call_sid.clone().unwrap_or_default(),
+                to: attempt.phone.clone(),
+                status: CallStatus::Failed,
+                duration_secs: None,
+                answered_by: None,
+                start_time: None,
             };
-            let hung_up = snapshot.final_status().is_none();
-            if hung_up {
-                // Still ringing or talking with nobody bridging it since the crash.
-                self.dialer.hang_up(&snapshot.sid).await?;
-                let deadline = tokio::time::Instant::now() + ORPHAN_SETTLE;
-                while snapshot.final_status().is_none() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Some(s) = self.dialer.lookup(&snapshot.sid).await? {
-                        snapshot = s;
-                    }
-                }
-                if snapshot.final_status().is_none() {
-                    tracing::warn!(call_sid = %snapshot.sid, "a call from an earlier run has not ended yet; its lead is left for the next run");
-                    continue;
+            self.settle(attempt, &snapshot, false).await?;
+            return Ok(());
+        };
+        let hung_up = snapshot.final_status().is_none();
+        if hung_up {
+            // Still ringing or talking with nobody bridging it since the crash.
+            self.dialer.hang_up(&snapshot.sid).await?;
+            let deadline = tokio::time::Instant::now() + ORPHAN_SETTLE;
+            while snapshot.final_status().is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(s) = self.dialer.lookup(&snapshot.sid).await? {
+                    snapshot = s;
                 }
             }
-            self.settle(&attempt, &snapshot, hung_up)?;
+            if snapshot.final_status().is_none() {
+                tracing::warn!(call_sid = %snapshot.sid, "a call from an earlier run has not ended yet; its lead is left for the next run");
+                return Ok(());
+            }
         }
+        self.settle(attempt, &snapshot, hung_up).await?;
         Ok(())
     }
 
@@ -382,7 +426,7 @@ impl<D: Dialer> Runner<D> {
         // A generous margin: Twilio's clock and ours differ, and recorded SIDs rule out the
         // lead's earlier attempts anyway.
         let since = attempt.started_at - chrono::Duration::minutes(10);
-        let known = self.store().call_sids(attempt.lead_id)?;
+        let known = self.store.call_sids(attempt.lead_id).await?;
         let calls = self.dialer.find_calls_to(&to, since).await?;
         Ok(calls
             .into_iter()
@@ -392,7 +436,8 @@ impl<D: Dialer> Runner<D> {
 
     /// Record a crashed run's call from Twilio's record of it. `hung_up`: it was still live and
     /// this run ended it, as an operator would; if nobody had answered, the lead is tried again.
-    fn settle(
+    /// Its outcome knows no words: the store keeps the lines that were saved as they were spoken.
+    async fn settle(
         &self,
         attempt: &InFlight,
         snapshot: &CallSnapshot,
@@ -428,11 +473,13 @@ impl<D: Dialer> Runner<D> {
             disposition: None,
             opted_out: false,
             transcript: Vec::new(),
+            reconnects: Vec::new(),
         };
         let now = self.clock.now();
         let verdict = verdict(&outcome, attempt.number, &self.config.retry, now);
-        self.store()
-            .finish_attempt(attempt.attempt_id, &outcome, &verdict, now)?;
+        self.store
+            .finish_attempt(attempt.attempt_id, outcome, verdict.clone(), now)
+            .await?;
         self.emit(CampaignEvent::Reconciled {
             lead: attempt.lead_id,
             to: attempt.phone.clone(),
@@ -442,14 +489,27 @@ impl<D: Dialer> Runner<D> {
         Ok(())
     }
 
-    /// Run something against the campaign's database (the results export).
-    pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        f(&self.store())
+    /// Run something against the campaign's database (the results export), on its thread.
+    pub async fn with_store<T, E>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.store.read(f).await
     }
 
     /// The campaign's totals, from the database.
-    pub fn summary(&self) -> Result<Summary, CampaignError> {
-        summary(&self.store(), &self.config)
+    pub async fn summary(&self) -> Result<Summary, CampaignError> {
+        let config = self.config.clone();
+        self.store.read(move |store| summary(store, &config)).await
+    }
+
+    /// Transactions the campaign's database has committed in this run.
+    pub fn commits(&self) -> u64 {
+        self.store.commits()
     }
 }
 
@@ -483,6 +543,36 @@ struct DialLoop<D: Dialer> {
     failure: Option<CampaignError>,
     /// The last wait announced: waking early (a call ended) to the same wait says nothing new.
     announced_wait: Option<DateTime<Utc>>,
+    trouble: Breaker,
+}
+
+/// The circuit breaker for Twilio trouble: each transient failure pauses dialing for longer,
+/// up to a cap; when the pause is over, the attempts the trouble left in flight are settled
+/// from Twilio's records (which only works if Twilio answers again) before anyone is dialed.
+#[derive(Debug, Default)]
+struct Breaker {
+    /// Transient failures since dialing last worked.
+    strikes: u32,
+    paused_until: Option<tokio::time::Instant>,
+    /// Attempts whose create may or may not have made a call.
+    stranded: Vec<i64>,
+}
+
+/// The first pause after Twilio trouble; each further strike doubles it, up to the cap.
+const TROUBLE_PAUSE: Duration = Duration::from_secs(5);
+const TROUBLE_PAUSE_MAX: Duration = Duration::from_secs(300);
+
+impl Breaker {
+    /// Open (or keep open) the breaker; how long dialing pauses.
+    fn trip(&mut self, stranded: Option<i64>) -> Duration {
+        self.strikes += 1;
+        self.stranded.extend(stranded);
+        let pause = TROUBLE_PAUSE
+            .saturating_mul(1 << (self.strikes - 1).min(10))
+            .min(TROUBLE_PAUSE_MAX);
+        self.paused_until = Some(tokio::time::Instant::now() + pause);
+        pause
+    }
 }
 
 impl<D: Dialer> DialLoop<D> {
@@ -495,6 +585,7 @@ impl<D: Dialer> DialLoop<D> {
             live: JoinSet::new(),
             failure: None,
             announced_wait: None,
+            trouble: Breaker::default(),
         }
     }
 
@@ -511,12 +602,48 @@ impl<D: Dialer> DialLoop<D> {
             if self.failure.is_some() {
                 return Ok(Next::Stopped);
             }
+            if let Some(until) = self.trouble.paused_until {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    Some(done) = self.live.join_next(), if !self.live.is_empty() => {
+                        self.keep_first_failure(done);
+                        continue;
+                    }
+                    () = self.stop.cancelled() => return Ok(Next::Stopped),
+                }
+                match self
+                    .runner
+                    .reconcile_stranded(&mut self.trouble.stranded)
+                    .await
+                {
+                    Ok(()) => {
+                        self.trouble.paused_until = None;
+                        self.runner.emit(CampaignEvent::TwilioBack);
+                    }
+                    Err(CampaignError::Dial(e)) if e.transient => self.pause(None, &e),
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             // A free line first, so the lead is checked as close to its dial as possible.
             let line = tokio::select! {
                 line = self.lines.clone().acquire_owned() => line.expect("the semaphore is never closed"),
                 () = self.stop.cancelled() => return Ok(Next::Stopped),
             };
-            if let Some(lead) = self.runner.pick_lead()? {
+            // The call that freed this line may have ended in a failure or in Twilio trouble:
+            // look before dialing anyone else.
+            let before = (self.failure.is_some(), self.trouble.paused_until);
+            while let Some(done) = self.live.try_join_next() {
+                self.keep_first_failure(done);
+            }
+            if (self.failure.is_some(), self.trouble.paused_until) != before {
+                continue;
+            }
+            let picked = tokio::select! {
+                picked = self.runner.pick_lead() => picked?,
+                () = self.stop.cancelled() => return Ok(Next::Stopped),
+            };
+            if let Some(lead) = picked {
                 tokio::select! {
                     () = self.runner.pacer.wait_turn() => {}
                     () = self.stop.cancelled() => return Ok(Next::Stopped),
@@ -534,7 +661,7 @@ impl<D: Dialer> DialLoop<D> {
                 continue;
             }
             drop(line);
-            let Some((at, waiting)) = self.runner.store().next_due()? else {
+            let Some((at, waiting)) = self.runner.store.next_due().await? else {
                 if self.live.is_empty() {
                     return Ok(Next::Drained);
                 }
@@ -561,16 +688,16 @@ impl<D: Dialer> DialLoop<D> {
 
     /// Record the attempt durably, then place the call on a task of its own that holds `line`
     /// until the call is over.
-    fn dial(
+    async fn dial(
         &mut self,
         lead: LeadRow,
         line: OwnedSemaphorePermit,
         at: DateTime<Utc>,
     ) -> Result<(), CampaignError> {
-        let (attempt, number) = self.runner.store().begin_attempt(lead.id, at)?;
+        let (attempt, number) = self.runner.store.begin_attempt(lead.id, at).await?;
         // Tells apart the logs of calls running at once; the call service's own span inside it
         // adds the number and the call SID. At warn level, so the default filter keeps it.
-        let span = tracing::warn_span!("lead", lead = lead.id, line = lead.line, attempt = number,);
+        let span = tracing::warn_span!("lead", lead = lead.id, line = lead.line, attempt = number);
         let runner = self.runner.clone();
         let hang_up = self.hang_up.child_token();
         self.live.spawn(
@@ -619,13 +746,32 @@ impl<D: Dialer> DialLoop<D> {
 
     fn keep_first_failure(&mut self, done: Result<Result<(), CampaignError>, JoinError>) {
         let err = match done {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                self.trouble.strikes = 0;
+                return;
+            }
+            Ok(Err(CampaignError::Unavailable { attempt, error })) => {
+                self.pause(Some(attempt), &error);
+                return;
+            }
             Ok(Err(e)) => e,
             Err(e) => CampaignError::Store(StoreError::Data(format!("a call task failed: {e}"))),
         };
         // The command reports the first failure as its one closing line; more would repeat it.
         tracing::debug!(error = %err, "campaign stops dialing");
         self.failure.get_or_insert(err);
+    }
+}
+
+impl<D: Dialer> DialLoop<D> {
+    /// Twilio trouble: pause dialing, and say so.
+    fn pause(&mut self, stranded: Option<i64>, error: &DialError) {
+        let pause = self.trouble.trip(stranded);
+        tracing::warn!(error = %error, pause_secs = pause.as_secs(), "Twilio trouble: dialing paused");
+        self.runner.emit(CampaignEvent::TwilioTrouble {
+            reason: error.message.clone(),
+            retry_in_secs: pause.as_secs(),
+        });
     }
 }
 
@@ -846,6 +992,8 @@ mod dial_loop_tests {
     struct FakeDialer {
         talk: Option<Duration>,
         refuse: bool,
+        /// How many dials still fail as Twilio trouble (before any call exists).
+        trouble: std::sync::atomic::AtomicUsize,
         dialed: Mutex<Vec<String>>,
     }
 
@@ -876,6 +1024,21 @@ mod dial_loop_tests {
                     code: Some(20003),
                     message: "Authenticate".into(),
                     transient: false,
+                });
+            }
+            let in_trouble = self
+                .trouble
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if in_trouble {
+                return Err(DialError {
+                    code: Some(20503),
+                    message: "Service Unavailable".into(),
+                    transient: true,
                 });
             }
             let _ = events.send(CallEvent::Created {
@@ -985,8 +1148,8 @@ mod dial_loop_tests {
             std::iter::from_fn(|| self.events.try_recv().ok()).collect()
         }
 
-        fn status(&self, phone: &str) -> LeadStatus {
-            let leads = self.runner.store().leads().unwrap();
+        async fn status(&self, phone: &str) -> LeadStatus {
+            let leads = self.runner.store.read(Store::leads).await.unwrap();
             leads.into_iter().find(|l| l.phone == phone).unwrap().status
         }
 
@@ -1000,7 +1163,7 @@ mod dial_loop_tests {
         match dialing.next().await.unwrap() {
             Next::Dial { lead, line, at } => {
                 let phone = lead.phone.clone();
-                dialing.dial(lead, line, at).unwrap();
+                dialing.dial(lead, line, at).await.unwrap();
                 phone
             }
             other => panic!("expected a dial, got {other:?}"),
@@ -1030,7 +1193,7 @@ mod dial_loop_tests {
         dial_next(&mut dialing).await;
         assert_eq!(dial_next(&mut dialing).await, BEN);
         assert!(start.elapsed() >= Duration::from_secs(30));
-        assert_eq!(t.status(ANA), LeadStatus::Completed);
+        assert_eq!(t.status(ANA).await, LeadStatus::Completed);
         let finished = t
             .events()
             .into_iter()
@@ -1045,7 +1208,7 @@ mod dial_loop_tests {
         std::fs::write(&t.runner.config.dnc[0], format!("{ANA}\n")).unwrap();
         let mut dialing = t.dial_loop();
         assert_eq!(dial_next(&mut dialing).await, BEN);
-        assert_eq!(t.status(ANA), LeadStatus::DoNotCall);
+        assert_eq!(t.status(ANA).await, LeadStatus::DoNotCall);
         let skipped = t.events().into_iter().any(|e| {
             matches!(e, CampaignEvent::Skipped { to, status: LeadStatus::DoNotCall, .. } if to == ANA)
         });
@@ -1083,6 +1246,59 @@ mod dial_loop_tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_closed_window_over_many_leads_is_deferred_in_bulk() {
+        const N: usize = 20_000;
+        let six_am = tuesday_10_ny() - chrono::Duration::hours(4);
+        let opens = tuesday_10_ny() - chrono::Duration::hours(1);
+        let phones: Vec<String> = (0..N)
+            .map(|i| format!("+1202{}{:04}", 200 + i / 10_000, i % 10_000))
+            .collect();
+        let phones: Vec<&str> = phones.iter().map(String::as_str).collect();
+        let mut t = setup(FakeDialer::talking(30), &phones, 1, six_am);
+        let mut dialing = t.dial_loop();
+        let before = t.runner.commits();
+        assert!(matches!(dialing.next().await.unwrap(), Next::WaitUntil(at) if at == opens));
+        assert_eq!(
+            t.events(),
+            [CampaignEvent::Waiting {
+                until: opens,
+                leads: N as u64
+            }]
+        );
+        // One sync a lead made this quadratic in time and fsyncs; batches make it a handful.
+        let commits = t.runner.commits() - before;
+        assert!(commits <= 100, "{N} deferrals took {commits} commits");
+        assert!(t.dialed().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_long_deferral_between_batches() {
+        const N: usize = 20_000;
+        let six_am = tuesday_10_ny() - chrono::Duration::hours(4);
+        let phones: Vec<String> = (0..N)
+            .map(|i| format!("+1202{}{:04}", 200 + i / 10_000, i % 10_000))
+            .collect();
+        let phones: Vec<&str> = phones.iter().map(String::as_str).collect();
+        let t = setup(FakeDialer::talking(30), &phones, 1, six_am);
+        let deferred = || async {
+            let leads = t.runner.store.read(Store::leads).await.unwrap();
+            leads.iter().filter(|l| l.next_at.is_some()).count()
+        };
+        let mut dialing = t.dial_loop();
+        // Stops once the deferring is under way, as a Ctrl-C would.
+        let stopper = async {
+            while deferred().await == 0 {
+                tokio::task::yield_now().await;
+            }
+            t.stop.cancel();
+        };
+        let (next, ()) = tokio::join!(dialing.next(), stopper);
+        assert!(matches!(next.unwrap(), Next::Stopped));
+        let done = deferred().await;
+        assert!(done < N, "the stop waited for all {N} deferrals");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn drained_only_once_the_live_calls_are_over() {
         let t = setup(FakeDialer::talking(30), &[ANA], 1, tuesday_10_ny());
         let mut dialing = t.dial_loop();
@@ -1090,7 +1306,7 @@ mod dial_loop_tests {
         dial_next(&mut dialing).await;
         assert!(matches!(dialing.next().await.unwrap(), Next::Drained));
         assert!(start.elapsed() >= Duration::from_secs(30));
-        assert_eq!(t.status(ANA), LeadStatus::Completed);
+        assert_eq!(t.status(ANA).await, LeadStatus::Completed);
         dialing.drain().await.unwrap();
     }
 
@@ -1110,8 +1326,8 @@ mod dial_loop_tests {
         dialing.drain().await.unwrap();
         assert!(start.elapsed() >= Duration::from_secs(30));
         assert!(t.events().contains(&CampaignEvent::Draining { live: 1 }));
-        assert_eq!(t.status(ANA), LeadStatus::Completed);
-        assert_eq!(t.status(BEN), LeadStatus::Pending);
+        assert_eq!(t.status(ANA).await, LeadStatus::Completed);
+        assert_eq!(t.status(BEN).await, LeadStatus::Pending);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1124,7 +1340,7 @@ mod dial_loop_tests {
         assert!(matches!(dialing.next().await.unwrap(), Next::Stopped));
         dialing.drain().await.unwrap();
         // Hung up before anyone answered: tried again by a later run.
-        assert_eq!(t.status(ANA), LeadStatus::Retry);
+        assert_eq!(t.status(ANA).await, LeadStatus::Retry);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1148,7 +1364,7 @@ mod dial_loop_tests {
         ));
         assert_eq!(t.dialed(), [ANA]);
         // The refused attempt never happened.
-        assert_eq!(t.status(ANA), LeadStatus::Pending);
+        assert_eq!(t.status(ANA).await, LeadStatus::Pending);
     }
 
     /// Collects what a tracing subscriber writes.
@@ -1186,5 +1402,38 @@ mod dial_loop_tests {
         let logs = String::from_utf8(lock(&logs.0).clone()).unwrap();
         let line = logs.lines().find(|l| l.contains("call over")).unwrap();
         assert!(line.contains("lead{lead=1 line=2 attempt=1}"), "{line}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn twilio_trouble_pauses_dialing_and_it_resumes_by_itself() {
+        let dialer = FakeDialer {
+            trouble: std::sync::atomic::AtomicUsize::new(2),
+            ..FakeDialer::talking(5)
+        };
+        let mut t = setup(dialer, &[ANA, BEN], 1, tuesday_10_ny());
+        let started = tokio::time::Instant::now();
+        let complete = t
+            .runner
+            .clone()
+            .run(t.stop.clone(), t.hang_up.clone())
+            .await
+            .expect("trouble does not stop the campaign");
+        assert!(complete);
+        assert_eq!(t.status(ANA).await, LeadStatus::Completed);
+        assert_eq!(t.status(BEN).await, LeadStatus::Completed);
+        // Ana was dialed into the trouble twice, then for real; each stranded attempt was
+        // settled from Twilio's records (no call existed) before dialing went on.
+        assert_eq!(t.dialed(), [ANA, ANA, ANA, BEN]);
+        let events = t.events();
+        let paused: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                CampaignEvent::TwilioTrouble { retry_in_secs, .. } => Some(*retry_in_secs),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(paused, [5, 10], "each strike pauses longer");
+        assert!(events.contains(&CampaignEvent::TwilioBack));
+        assert!(started.elapsed() >= Duration::from_secs(15));
     }
 }

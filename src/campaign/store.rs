@@ -5,16 +5,29 @@
 //! dies mid-call leaves a record that the next run reconciles with Twilio instead of dialing
 //! again; an outcome is committed the moment it is known. WAL with `synchronous=FULL` makes
 //! each commit survive a crash, and an exclusive lock keeps a second process off the same
-//! campaign, so no lead is ever dialed by two runs at once.
+//! campaign, so no lead is ever dialed by two runs at once. A call's lines are saved as they
+//! are spoken, so a call settled after a crash keeps what was said.
+//!
+//! [`Store`] is the connection and its queries; each write is atomic (a savepoint) and, on its
+//! own, its own transaction. A running campaign reaches it only through [`StoreHandle`], which
+//! moves it to a thread of its own and commits its writes in groups: durable ones (an
+//! attempt's start, call SID, end) before their caller goes on, lazy ones (deferrals, skips,
+//! transcript lines) within [`LAZY_COMMIT`]. See [`thread`] for exactly what each batch holds.
 
 use super::LeadStatus;
 use super::leads::Lead;
 use crate::events::{Outcome, TranscriptLine};
 use crate::twilio::AnsweredBy;
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
+pub mod thread;
+pub use thread::{LAZY_COMMIT, StoreHandle};
+
+/// Raised only for a change an older dialer would misread. The `lines` table and the
+/// `leads_waiting` index are not one: an older dialer ignores the first (a crashed call it
+/// settles just has no transcript) and recreates its own index beside the second.
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -35,7 +48,12 @@ CREATE TABLE IF NOT EXISTS leads (
     last_call_sid TEXT,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS leads_due ON leads (status, next_at, id);
+-- The due query's order, over waiting leads only: it reads the first rows of this index and
+-- stops (a lead never deferred has no next_at and comes first, as it sorts first in SQLite).
+-- Partial, so that settling a lead takes it out and the index stays as small as the work left.
+DROP INDEX IF EXISTS leads_due;
+CREATE INDEX IF NOT EXISTS leads_waiting ON leads (ifnull(next_at, 0), id)
+    WHERE status IN ('pending', 'retry');
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
     lead_id INTEGER NOT NULL REFERENCES leads (id),
@@ -58,6 +76,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     UNIQUE (lead_id, number)
 );
 CREATE INDEX IF NOT EXISTS attempts_in_flight ON attempts (in_flight) WHERE in_flight = 1;
+-- A call's transcript as it is spoken, one row a line, until the attempt is finished and its
+-- transcript is in `attempts.transcript`.
+CREATE TABLE IF NOT EXISTS lines (
+    id INTEGER PRIMARY KEY,
+    attempt_id INTEGER NOT NULL REFERENCES attempts (id),
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lines_attempt ON lines (attempt_id, id);
 ";
 
 /// What went wrong with the database.
@@ -75,6 +101,12 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("campaign database: {0}")]
     Data(String),
+    /// A batch of writes could not be committed: none of them is saved.
+    #[error("campaign database: cannot save: {0}")]
+    Commit(String),
+    /// The database's thread is gone (it panicked): nothing more can be read or saved.
+    #[error("campaign database: its thread stopped")]
+    Stopped,
 }
 
 /// A lead as stored.
@@ -179,6 +211,14 @@ fn lead_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeadRow> {
     })
 }
 
+/// Waiting leads due by `?1`, earliest first, at most `?2`.
+fn due_query() -> String {
+    format!(
+        "SELECT {LEAD_COLUMNS} FROM leads WHERE status IN ('pending', 'retry')
+         AND ifnull(next_at, 0) <= ?1 ORDER BY ifnull(next_at, 0), id LIMIT ?2"
+    )
+}
+
 impl Store {
     /// Open (or create) the database and take the campaign's lock for as long as this lives.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -231,9 +271,7 @@ impl Store {
     /// Add leads not seen before; refresh the row data of leads that are not yet final (the
     /// CSV may have been corrected between runs). Returns how many were new.
     pub fn import(&mut self, leads: &[Lead], now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.savepoint()?;
         let mut added = 0;
         {
             let mut insert = tx.prepare(
@@ -303,10 +341,7 @@ impl Store {
         limit: usize,
         exclude: &[i64],
     ) -> Result<Vec<LeadRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {LEAD_COLUMNS} FROM leads WHERE status IN ('pending', 'retry')
-             AND (next_at IS NULL OR next_at <= ?1) ORDER BY next_at IS NOT NULL, next_at, id LIMIT ?2"
-        ))?;
+        let mut stmt = self.conn.prepare_cached(&due_query())?;
         let rows = stmt.query_map(params![ms(now), (limit + exclude.len()) as i64], lead_row)?;
         let mut out = Vec::with_capacity(limit);
         for row in rows {
@@ -324,7 +359,7 @@ impl Store {
     /// The earliest time a waiting lead may be dialed, and how many wait.
     pub fn next_due(&self) -> Result<Option<(DateTime<Utc>, u64)>, StoreError> {
         let (at, n): (Option<i64>, i64) = self.conn.query_row(
-            "SELECT MIN(COALESCE(next_at, 0)), COUNT(*) FROM leads WHERE status IN ('pending', 'retry')",
+            "SELECT MIN(ifnull(next_at, 0)), COUNT(*) FROM leads WHERE status IN ('pending', 'retry')",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -350,10 +385,12 @@ impl Store {
 
     /// Not before `until` (its calling window is closed now).
     pub fn defer(&mut self, lead: i64, until: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE leads SET next_at = ?2 WHERE id = ?1 AND status IN ('pending', 'retry')",
-            params![lead, ms(until)],
-        )?;
+        // Cached: a closed window defers every lead in turn.
+        self.conn
+            .prepare_cached(
+                "UPDATE leads SET next_at = ?2 WHERE id = ?1 AND status IN ('pending', 'retry')",
+            )?
+            .execute(params![lead, ms(until)])?;
         Ok(())
     }
 
@@ -366,11 +403,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         debug_assert!(status.is_final());
-        self.conn.execute(
-            "UPDATE leads SET status = ?2, reason = ?3, next_at = NULL, updated_at = ?4
-             WHERE id = ?1 AND status IN ('pending', 'retry')",
-            params![lead, status.as_str(), reason, ms(now)],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE leads SET status = ?2, reason = ?3, next_at = NULL, updated_at = ?4
+                 WHERE id = ?1 AND status IN ('pending', 'retry')",
+            )?
+            .execute(params![lead, status.as_str(), reason, ms(now)])?;
         Ok(())
     }
 
@@ -381,9 +419,7 @@ impl Store {
         lead: i64,
         now: DateTime<Utc>,
     ) -> Result<(i64, u32), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.savepoint()?;
         let changed = tx.execute(
             "UPDATE leads SET status = 'live', attempts = attempts + 1, updated_at = ?2
              WHERE id = ?1 AND status IN ('pending', 'retry')",
@@ -420,14 +456,13 @@ impl Store {
     /// concerns the whole campaign, or Twilio has no record of it): forget it, and put the
     /// lead back as it was.
     pub fn void_attempt(&mut self, attempt: i64) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.savepoint()?;
         let lead: i64 = tx.query_row(
             "SELECT lead_id FROM attempts WHERE id = ?1 AND in_flight = 1",
             [attempt],
             |r| r.get(0),
         )?;
+        tx.execute("DELETE FROM lines WHERE attempt_id = ?1", [attempt])?;
         tx.execute("DELETE FROM attempts WHERE id = ?1", [attempt])?;
         tx.execute(
             "UPDATE leads SET attempts = attempts - 1,
@@ -439,7 +474,31 @@ impl Store {
         Ok(())
     }
 
-    /// Record how an attempt ended and what that means for its lead, in one transaction.
+    /// A line of an attempt's conversation, as it is spoken: kept if the run dies before the
+    /// call ends.
+    pub fn add_line(&mut self, attempt: i64, line: &TranscriptLine) -> Result<(), StoreError> {
+        let text = serde_json::to_string(line).map_err(|e| StoreError::Data(e.to_string()))?;
+        self.conn
+            .prepare_cached("INSERT INTO lines (attempt_id, line) VALUES (?1, ?2)")?
+            .execute(params![attempt, text])?;
+        Ok(())
+    }
+
+    /// The lines saved so far of an attempt not yet finished, in the order they were spoken.
+    pub fn lines(&self, attempt: i64) -> Result<Vec<TranscriptLine>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT line FROM lines WHERE attempt_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([attempt], |r| r.get::<_, String>(0))?;
+        rows.map(|text| {
+            serde_json::from_str(&text?).map_err(|e| StoreError::Data(format!("a saved line: {e}")))
+        })
+        .collect()
+    }
+
+    /// Record how an attempt ended and what that means for its lead, in one transaction. The
+    /// transcript is the outcome's; an outcome without one (a call settled from Twilio's
+    /// records after a crash) keeps the lines saved as they were spoken.
     pub fn finish_attempt(
         &mut self,
         attempt: i64,
@@ -447,8 +506,18 @@ impl Store {
         verdict: &Verdict,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let transcript = serde_json::to_string(&outcome.transcript)
-            .map_err(|e| StoreError::Data(e.to_string()))?;
+        let saved = if outcome.transcript.is_empty() {
+            self.lines(attempt)?
+        } else {
+            Vec::new()
+        };
+        let spoken = if outcome.transcript.is_empty() {
+            &saved
+        } else {
+            &outcome.transcript
+        };
+        let transcript =
+            serde_json::to_string(spoken).map_err(|e| StoreError::Data(e.to_string()))?;
         let ended_by = serde_json::to_value(outcome.ended_by)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string));
@@ -456,9 +525,7 @@ impl Store {
             Some(d) => (Some(d.name.as_str()), Some(d.notes.as_str())),
             None => (None, None),
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.savepoint()?;
         let lead: i64 = tx.query_row(
             "SELECT lead_id FROM attempts WHERE id = ?1 AND in_flight = 1",
             [attempt],
@@ -487,6 +554,8 @@ impl Store {
                 ms(now),
             ],
         )?;
+        // The full transcript is in the attempt now.
+        tx.execute("DELETE FROM lines WHERE attempt_id = ?1", [attempt])?;
         tx.execute(
             "UPDATE leads SET status = ?2, next_at = ?3, reason = ?4,
                disposition = COALESCE(?5, disposition), notes = COALESCE(?6, notes),
@@ -711,6 +780,65 @@ mod tests {
         assert_eq!(s.due(t(600), 10, &[]).unwrap()[0].id, first);
         s.defer(first, t(900)).unwrap();
         assert!(s.due(t(600), 10, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_due_query_reads_the_waiting_index_in_order_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("c.db")).unwrap();
+        let leads: Vec<Lead> = (0..2_000)
+            .map(|i| lead(i + 2, &format!("+1202555{:04}", 2000 + i)))
+            .collect();
+        s.import(&leads, t(0)).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = s
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let rows = stmt.query_map([t(0).timestamp_millis(), 10], |r| r.get::<_, String>(3));
+            rows.unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        // A sort would read every waiting lead on every call: quadratic over a campaign.
+        let due = plan(&due_query());
+        assert!(due.contains("USING INDEX leads_waiting"), "{due}");
+        assert!(!due.contains("TEMP B-TREE"), "{due}");
+    }
+
+    #[test]
+    fn a_finished_attempt_without_a_transcript_keeps_the_lines_saved_as_spoken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("c.db")).unwrap();
+        s.import(&[lead(2, "+12025550100")], t(0)).unwrap();
+        let id = s.due(t(0), 1, &[]).unwrap()[0].id;
+        let (a, _) = s.begin_attempt(id, t(0)).unwrap();
+        s.set_call_sid(a, "CAabc").unwrap();
+        let said = |text: &str, at_ms| TranscriptLine {
+            speaker: crate::events::Speaker::Agent,
+            text: text.into(),
+            at_ms,
+            interrupted: false,
+        };
+        s.add_line(a, &said("Hello", 10)).unwrap();
+        s.add_line(a, &said("Can you make it?", 900)).unwrap();
+        assert_eq!(s.lines(a).unwrap().len(), 2);
+        // Settled from Twilio's records after a crash: the outcome knows no words.
+        let mut settled = outcome(FinalStatus::Completed, Some(30));
+        settled.transcript.clear();
+        let verdict = Verdict {
+            status: LeadStatus::Completed,
+            next_at: None,
+            reason: String::new(),
+        };
+        s.finish_attempt(a, &settled, &verdict, t(40)).unwrap();
+        let records = s.transcripts().unwrap();
+        assert_eq!(
+            records[0].transcript,
+            [said("Hello", 10), said("Can you make it?", 900)]
+        );
+        assert!(s.lines(a).unwrap().is_empty(), "kept once, in the attempt");
     }
 
     #[test]

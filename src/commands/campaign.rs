@@ -120,8 +120,11 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
     };
 
     // Results and the summary come from the database, whatever stopped the run.
-    let summary = runner.summary();
-    let written = runner.with_store(|store| export::export(store, &paths.out));
+    let summary = runner.summary().await;
+    let out = paths.out.clone();
+    let written = runner
+        .with_store(move |store| export::export(store, &out))
+        .await;
     if let Ok(summary) = &summary {
         let _ = tx.send(CampaignEvent::Done {
             summary: summary.clone(),

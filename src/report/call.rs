@@ -96,6 +96,9 @@ fn notable(event: &CallEvent) -> Option<String> {
         CallEvent::Disposition { disposition, .. } => {
             Some(format!("  disposition: {}", disposition.name))
         }
+        CallEvent::Reconnected { reconnect, .. } => {
+            Some(format!("  {}", format::reconnect(reconnect)))
+        }
         _ => None,
     }
 }

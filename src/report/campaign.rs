@@ -164,6 +164,19 @@ fn notice(event: &CampaignEvent) -> Option<String> {
             "finishing {}; Ctrl-C again hangs them up",
             plural(*live as u64, "live call", "live calls")
         ),
+        CampaignEvent::TwilioTrouble {
+            reason,
+            retry_in_secs,
+        } => format!(
+            "dialing paused: Twilio is in trouble ({reason}); trying again in {retry_in_secs} s"
+        ),
+        CampaignEvent::TwilioBack => "Twilio answers again: dialing goes on".to_string(),
+        CampaignEvent::DialingPaused { file, reason } => {
+            format!("dialing paused: do-not-call list {file} cannot be read ({reason})")
+        }
+        CampaignEvent::DialingResumed { file } => {
+            format!("do-not-call list {file} can be read again: dialing goes on")
+        }
         _ => return None,
     })
 }
@@ -188,6 +201,7 @@ fn call_line(call: &CallEvent) -> Option<String> {
             )
         }
         CallEvent::Disposition { disposition, .. } => format!("disposition {}", disposition.name),
+        CallEvent::Reconnected { reconnect, .. } => format::reconnect(reconnect),
         CallEvent::Ended { outcome } => format::outcome(outcome),
         _ => return None,
     };

@@ -59,3 +59,33 @@ pub(crate) fn outcome(o: &Outcome) -> String {
         parts.join(" · ")
     )
 }
+
+/// `agent back after 1.2 s (new session): the Voice Agent connection was lost mid-call`.
+pub(crate) fn reconnect(r: &crate::events::AgentReconnect) -> String {
+    format!(
+        "agent back after {:.1} s ({}): {}",
+        r.gap_ms as f64 / 1000.0,
+        if r.resumed {
+            "same session"
+        } else {
+            "new session"
+        },
+        r.cause
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_reconnect_says_how_long_and_how() {
+        let r = crate::events::AgentReconnect {
+            resumed: false,
+            gap_ms: 1234,
+            cause: "the Voice Agent connection was lost mid-call".into(),
+        };
+        assert_eq!(
+            super::reconnect(&r),
+            "agent back after 1.2 s (new session): the Voice Agent connection was lost mid-call"
+        );
+    }
+}

@@ -260,12 +260,14 @@ async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible> {
         )
         .into_response());
     }
+    // A refusal carries every route's reason: an oversized POST to a callback is also "not
+    // a GET" to `/health`, so the more specific reason is looked for first.
     let (code, message) = if err.is_not_found() {
         (StatusCode::NOT_FOUND, "not found")
-    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         (StatusCode::PAYLOAD_TOO_LARGE, "payload too large")
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
     } else {
         (StatusCode::BAD_REQUEST, "bad request")
     };
@@ -278,7 +280,7 @@ async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible> {
 
 #[cfg(test)]
 mod tests {
-    use super::route;
+    use super::*;
 
     #[test]
     fn tokens_are_cut_from_logged_routes() {
@@ -288,5 +290,239 @@ mod tests {
         );
         assert_eq!(route("/twilio/media"), "/twilio/media");
         assert_eq!(route("/health"), "/health");
+    }
+
+    use crate::call::registry::Registry;
+    use crate::props;
+    use crate::secret::Secret;
+    use crate::twilio::{AnsweredBy, CallStatus};
+    use crate::webhooks::PublicUrls;
+    use http_body_util::Full;
+    use hyper_util::service::TowerToHyperService;
+    use rand::Rng;
+    use rand::rngs::StdRng;
+    use std::sync::Arc;
+
+    const AUTH_TOKEN: &str = "12345";
+
+    use crate::twilio::status::{STATUSES, VERDICTS};
+
+    /// Counters as Twilio writes them, and the near misses a parser might take for numbers.
+    const NUMBERS: [&str; 17] = [
+        "0",
+        "7",
+        "42",
+        "4294967295",
+        "4294967296",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-1",
+        "+7",
+        " 7",
+        "7 ",
+        "1e3",
+        "0x10",
+        "7.0",
+        "\u{663}",
+        "",
+        "NaN",
+    ];
+
+    /// A form Twilio might post, or that someone might post in its place: the documented
+    /// fields with documented values, near misses and garbage, in any order, repeated, or a
+    /// body that is not a well-formed form at all (bad escapes, invalid UTF-8).
+    fn form_body(rng: &mut StdRng) -> Vec<u8> {
+        const NAMES: [&str; 8] = [
+            "CallSid",
+            "CallStatus",
+            "SequenceNumber",
+            "CallDuration",
+            "AnsweredBy",
+            "ErrorCode",
+            "ErrorMessage",
+            "Timestamp",
+        ];
+        if rng.random_bool(0.2) {
+            return match rng.random_range(0..3) {
+                0 => props::random_bytes(rng, 300),
+                1 => props::random_text(
+                    rng,
+                    &["CallStatus=", "&", "%", "%FF", "%E2%82", "+", "="],
+                    30,
+                )
+                .into_bytes(),
+                _ => props::mutate_bytes(
+                    rng,
+                    b"CallSid=CA1&CallStatus=completed&SequenceNumber=3&CallDuration=42",
+                ),
+            };
+        }
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        for _ in 0..rng.random_range(0..10) {
+            let name = if rng.random_bool(0.9) {
+                NAMES[rng.random_range(0..NAMES.len())].to_string()
+            } else {
+                props::random_text(rng, &NAMES, 2)
+            };
+            let value = match rng.random_range(0..5) {
+                0 => STATUSES[rng.random_range(0..STATUSES.len())].to_string(),
+                1 => VERDICTS[rng.random_range(0..VERDICTS.len())].to_string(),
+                2 => NUMBERS[rng.random_range(0..NUMBERS.len())].to_string(),
+                3 if rng.random_bool(0.02) => props::long_text(rng).chars().take(20_000).collect(),
+                _ => props::random_text(rng, &STATUSES, 4),
+            };
+            form.append_pair(&name, &value);
+        }
+        form.finish().into_bytes()
+    }
+
+    /// The number a counter's text stands for, decided without `str::parse`'s leniency in
+    /// mind: ASCII digits only, after at most one `+`.
+    fn counter(text: &str) -> Option<u64> {
+        let digits = text.strip_prefix('+').unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    async fn post<S>(service: &S, path: &str, body: Vec<u8>, signature: &str) -> StatusCode
+    where
+        S: hyper::service::Service<
+                warp::http::Request<Full<Bytes>>,
+                Response = warp::reply::Response,
+                Error = Infallible,
+            >,
+    {
+        let request = warp::http::Request::post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-length", body.len())
+            .header("x-twilio-signature", signature)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        match service.call(request).await {
+            Ok(response) => response.status(),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Whatever form reaches a callback route, signed, it is read field by field as documented:
+    /// a status or verdict that is not a documented one is `Other` with its text, a counter
+    /// that is not a plain number is `None`, the first of repeated fields counts, and the
+    /// call gets exactly one signal. The same form with a wrong signature changes nothing.
+    #[tokio::test]
+    async fn any_signed_form_is_read_field_by_field() {
+        let registry = Arc::new(Registry::new());
+        let (token, mut signals) = registry.register();
+        let urls = PublicUrls::new("https://example.test/base");
+        let state = ServerState {
+            registry: registry.clone(),
+            auth_token: Secret::new(AUTH_TOKEN),
+            urls: urls.clone(),
+        };
+        let service = TowerToHyperService::new(warp::service(routes(state)));
+        let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(51);
+        for case in 0..props::cases() {
+            let kind = [paths::STATUS, paths::AMD][rng.random_range(0..2)];
+            let path = format!("/{}/{kind}/{token}", paths::PREFIX);
+            let body = form_body(&mut rng);
+            let shown = props::shorten(&format!(
+                "case {case}: {:?}",
+                String::from_utf8_lossy(&body)
+            ));
+            // Twilio signs the form's decoded pairs, which is what the server checks.
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(&body).into_owned().collect();
+            let signature = signature::compute(AUTH_TOKEN, &urls.http(&path), &params);
+            // Its size is refused before its signature is checked, as a body too large to read.
+            if body.len() as u64 > MAX_FORM {
+                assert_eq!(
+                    post(&service, &path, body, &signature).await,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "{shown}"
+                );
+                assert!(signals.try_recv().is_err(), "{shown}");
+                continue;
+            }
+            if rng.random_bool(0.2) {
+                let forged = format!("A{}", &signature[1..]);
+                let forged = if forged == signature {
+                    format!("B{}", &signature[1..])
+                } else {
+                    forged
+                };
+                assert_eq!(
+                    post(&service, &path, body, &forged).await,
+                    StatusCode::FORBIDDEN,
+                    "{shown}"
+                );
+                assert!(signals.try_recv().is_err(), "{shown}");
+                continue;
+            }
+            assert_eq!(
+                post(&service, &path, body, &signature).await,
+                StatusCode::NO_CONTENT,
+                "{shown}"
+            );
+            let first = |name: &str| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            match (kind, signals.try_recv()) {
+                (paths::STATUS, Ok(CallSignal::Status(update))) => {
+                    let status = first("CallStatus").unwrap_or_default();
+                    assert_eq!(update.status.as_str(), status, "{shown}");
+                    assert_eq!(
+                        matches!(update.status, CallStatus::Other(_)),
+                        !STATUSES.contains(&status),
+                        "{shown}"
+                    );
+                    let sequence = first("SequenceNumber").and_then(counter);
+                    assert_eq!(
+                        update.sequence.map(u64::from),
+                        sequence.filter(|&n| n <= u64::from(u32::MAX)),
+                        "{shown}"
+                    );
+                    assert_eq!(
+                        update.duration_secs,
+                        first("CallDuration").and_then(counter),
+                        "{shown}"
+                    );
+                    assert_eq!(
+                        update.call_sid,
+                        first("CallSid").unwrap_or_default(),
+                        "{shown}"
+                    );
+                    assert_eq!(
+                        update.answered_by.as_ref().map(AnsweredBy::as_str),
+                        first("AnsweredBy"),
+                        "{shown}"
+                    );
+                    assert_eq!(update.error_code.as_deref(), first("ErrorCode"), "{shown}");
+                    assert_eq!(
+                        update.error_message.as_deref(),
+                        first("ErrorMessage"),
+                        "{shown}"
+                    );
+                }
+                (paths::AMD, Ok(CallSignal::AnsweredBy(verdict))) => {
+                    let text = first("AnsweredBy").expect("a verdict only when one was sent");
+                    assert_eq!(verdict.as_str(), text, "{shown}");
+                    assert_eq!(
+                        matches!(verdict, AnsweredBy::Other(_)),
+                        !VERDICTS.contains(&text),
+                        "{shown}"
+                    );
+                }
+                (paths::AMD, Err(_)) => assert_eq!(first("AnsweredBy"), None, "{shown}"),
+                (_, signal) => panic!("{shown}: {signal:?}"),
+            }
+            assert!(
+                signals.try_recv().is_err(),
+                "one signal per callback: {shown}"
+            );
+        }
     }
 }

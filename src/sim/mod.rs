@@ -74,6 +74,16 @@ impl Simulation {
             time_scale: scale,
             ..agent::FakeAgentConfig::default()
         };
+        Self::start_with(twilio_config, agent_config, shutdown).await
+    }
+
+    /// Start both simulators as configured (each with its own time scale and faults); they
+    /// stop when `shutdown` is cancelled.
+    pub async fn start_with(
+        twilio_config: twilio::FakeTwilioConfig,
+        agent_config: agent::FakeAgentConfig,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<Self> {
         let account_sid = twilio_config.account_sid.clone();
         let auth_token = twilio_config.auth_token.clone();
         let from_number = twilio_config.numbers.first().cloned().unwrap_or_default();

@@ -212,6 +212,18 @@ impl TwilioClient {
         Err(unreadable)
     }
 
+    /// Switch a live call to other TwiML (`Twiml` on the call resource): what it was doing
+    /// (the Media Stream) stops and the new document runs.
+    pub(crate) async fn update_twiml(
+        &self,
+        sid: &str,
+        twiml: &str,
+    ) -> Result<CallResource, TwilioError> {
+        let url = self.call_url(sid);
+        self.with_retries(|| self.http.post(&url).form(&[("Twiml", twiml)]))
+            .await
+    }
+
     /// Hang up: `Status=completed` ends an in-progress call and cancels a ringing one.
     pub async fn hang_up(&self, sid: &str) -> Result<CallResource, TwilioError> {
         let url = self.call_url(sid);

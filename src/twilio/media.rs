@@ -2,6 +2,7 @@
 //! and writing what it accepts (`media`, `mark`, `clear`). Media parsing borrows the payload
 //! from the frame, so audio is never copied or decoded on its way through.
 
+use crate::phone::escape_controls;
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -111,7 +112,7 @@ pub(crate) fn parse(text: &str) -> Result<TwilioMessage<'_>, MediaParseError> {
 /// Parse one text frame from Twilio, as the bytes that arrived.
 pub(crate) fn parse_bytes(text: &[u8]) -> Result<TwilioMessage<'_>, MediaParseError> {
     let raw: Raw<'_> =
-        serde_json::from_slice(text).map_err(|e| MediaParseError::Json(e.to_string()))?;
+        serde_json::from_slice(text).map_err(|e| MediaParseError::Json(json_error(&e)))?;
     Ok(match raw.event.as_ref() {
         "media" => TwilioMessage::Media {
             payload: raw
@@ -142,6 +143,21 @@ pub(crate) fn parse_bytes(text: &[u8]) -> Result<TwilioMessage<'_>, MediaParseEr
         "stop" => TwilioMessage::Stop,
         other => TwilioMessage::Unknown(other.to_string()),
     })
+}
+
+/// serde_json's message, cut short in the middle: it quotes a mistyped string whole, and a
+/// frame may be 64 KiB. Its end says what was expected and where, so that end is kept.
+fn json_error(e: &serde_json::Error) -> String {
+    const HEAD: usize = 120;
+    const TAIL: usize = 80;
+    let text = escape_controls(&e.to_string());
+    let chars = text.chars().count();
+    if chars <= HEAD + TAIL {
+        return text;
+    }
+    let head: String = text.chars().take(HEAD).collect();
+    let tail: String = text.chars().skip(chars - TAIL).collect();
+    format!("{head}…{tail}")
 }
 
 #[derive(Serialize)]
@@ -286,5 +302,140 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&clear("MZ1")).unwrap();
         assert_eq!(v, serde_json::json!({"event":"clear","streamSid":"MZ1"}));
+    }
+
+    /// One of each message Twilio documents, as the page shows them.
+    const DOCUMENTED: [&str; 6] = [
+        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+        r#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX","streamSid":"MZXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX","callSid":"CAXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX","tracks":["inbound"],"customParameters":{"FirstName":"Jane","LastName":"Doe"},"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"streamSid":"MZXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"}"#,
+        r#"{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5","payload":"no+JhoaJjpzS"},"streamSid":"MZX"}"#,
+        r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZX","mark":{"name":"my label"}}"#,
+        r#"{"event":"dtmf","streamSid":"MZ","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}"#,
+        r#"{"event":"stop","sequenceNumber":"5","stop":{"accountSid":"AC","callSid":"CA"},"streamSid":"MZ"}"#,
+    ];
+
+    /// Longest rejection message: a frame is up to 64 KiB, and its text must not come back whole.
+    const MAX_MESSAGE: usize = 300;
+
+    /// Whatever arrives in a text frame (random bytes, documented messages damaged, fields of
+    /// the wrong type, huge numbers, deep nesting, invalid UTF-8), parsing ends in a message
+    /// that agrees with the frame's `event`, or in one short printable line.
+    #[test]
+    fn any_frame_parses_or_is_refused_clearly() {
+        use crate::props;
+        use rand::Rng;
+        const PIECES: [&str; 12] = [
+            "{",
+            "}",
+            "\"event\":",
+            "\"media\"",
+            "\"start\"",
+            "\"mark\"",
+            "\"payload\":",
+            "\"name\":",
+            ":",
+            ",",
+            "\"",
+            "null",
+        ];
+        let valid: Vec<serde_json::Value> = DOCUMENTED
+            .iter()
+            .map(|m| serde_json::from_str(m).unwrap())
+            .collect();
+        props::check(
+            11,
+            props::cases(),
+            |rng| {
+                let i = rng.random_range(0..DOCUMENTED.len());
+                props::Lossy(match rng.random_range(0..4) {
+                    0 => props::random_bytes(rng, 200),
+                    1 => props::random_text(rng, &PIECES, 40).into_bytes(),
+                    2 => props::mutate_bytes(rng, DOCUMENTED[i].as_bytes()),
+                    _ => props::mutate_json(rng, &valid[i]),
+                })
+            },
+            |props::Lossy(frame)| match parse_bytes(frame) {
+                Err(e) => props::assert_clear(&e.to_string(), MAX_MESSAGE),
+                Ok(message) => {
+                    // Fields the parser skips are not checked (for UTF-8, number range or
+                    // depth); where the whole frame is plain JSON, the message must agree.
+                    let Ok(v) =
+                        serde_json::from_str::<serde_json::Value>(&String::from_utf8_lossy(frame))
+                    else {
+                        return;
+                    };
+                    let event = v["event"].as_str().unwrap();
+                    match message {
+                        TwilioMessage::Connected => assert_eq!(event, "connected"),
+                        TwilioMessage::Start(info) => {
+                            assert_eq!(event, "start");
+                            assert_eq!(v["start"]["callSid"], info.call_sid.as_str());
+                        }
+                        TwilioMessage::Media { payload } => {
+                            assert_eq!(event, "media");
+                            assert_eq!(v["media"]["payload"], payload.as_ref());
+                        }
+                        TwilioMessage::Mark { name } => {
+                            assert_eq!(event, "mark");
+                            assert_eq!(v["mark"]["name"], name.as_str());
+                        }
+                        TwilioMessage::Dtmf { .. } => assert_eq!(event, "dtmf"),
+                        TwilioMessage::Stop => assert_eq!(event, "stop"),
+                        TwilioMessage::Unknown(other) => {
+                            assert_eq!(event, other);
+                            assert!(
+                                !["connected", "start", "media", "mark", "dtmf", "stop"]
+                                    .contains(&event)
+                            );
+                        }
+                    }
+                }
+            },
+        );
+    }
+
+    #[test]
+    fn a_long_mistyped_value_is_not_quoted_whole() {
+        let frame = format!(
+            r#"{{"event":"start","start":{{"streamSid":"MZ","callSid":"CA","mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":"{}","channels":1}}}}}}"#,
+            "8".repeat(60_000)
+        );
+        let e = parse(&frame).unwrap_err().to_string();
+        assert!(e.chars().count() <= MAX_MESSAGE, "{e}");
+        assert!(
+            e.starts_with("not a Media Streams message: invalid type: string"),
+            "{e}"
+        );
+        assert!(
+            e.contains("…") && e.contains("expected u32 at line 1 column"),
+            "{e}"
+        );
+    }
+
+    /// Fields Twilio may add, with any value, change nothing about a documented message.
+    #[test]
+    fn added_fields_are_ignored() {
+        use crate::props;
+        use rand::Rng;
+        props::check(
+            12,
+            props::cases(),
+            |rng| {
+                let i = rng.random_range(0..DOCUMENTED.len());
+                let mut v: serde_json::Value = serde_json::from_str(DOCUMENTED[i]).unwrap();
+                let key = format!("new{}", props::random_text(rng, &[], 8));
+                let value = match rng.random_range(0..4) {
+                    0 => serde_json::json!(props::random_text(rng, &[], 30)),
+                    1 => serde_json::json!(rng.random::<f64>() * 1e300),
+                    2 => serde_json::json!([null, {"a": [1, 2]}, "x"]),
+                    _ => serde_json::json!({"nested": {"deeper": props::random_text(rng, &[], 5)}}),
+                };
+                v.as_object_mut().unwrap().insert(key, value);
+                (i, serde_json::to_string(&v).unwrap())
+            },
+            |(i, frame)| {
+                assert_eq!(parse(frame).unwrap(), parse(DOCUMENTED[*i]).unwrap());
+            },
+        );
     }
 }

@@ -236,6 +236,196 @@ mod tests {
         ));
     }
 
+    /// A request as the server sees it: the Auth Token, the URL and the form.
+    #[derive(Debug, Clone)]
+    struct Request {
+        token: String,
+        url: String,
+        params: Vec<(String, String)>,
+    }
+
+    /// URLs of every shape the server builds (schemes, ports, IPv6 hosts, queries) with paths
+    /// and parameters of any characters.
+    fn request(rng: &mut rand::rngs::StdRng) -> Request {
+        use crate::props;
+        use rand::Rng;
+        let scheme = ["https", "http", "wss", "ws"][rng.random_range(0..4)];
+        let host =
+            ["example.com", "abc.ngrok.app", "127.0.0.1", "[::1]", "h"][rng.random_range(0..5)];
+        let port = ["", "", ":443", ":80", ":8080"][rng.random_range(0..5)];
+        let path = props::random_text(rng, &["/", "twilio", "status", "?", "&", "=", ":"], 12);
+        let params = (0..rng.random_range(0..6))
+            .map(|_| {
+                let name = props::random_text(rng, &["CallSid", "CallStatus", "Digits"], 3);
+                let value = props::random_text(rng, &["+1415", "completed", "CA12"], 4);
+                (name, value)
+            })
+            .collect();
+        Request {
+            token: props::random_text(rng, &["12345"], 4),
+            url: format!("{scheme}://{host}{port}/{path}"),
+            params,
+        }
+    }
+
+    /// What Twilio's algorithm signs, written independently: the URL, then the distinct
+    /// parameters sorted, each name followed by its value.
+    fn signed_text(url: &str, params: &[(String, String)]) -> String {
+        let mut sorted = params.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted
+            .iter()
+            .fold(url.to_string(), |text, (k, v)| text + k + v)
+    }
+
+    /// Whatever the token, URL, parameters and signature (empty, not base64, megabytes, any
+    /// characters), validation answers without panicking, and only a signature of the shape
+    /// HMAC-SHA1 in base64 has can pass.
+    #[test]
+    fn validation_never_panics() {
+        use crate::props;
+        use rand::Rng;
+        props::check(
+            31,
+            props::cases(),
+            |rng| {
+                let mut r = request(rng);
+                if rng.random_bool(0.3) {
+                    r.url = props::random_text(
+                        rng,
+                        &["://", "https", "wss", ":", "[", "]", "/", "?"],
+                        10,
+                    );
+                }
+                if rng.random_bool(0.01) {
+                    r.url.push_str(&props::long_text(rng));
+                }
+                let signature = match rng.random_range(0..5) {
+                    0 => String::new(),
+                    1 => compute(&r.token, &r.url, &r.params),
+                    2 => props::random_text(rng, &["A", "=", "+", "/"], 40),
+                    3 => props::long_text(rng),
+                    _ => String::from_utf8_lossy(&props::random_bytes(rng, 40)).into_owned(),
+                };
+                (r, signature)
+            },
+            |(r, signature)| {
+                let valid = is_valid(&r.token, &r.url, &r.params, signature);
+                if valid {
+                    assert_eq!(signature.len(), 28);
+                    assert!(!r.token.is_empty());
+                }
+                assert_eq!(compute(&r.token, &r.url, &r.params).len(), 28);
+            },
+        );
+    }
+
+    /// A signature holds for its request, with or without the default port, and for nothing
+    /// else: not another token, not a URL changed by one character, not a parameter changed,
+    /// added or removed, not a signature changed by one character. The only exceptions are
+    /// Twilio's own: requests whose URL and parameters concatenate to the same text (the
+    /// scheme does not separate them), a WebSocket URL's trailing slash included.
+    #[test]
+    fn a_signature_holds_for_its_request_only() {
+        use crate::props;
+        use rand::Rng;
+        props::check(
+            32,
+            props::cases(),
+            |rng| {
+                let mut original = request(rng);
+                // An empty Auth Token validates nothing (see `validation_never_panics`).
+                original.token.insert(0, 'k');
+                let mut forged = original.clone();
+                let mut signature = compute(&original.token, &original.url, &original.params);
+                let c = props::random_text(rng, &[], 1)
+                    .chars()
+                    .next()
+                    .unwrap_or('x');
+                match rng.random_range(0..5) {
+                    // Not a NUL: HMAC pads a short key with zeros, so "k" and "k\0" are one
+                    // key (as in every HMAC; Auth Tokens are hexadecimal).
+                    0 => forged.token.push(if c == '\0' { 'x' } else { c }),
+                    1 => {
+                        // After the path's first slash: a port change (even to an empty
+                        // port, `h:/`) is a variant Twilio allows.
+                        let path = forged.url.find("://").unwrap() + 3;
+                        let path = path + forged.url[path..].find('/').unwrap() + 1;
+                        let mut chars: Vec<char> = forged.url[path..].chars().collect();
+                        let at = rng.random_range(0..=chars.len());
+                        match rng.random_range(0..3) {
+                            0 => chars.insert(at, c),
+                            1 if at < chars.len() => {
+                                chars.remove(at);
+                            }
+                            _ if at < chars.len() => chars[at] = c,
+                            _ => chars.push(c),
+                        }
+                        let tail: String = chars.into_iter().collect();
+                        forged.url.replace_range(path.., &tail);
+                    }
+                    2 if !forged.params.is_empty() => {
+                        let i = rng.random_range(0..forged.params.len());
+                        match rng.random_range(0..3) {
+                            0 => forged.params[i].0.push(c),
+                            1 => forged.params[i].1.insert(0, c),
+                            _ => {
+                                forged.params.remove(i);
+                            }
+                        }
+                    }
+                    2 | 3 => forged
+                        .params
+                        .push((props::random_text(rng, &["CallStatus"], 3), c.to_string())),
+                    _ => {
+                        let at = rng.random_range(0..signature.len());
+                        let mut bytes = signature.into_bytes();
+                        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+                        signature = String::from_utf8(bytes).unwrap();
+                    }
+                }
+                (original, forged, signature)
+            },
+            |(original, forged, signature)| {
+                let sig = compute(&original.token, &original.url, &original.params);
+                assert!(is_valid(
+                    &original.token,
+                    &original.url,
+                    &original.params,
+                    &sig
+                ));
+                if let Some((scheme, rest)) = original.url.split_once("://")
+                    && let Some(slash) = rest.find('/')
+                    && !rest[..slash].contains(":")
+                {
+                    let port = if scheme.len() == 5 || scheme == "wss" {
+                        "443"
+                    } else {
+                        "80"
+                    };
+                    let with_port =
+                        format!("{scheme}://{}:{port}{}", &rest[..slash], &rest[slash..]);
+                    assert!(is_valid(
+                        &original.token,
+                        &with_port,
+                        &original.params,
+                        &sig
+                    ));
+                }
+                let signed = signed_text(&original.url, &original.params);
+                let same_text = signed_text(&forged.url, &forged.params) == signed
+                    || (forged.url.starts_with("ws")
+                        && signed_text(&format!("{}/", forged.url), &forged.params) == signed);
+                let forged_ok = is_valid(&forged.token, &forged.url, &forged.params, signature);
+                let unchanged = forged.token == original.token && *signature == sig;
+                if !(unchanged && same_text) {
+                    assert!(!forged_ok, "{forged:?} accepted with {signature}");
+                }
+            },
+        );
+    }
+
     #[test]
     fn forged_or_wrong_key_rejected() {
         let params = library_params();

@@ -219,31 +219,35 @@ impl<'de> Deserialize<'de> for AnsweredBy {
     }
 }
 
+/// Every documented `CallStatus` value, for tests.
+#[cfg(test)]
+pub(crate) const STATUSES: [&str; 9] = [
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+];
+
+/// Every documented `AnsweredBy` value, for tests.
+#[cfg(test)]
+pub(crate) const VERDICTS: [&str; 7] = [
+    "human",
+    "machine_start",
+    "machine_end_beep",
+    "machine_end_silence",
+    "machine_end_other",
+    "fax",
+    "unknown",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const STATUSES: [&str; 9] = [
-        "queued",
-        "initiated",
-        "ringing",
-        "in-progress",
-        "completed",
-        "busy",
-        "no-answer",
-        "failed",
-        "canceled",
-    ];
-
-    const VERDICTS: [&str; 7] = [
-        "human",
-        "machine_start",
-        "machine_end_beep",
-        "machine_end_silence",
-        "machine_end_other",
-        "fax",
-        "unknown",
-    ];
 
     #[test]
     fn every_documented_status_is_known_and_round_trips() {
@@ -326,6 +330,94 @@ mod tests {
         let other = AnsweredBy::from("robot");
         assert_eq!(other, AnsweredBy::Other("robot".into()));
         assert_eq!(serde_json::to_string(&other).unwrap(), "\"robot\"");
+    }
+
+    /// Texts near the documented ones: other cases, padding, prefixes, and anything else.
+    fn near(rng: &mut rand::rngs::StdRng, documented: &[&str]) -> String {
+        use crate::props;
+        use rand::Rng;
+        let word = documented[rng.random_range(0..documented.len())];
+        if rng.random_bool(0.01) {
+            return props::long_text(rng);
+        }
+        match rng.random_range(0..5) {
+            0 => word.to_string(),
+            1 => word.to_ascii_uppercase(),
+            2 => format!(" {word}"),
+            3 => format!("{word}{}", props::random_text(rng, &["_", "-", "\0"], 2)),
+            _ => props::random_text(rng, documented, 4),
+        }
+    }
+
+    /// Whatever Twilio sends as `CallStatus` or `status`, it reads as the documented status
+    /// with that exact text, or as `Other` keeping the text, which is never an end; and it
+    /// writes back out as it came.
+    #[test]
+    fn any_text_is_a_status_or_kept_as_other() {
+        crate::props::check(
+            41,
+            crate::props::cases(),
+            |rng| near(rng, &STATUSES),
+            |text| {
+                let status = CallStatus::from(text.as_str());
+                assert_eq!(CallStatus::from(text.clone()), status);
+                assert_eq!(status.as_str(), text);
+                assert_eq!(status.to_string(), *text);
+                if STATUSES.contains(&text.as_str()) {
+                    assert!(!matches!(status, CallStatus::Other(_)));
+                } else {
+                    assert_eq!(status, CallStatus::Other(text.clone()));
+                    assert!(!status.is_final());
+                }
+                let json = serde_json::to_string(&status).unwrap();
+                assert_eq!(serde_json::from_str::<CallStatus>(&json).unwrap(), status);
+            },
+        );
+    }
+
+    /// The same for `AnsweredBy`; a verdict is a machine only when documented as one or named
+    /// like one (`machine…`).
+    #[test]
+    fn any_text_is_a_verdict_or_kept_as_other() {
+        crate::props::check(
+            42,
+            crate::props::cases(),
+            |rng| near(rng, &VERDICTS),
+            |text| {
+                let verdict = AnsweredBy::from(text.as_str());
+                assert_eq!(AnsweredBy::from(text.clone()), verdict);
+                assert_eq!(verdict.as_str(), text);
+                assert_eq!(verdict.to_string(), *text);
+                if VERDICTS.contains(&text.as_str()) {
+                    assert!(!matches!(verdict, AnsweredBy::Other(_)));
+                } else {
+                    assert_eq!(verdict, AnsweredBy::Other(text.clone()));
+                    assert_eq!(verdict.is_machine(), text.starts_with("machine"));
+                }
+                let json = serde_json::to_string(&verdict).unwrap();
+                assert_eq!(serde_json::from_str::<AnsweredBy>(&json).unwrap(), verdict);
+            },
+        );
+    }
+
+    /// In the Call resource JSON, a status or verdict that is not a string is refused, not a
+    /// panic.
+    #[test]
+    fn a_status_that_is_not_a_string_is_refused() {
+        for json in [
+            "null",
+            "1",
+            "-1",
+            "1e400",
+            "true",
+            "[]",
+            "{}",
+            "[\"busy\"]",
+            "\"\\ud800\"",
+        ] {
+            assert!(serde_json::from_str::<CallStatus>(json).is_err(), "{json}");
+            assert!(serde_json::from_str::<AnsweredBy>(json).is_err(), "{json}");
+        }
     }
 
     #[test]

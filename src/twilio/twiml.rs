@@ -27,6 +27,14 @@ pub(crate) fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> S
     out
 }
 
+/// What a live call is switched to when its agent cannot go on: the apology, then a hang-up.
+pub(crate) fn apology() -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>{}</Say><Hangup/></Response>"#,
+        escape(FALLBACK_APOLOGY)
+    )
+}
+
 /// XML-escape text for attribute values and element content.
 pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -180,8 +180,14 @@ async fn bad_assemblyai_key_ends_the_call_cleanly_with_the_reason() {
         FinalStatus::Completed,
         "the callee heard the apology, then Twilio hung up"
     );
+    // The call was switched to the apology, which Twilio spoke and then hung up on.
     let calls = app.sim().twilio.calls();
-    assert!(calls[0].stream.as_ref().unwrap().closed_by_server);
+    let twiml = calls[0].twiml.clone().unwrap_or_default();
+    assert!(
+        twiml.contains("<Say>") && !twiml.contains("<Connect>"),
+        "{twiml}"
+    );
+    assert_eq!(calls[0].ended_by.as_deref(), Some("twiml"));
 }
 
 #[tokio::test]
@@ -286,6 +292,25 @@ async fn forged_callback_is_refused_and_changes_nothing() {
     assert!(outcome.transcript.len() >= 3);
 }
 
+/// A Media Stream handshake signed as Twilio signs it, to our server.
+async fn signed_media_stream(
+    app: &TestApp,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws_url = format!(
+        "{}/twilio/media",
+        app.app.urls.base().replacen("http://", "ws://", 1)
+    );
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    let sig = signature::compute(&app.sim().auth_token, &ws_url, &[]);
+    req.headers_mut()
+        .insert("x-twilio-signature", sig.parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("signed handshake accepted")
+        .0
+}
+
 #[tokio::test]
 async fn forged_or_foreign_media_stream_is_refused() {
     use futures_util::{SinkExt, StreamExt};
@@ -313,13 +338,7 @@ async fn forged_or_foreign_media_stream_is_refused() {
         matches!(tokio_tungstenite::connect_async(req).await, Err(tungstenite::Error::Http(r)) if r.status() == 403)
     );
     // Properly signed but carrying no call's token: accepted, then closed after `start`.
-    let mut req = ws_url.as_str().into_client_request().unwrap();
-    let sig = signature::compute(&app.sim().auth_token, &ws_url, &[]);
-    req.headers_mut()
-        .insert("x-twilio-signature", sig.parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("signed handshake accepted");
+    let mut socket = signed_media_stream(&app).await;
     let start = serde_json::json!({"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{
         "accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],
         "customParameters":{"token":"0123456789abcdef0123456789abcdef"},
@@ -361,19 +380,9 @@ async fn operator_cancel_hangs_up_through_the_api() {
 #[tokio::test]
 async fn an_oversized_media_stream_frame_closes_the_socket_at_once() {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+    use tokio_tungstenite::tungstenite;
     let app = TestApp::start().await;
-    let ws_url = format!(
-        "{}/twilio/media",
-        app.app.urls.base().replacen("http://", "ws://", 1)
-    );
-    let mut req = ws_url.as_str().into_client_request().unwrap();
-    let sig = signature::compute(&app.sim().auth_token, &ws_url, &[]);
-    req.headers_mut()
-        .insert("x-twilio-signature", sig.parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("signed handshake accepted");
+    let mut socket = signed_media_stream(&app).await;
     // Twilio's frames are a few hundred bytes; this is two megabytes.
     let huge = "x".repeat(2 * 1024 * 1024);
     let _ = socket.send(tungstenite::Message::text(huge)).await;

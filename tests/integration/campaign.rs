@@ -580,3 +580,41 @@ async fn a_twilio_429_is_backed_off_and_every_lead_is_still_called_once() {
     assert_eq!(statuses["+12025550100"], LeadStatus::Completed);
     assert_eq!(statuses["+12025550109"], LeadStatus::Completed);
 }
+
+#[tokio::test]
+async fn a_twilio_outage_pauses_dialing_and_the_campaign_resumes_by_itself() {
+    let app = TestApp::start().await;
+    // Longer than the client's own retries ride out: the campaign must pause, not stop.
+    app.sim().twilio.unavailable_for(Duration::from_secs(100));
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "phone,first_name\n+12025550100,Ana\n+12025550109,Ben\n";
+    let run = run_campaign(
+        &app,
+        dir.path(),
+        csv,
+        &campaign_toml("calls_per_second = 5", ""),
+        TUESDAY_10_NY,
+    )
+    .await;
+    assert!(matches!(run.result, Ok(true)), "{:?}", run.result.err());
+    assert!(
+        run.events
+            .iter()
+            .any(|e| matches!(e, CampaignEvent::TwilioTrouble { .. })),
+        "the pause was announced"
+    );
+    assert!(run.events.contains(&CampaignEvent::TwilioBack));
+    // Each number was placed once, whatever the outage made of the attempts before.
+    let requests = app.sim().twilio.requests();
+    let placed = |to: &str| {
+        requests
+            .iter()
+            .filter(|r| r.status == 201 && r.to.as_deref() == Some(to))
+            .count()
+    };
+    assert_eq!(placed("+12025550100"), 1);
+    assert_eq!(placed("+12025550109"), 1);
+    let statuses = run.statuses();
+    assert_eq!(statuses["+12025550100"], LeadStatus::Completed);
+    assert_eq!(statuses["+12025550109"], LeadStatus::Completed);
+}

@@ -349,8 +349,13 @@ struct Simulators {
 
 impl Simulators {
     fn start(dir: &Path) -> Simulators {
+        Self::start_at(dir, "10")
+    }
+
+    /// At `speed` simulated seconds per real second.
+    fn start_at(dir: &Path, speed: &str) -> Simulators {
         let mut child = dialer(dir)
-            .args(["simulators", "--sim-speed", "10"])
+            .args(["simulators", "--sim-speed", speed])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -502,4 +507,145 @@ async fn kill_9_mid_campaign_then_resume_dials_nobody_twice_and_loses_no_outcome
     }
     assert!(leads.iter().all(|l| l.status.is_final()));
     assert!(store.in_flight().unwrap().is_empty());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_a_long_deferral_stops_within_seconds() {
+    // A campaign started at 03:00 with every lead's window closed: each one is deferred to
+    // 09:00 before the run can wait. Ctrl-C must not queue behind that work.
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("phone,first_name\n");
+    for i in 0..N {
+        csv.push_str(&format!(
+            "+1212{}{:04},P{i}\n",
+            200 + i / 10_000,
+            i % 10_000
+        ));
+    }
+    std::fs::write(dir.path().join("leads.csv"), csv).unwrap();
+    let toml = TOML
+        .replace("{keys}", "")
+        .replace(r#"hours = "00:00-24:00""#, r#"hours = "09:00-20:00""#)
+        + "[simulation]\nclock_start = \"2026-12-01T03:00:00-05:00\"\n";
+    std::fs::write(dir.path().join("leads.toml"), toml).unwrap();
+    let mut child = dialer(dir.path())
+        .args([
+            "campaign",
+            "leads.csv",
+            "--simulate",
+            "--sim-speed",
+            "50",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut child);
+    events_until(&rx, |e| e["event"] == "plan");
+    ctrl_c(&child);
+    let interrupted = std::time::Instant::now();
+    let exit = wait(&mut child, Duration::from_secs(10));
+    assert_eq!(exit.code(), Some(130), "after {:?}", interrupted.elapsed());
+    let events: Vec<Value> = rx
+        .iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    let done = events.last().unwrap();
+    assert_eq!(
+        (&done["event"], &done["complete"]),
+        (&"done".into(), &false.into())
+    );
+    let store = Store::open(&dir.path().join("leads.sim.db")).unwrap();
+    let deferred = store
+        .leads()
+        .unwrap()
+        .iter()
+        .filter(|l| l.next_at.is_some())
+        .count();
+    assert!(
+        deferred < N,
+        "the interrupt came after the deferring ({deferred} of {N}): the test proves nothing"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_conversation_keeps_what_was_said_through_the_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    // In real time, so that the call is still going a second after its first two lines.
+    let sims = Simulators::start_at(dir.path(), "1");
+    write_campaign(dir.path(), "phone,first_name\n+12025554200,Ana\n", "");
+    let mut first = sims.campaign(dir.path(), &[]).spawn().unwrap();
+    let rx = lines(&mut first);
+    let mut said: Vec<String> = Vec::new();
+    while said.len() < 2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the conversation goes on");
+        let e: Value = serde_json::from_str(&line).unwrap();
+        assert_ne!(e["event"], "finished", "the call ended before the kill");
+        if e["event"] == "call" && e["call"]["event"] == "line" {
+            said.push(e["call"]["line"]["text"].as_str().unwrap().to_string());
+        }
+    }
+    // Lines are saved in batches a fraction of a second apart; a second covers the batch.
+    std::thread::sleep(Duration::from_secs(1));
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let after: Vec<Value> = rx
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    assert!(
+        !after.iter().any(|e| e["event"] == "finished"),
+        "the call ended before the kill: {after:?}"
+    );
+    let texts = |lines: &[dialer::events::TranscriptLine]| -> Vec<String> {
+        lines.iter().map(|l| l.text.clone()).collect()
+    };
+    {
+        let store = Store::open(&dir.path().join("leads.db")).unwrap();
+        let flying = store.in_flight().unwrap();
+        assert_eq!(flying.len(), 1, "the call was live when the run died");
+        let saved = texts(&store.lines(flying[0].attempt_id).unwrap());
+        assert!(saved.starts_with(&said), "{saved:?} lacks {said:?}");
+    }
+
+    let mut second = sims
+        .campaign(dir.path(), &[])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(wait(&mut second, Duration::from_secs(120)).code(), Some(0));
+    let store = Store::open(&dir.path().join("leads.db")).unwrap();
+    assert!(
+        store.in_flight().unwrap().is_empty(),
+        "the call was settled"
+    );
+    let records = store.transcripts().unwrap();
+    assert_eq!(records.len(), 1, "settled, not dialed again");
+    assert!(
+        texts(&records[0].transcript).starts_with(&said),
+        "{:?} lacks {said:?}",
+        records[0].transcript
+    );
+    // And the results folder shows them.
+    let sid = records[0].call_sid.clone().unwrap();
+    let file = dir
+        .path()
+        .join("leads-results/transcripts")
+        .join(format!("{sid}.jsonl"));
+    let exported: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(exported.starts_with(&said), "{exported:?} lacks {said:?}");
 }

@@ -3,13 +3,17 @@
 
 use dialer::agent::config::AgentConfig;
 use dialer::call::dialer::{CallRequest, DialError, Dialer};
+use dialer::call::service::{CallService, Endpoints, Timings};
 use dialer::call::tools::{NoTools, ToolHandler};
 use dialer::events::{CallEvent, Outcome};
 use dialer::phone::E164;
 use dialer::settings::Settings;
 use dialer::shutdown::Shutdown;
-use dialer::sim::Simulation;
+use dialer::sim::agent::FakeAgentConfig;
+use dialer::sim::twilio::FakeTwilioConfig;
+use dialer::sim::{Simulation, TimeScale};
 use dialer::startup::{self, App};
+use dialer::twilio::TwilioClient;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -39,6 +43,48 @@ impl TestApp {
             .await
             .expect("app starts");
         TestApp { app }
+    }
+
+    /// Start against simulators the test configured (faults, time scales; see
+    /// [`twilio_config`] and [`agent_config`]), with settings built from them as
+    /// `startup::simulate` builds them, then adjusted by `tweak`.
+    pub(crate) async fn start_faulty(
+        twilio: FakeTwilioConfig,
+        agent: FakeAgentConfig,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let shutdown = Shutdown::new();
+        let sim = Simulation::start_with(twilio, agent, shutdown.child())
+            .await
+            .expect("simulators start");
+        let mut settings =
+            startup::simulated_settings(&sim.endpoints(), None).expect("simulated settings");
+        tweak(&mut settings);
+        let app = App::start(settings, Some(sim), &shutdown)
+            .await
+            .expect("app starts");
+        TestApp { app }
+    }
+
+    /// The same app with a call service that waits as `timings` say. It is wired as
+    /// `App::start` wires it (same Twilio client settings, endpoints and registry).
+    pub(crate) fn with_timings(mut self, timings: Timings) -> TestApp {
+        let s = &self.app.settings;
+        let twilio = TwilioClient::new(
+            &s.twilio_api_base_url,
+            &s.twilio_account_sid,
+            s.twilio_auth_token.clone(),
+        );
+        let endpoints = Endpoints {
+            from: s.twilio_from_number.clone(),
+            urls: self.app.urls.clone(),
+            agent_url: s.assemblyai_agent_url.clone(),
+            agent_key: s.assemblyai_api_key.clone(),
+        };
+        let service =
+            CallService::new(twilio, endpoints, self.app.registry.clone()).with_timings(timings);
+        self.app.service = Arc::new(service);
+        self
     }
 
     pub(crate) fn sim(&self) -> &Simulation {
@@ -74,6 +120,22 @@ impl TestApp {
             events.push(e);
         }
         (result, events)
+    }
+}
+
+/// The fake Twilio at the tests' speed, with no faults: start from this and add some.
+pub(crate) fn twilio_config() -> FakeTwilioConfig {
+    FakeTwilioConfig {
+        time_scale: TimeScale(1.0 / SPEED),
+        ..FakeTwilioConfig::default()
+    }
+}
+
+/// The fake Voice Agent at the tests' speed, with no faults.
+pub(crate) fn agent_config() -> FakeAgentConfig {
+    FakeAgentConfig {
+        time_scale: TimeScale(1.0 / SPEED),
+        ..FakeAgentConfig::default()
     }
 }
 

@@ -6,4 +6,5 @@ mod campaign;
 mod cli;
 mod cli_campaign;
 mod fail_closed;
+mod faults;
 mod helpers;

@@ -1,10 +1,12 @@
 //! One fake Voice Agent connection: the session state machine of reference Appendix B. It reads
 //! client frames, validates them, runs the brain's replies (paced `reply.audio` on a deadline
-//! schedule), turn detection and barge-in, tool-call bookkeeping, and the close sequences. A
-//! single task owns all of it, so ordering on the wire is exactly the order of decisions here.
+//! schedule), turn detection and barge-in, tool-call bookkeeping, the close sequences, and the
+//! connection's fault, if it has one (`faults`). A single task owns all of it, so ordering on
+//! the wire is exactly the order of decisions here.
 
 use super::brain::{self, Brain, END_CALL, Plan};
 use super::ears::{Ears, Heard};
+use super::faults::{AGENT_TIMEOUT, AgentFault, ErrorAt, Then, documented_error};
 use super::session::{self, Encoding, Settings, Update};
 use super::{ResumeMode, SessionRecord, Shared, lock};
 use crate::sim::speech;
@@ -17,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -130,6 +133,14 @@ struct Conn {
     /// Callee silence (bytes) while the agent waits for an answer.
     idle_silence: usize,
     has_spoken: bool,
+    /// The fault this connection was given, if any.
+    fault: Option<AgentFault>,
+    /// When a timed fault fires.
+    fault_at: Option<Instant>,
+    /// A slow `session.ready`: when it is due, and the session it announces.
+    pending_ready: Option<(Instant, Settings)>,
+    /// A `Silent` fault took effect: nothing is sent any more.
+    silenced: bool,
 }
 
 pub(super) async fn run(
@@ -137,8 +148,16 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     record: Arc<Mutex<SessionRecord>>,
     authorized: bool,
+    fault: Option<AgentFault>,
+    mut injected: mpsc::UnboundedReceiver<AgentFault>,
     shutdown: CancellationToken,
 ) {
+    if matches!(fault, Some(AgentFault::Drop { .. })) {
+        // Closing a socket with a zero linger resets it: the peer gets no FIN, let alone a
+        // close frame. (An injected drop cannot reach the socket any more once it is split, so
+        // it only closes without a close frame.)
+        let _ = ws.get_ref().set_zero_linger();
+    }
     let (sink, mut stream) = ws.split();
     let mut c = Conn {
         shared,
@@ -160,6 +179,10 @@ pub(super) async fn run(
         audio_in: 0,
         idle_silence: 0,
         has_spoken: false,
+        fault,
+        fault_at: None,
+        pending_ready: None,
+        silenced: false,
     };
     loop {
         let deadline = c.next_deadline();
@@ -167,6 +190,10 @@ pub(super) async fn run(
             _ = shutdown.cancelled() => {
                 let _ = c.close(CloseCode::Away, "server shutting down").await;
                 Err(Gone)
+            }
+            Some(fault) = injected.recv() => {
+                c.inject(fault);
+                Ok(())
             }
             msg = stream.next() => match msg {
                 Some(Ok(m)) => c.on_message(m).await,
@@ -224,6 +251,9 @@ impl Conn {
     // ---- sending ----
 
     async fn send(&mut self, mut event: Value) -> Step {
+        if self.silenced {
+            return Ok(());
+        }
         if let Some(obj) = event.as_object_mut() {
             obj.insert("timestamp".into(), json!(now_secs()));
         }
@@ -302,6 +332,10 @@ impl Conn {
     // ---- receiving ----
 
     async fn on_message(&mut self, msg: Message) -> Step {
+        if self.silenced {
+            self.on_message_silenced(&msg);
+            return Ok(());
+        }
         let text = match msg {
             Message::Text(t) => Some(t),
             Message::Binary(_) => None,
@@ -366,6 +400,13 @@ impl Conn {
     }
 
     async fn on_session_update(&mut self, v: &Value) -> Step {
+        if self.pending_ready.is_some() {
+            // What the real service does here is unknown (reference §11.19); refusing it
+            // keeps a client that relies on it from passing.
+            return self
+                .invalid_format("session.update while the session is being set up")
+                .await;
+        }
         let Some(session) = v.get("session") else {
             return self
                 .error("invalid_format", "Field required: session", Some("session"))
@@ -415,19 +456,44 @@ impl Conn {
                 .fatal("invalid_value", &message, Some("output.voice"))
                 .await;
         }
+        if let Some(AgentFault::Error {
+            code,
+            at: ErrorAt::Setup,
+        }) = self.fault
+        {
+            let then = documented_error(code)
+                .and_then(|e| e.setup)
+                .unwrap_or(Then::StaysOpen);
+            return self.injected_error(code, then).await;
+        }
         let settings = Settings::from_first(new_id("sess_"), up);
         self.ready(settings, true).await
     }
 
     /// `session.updated` (for a fresh session) and `session.ready`; then the greeting.
     async fn ready(&mut self, settings: Settings, fresh: bool) -> Step {
+        if fresh && let Some(AgentFault::SlowReady { delay }) = self.fault {
+            let config = settings.config();
+            self.send(json!({"type": "session.updated", "config": config}))
+                .await?;
+            self.rec().fault_fired = true;
+            let wait = self.scale().scale(delay.min(AGENT_TIMEOUT));
+            self.pending_ready = Some((Instant::now() + wait, settings));
+            return Ok(());
+        }
+        self.announce(settings, fresh, fresh).await
+    }
+
+    /// `session.updated` when asked, `session.ready`, then the greeting (for a fresh
+    /// session); timed faults count from here.
+    async fn announce(&mut self, settings: Settings, fresh: bool, updated: bool) -> Step {
         let config = settings.config();
         let id = settings.id.clone();
         let greeting = settings.greeting.clone().filter(|g| !g.trim().is_empty());
         self.ears = Ears::new(settings.input_encoding());
         self.settings = Some(settings);
         self.rec().session_id = Some(id.clone());
-        if fresh {
+        if updated {
             self.send(json!({"type": "session.updated", "config": config}))
                 .await?;
         }
@@ -447,9 +513,117 @@ impl Conn {
             "resume_token": resume_token,
         }))
         .await?;
+        self.arm_fault();
         match greeting {
-            Some(g) if fresh => self.start_reply(Plan::say(g)).await,
+            Some(g) if fresh => self.start_reply(Plan::say(g)).await?,
+            _ => self.maybe_silence(),
+        }
+        Ok(())
+    }
+
+    // ---- faults ----
+
+    /// Start the clock of a timed fault; a silent one waits for the greeting to finish.
+    fn arm_fault(&mut self) {
+        let after = self.fault.as_ref().and_then(AgentFault::live_after);
+        self.fault_at = after.map(|a| Instant::now() + self.scale().scale(a));
+    }
+
+    fn inject(&mut self, fault: AgentFault) {
+        {
+            let mut rec = self.rec();
+            rec.fault = Some(fault.clone());
+            rec.fault_fired = false;
+        }
+        self.fault = Some(fault);
+        if self.settings.is_some() {
+            self.arm_fault();
+            self.maybe_silence();
+        }
+    }
+
+    /// A `Silent` fault takes effect once nothing is being said.
+    fn maybe_silence(&mut self) {
+        if self.silenced
+            || self.fault != Some(AgentFault::Silent)
+            || self.settings.is_none()
+            || self.reply.is_some()
+        {
+            return;
+        }
+        self.silenced = true;
+        self.rec().fault_fired = true;
+        self.queue.clear();
+        self.scheduled = None;
+        self.waits.clear();
+    }
+
+    /// A silenced session still reads (a hung worker behind a live socket): audio is counted,
+    /// nothing is answered.
+    fn on_message_silenced(&mut self, msg: &Message) {
+        let Message::Text(text) = msg else {
+            return;
+        };
+        if let Ok(v) = serde_json::from_str::<Value>(text.as_str())
+            && v["type"] == "input.audio"
+            && let Some(Ok(audio)) = v["audio"].as_str().map(|a| STANDARD.decode(a))
+        {
+            self.audio_in += audio.len();
+            self.rec().audio_received += audio.len();
+        }
+    }
+
+    /// A documented `session.error`, and what the reference says follows it.
+    async fn injected_error(&mut self, code: &'static str, then: Then) -> Step {
+        self.rec().fault_fired = true;
+        let message = documented_error(code).map_or("Error", |e| e.message);
+        self.error(code, message, None).await?;
+        match then {
+            Then::StaysOpen => Ok(()),
+            Then::Close(close) => self.close(CloseCode::from(close), message).await,
+        }
+    }
+
+    async fn fire_fault(&mut self) -> Step {
+        self.fault_at = None;
+        match self.fault {
+            Some(AgentFault::Drop { .. }) => {
+                self.rec().fault_fired = true;
+                // No close frame: `closed_by_us` stays false, and the socket is dropped.
+                Err(Gone)
+            }
+            Some(AgentFault::Close1011 { .. }) => {
+                self.rec().fault_fired = true;
+                self.close(CloseCode::Error, "Internal server error").await
+            }
+            Some(AgentFault::ErrorThenClose { code, .. }) => {
+                self.injected_error(code, Then::StaysOpen).await?;
+                self.close(CloseCode::Normal, "").await
+            }
+            Some(AgentFault::Error {
+                code,
+                at: ErrorAt::Live { .. },
+            }) => {
+                let then = documented_error(code)
+                    .and_then(|e| e.live)
+                    .unwrap_or(Then::StaysOpen);
+                self.injected_error(code, then).await
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// The slow `session.ready` is due, unless the service gave up on the agent first.
+    async fn finish_slow_ready(&mut self) -> Step {
+        let Some((_, settings)) = self.pending_ready.take() else {
+            return Ok(());
+        };
+        match self.fault {
+            Some(AgentFault::SlowReady { delay }) if delay >= AGENT_TIMEOUT => {
+                self.injected_error("agent_timeout", Then::Close(1011))
+                    .await
+            }
+            _ => self.announce(settings, true, false).await,
         }
     }
 
@@ -793,16 +967,37 @@ impl Conn {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        if self.silenced {
+            return None;
+        }
         let scale = self.scale();
         let reply = self.reply.as_ref().map(|r| r.next_due(scale));
         let scheduled = self.scheduled.as_ref().map(|(at, _)| *at);
         let waits = self.waits.iter().map(|w| w.deadline).min();
-        [reply, scheduled, waits].into_iter().flatten().min()
+        let ready = self.pending_ready.as_ref().map(|(at, _)| *at);
+        [reply, scheduled, waits, self.fault_at, ready]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Do whatever is due: audio chunks, a planned reply, tool timeouts, queued replies.
+    /// Do whatever is due: a fault, a slow `session.ready`, audio chunks, a planned reply, tool
+    /// timeouts, queued replies.
     async fn advance(&mut self) -> Step {
+        if self.silenced {
+            return Ok(());
+        }
         let now = Instant::now();
+        if self.fault_at.is_some_and(|at| at <= now) {
+            self.fire_fault().await?;
+        }
+        if self
+            .pending_ready
+            .as_ref()
+            .is_some_and(|(at, _)| *at <= now)
+        {
+            self.finish_slow_ready().await?;
+        }
         self.pump_audio(now).await?;
         let timed_out: Vec<ToolWait> = {
             let (late, waiting) = self.waits.drain(..).partition(|w| w.deadline <= now);
@@ -979,6 +1174,7 @@ impl Conn {
         }
         self.send(json!({"type": "reply.done", "reply_id": r.id, "status": "completed"}))
             .await?;
+        self.maybe_silence();
         if r.plan.ends {
             self.brain.end();
         }
@@ -1018,7 +1214,9 @@ impl Conn {
             .await?;
         }
         self.send(json!({"type": "reply.done", "reply_id": r.id, "status": status}))
-            .await
+            .await?;
+        self.maybe_silence();
+        Ok(())
     }
 
     fn hold_for_resume(&mut self) {

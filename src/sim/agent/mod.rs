@@ -11,10 +11,14 @@
 //! temporary-token endpoint (`?token=` must carry the API key), `hold` tools behave like
 //! `interactive` ones, `reply.create` during a reply is queued rather than replacing it, and
 //! `audio_rate_violation` is never raised.
+//!
+//! With no faults configured it behaves as above; [`faults`] lists what it can be told to do
+//! wrong, per connection ([`FakeAgentConfig::faults`]) or on demand ([`FakeAgent::inject`]).
 
 mod brain;
 mod conn;
 mod ears;
+pub mod faults;
 mod session;
 
 use crate::sim::TimeScale;
@@ -23,12 +27,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 pub use brain::match_disposition;
+pub use faults::{AgentFault, ErrorAt, FaultRule, Sessions};
 pub use session::DEFAULT_VOICE;
 
 /// The path the real service serves.
@@ -59,6 +65,8 @@ pub struct FakeAgentConfig {
     /// Voices accepted in `output.voice`.
     pub voices: Vec<String>,
     pub resume: ResumeMode,
+    /// Faults to inject; a connection gets the first rule that matches it. Empty: none.
+    pub faults: Vec<FaultRule>,
 }
 
 impl Default for FakeAgentConfig {
@@ -68,6 +76,7 @@ impl Default for FakeAgentConfig {
             time_scale: TimeScale::REAL_TIME,
             voices: VOICES.iter().map(|v| v.to_string()).collect(),
             resume: ResumeMode::Reject,
+            faults: Vec::new(),
         }
     }
 }
@@ -97,6 +106,10 @@ pub struct SessionRecord {
     pub ended_by_client: bool,
     /// The code the server closed with.
     pub close_code: Option<u16>,
+    /// The fault chosen for (or injected into) this connection.
+    pub fault: Option<AgentFault>,
+    /// The fault took effect: a test that expects it can tell it from a call that ended first.
+    pub fault_fired: bool,
 }
 
 /// The running fake.
@@ -108,10 +121,16 @@ pub struct FakeAgent {
 
 impl FakeAgent {
     /// Bind `127.0.0.1:0` and serve until `shutdown` is cancelled.
+    /// Faults the real service could not produce are refused (`InvalidInput`).
     pub async fn start(
         config: FakeAgentConfig,
         shutdown: CancellationToken,
     ) -> std::io::Result<FakeAgent> {
+        for rule in &config.faults {
+            rule.fault
+                .check()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -132,15 +151,41 @@ impl FakeAgent {
     pub fn sessions(&self) -> Vec<SessionRecord> {
         lock(&self.shared.records)
             .iter()
-            .map(|r| lock(r).clone())
+            .map(|c| lock(&c.record).clone())
             .collect()
     }
+
+    /// Inject `fault` into the `n`-th connection (from 1, as in [`FakeAgent::sessions`]) now; a
+    /// timed fault fires its `after` from now, or from `session.ready` if that is still to
+    /// come. Refused for a fault the real service could not produce, one that only concerns
+    /// setup, or a connection that is gone.
+    pub fn inject(&self, n: usize, fault: AgentFault) -> Result<(), String> {
+        fault.check()?;
+        if !fault.is_live() {
+            return Err(format!("{fault:?} only concerns a session being set up"));
+        }
+        let records = lock(&self.shared.records);
+        let conn = n
+            .checked_sub(1)
+            .and_then(|i| records.get(i))
+            .ok_or_else(|| format!("no connection {n}"))?;
+        conn.inject
+            .send(fault)
+            .map_err(|_| format!("connection {n} is closed"))
+    }
+}
+
+/// One connection, as tests reach it.
+#[derive(Debug)]
+struct ConnEntry {
+    record: Arc<Mutex<SessionRecord>>,
+    inject: mpsc::UnboundedSender<AgentFault>,
 }
 
 #[derive(Debug)]
 struct Shared {
     config: FakeAgentConfig,
-    records: Mutex<Vec<Arc<Mutex<SessionRecord>>>>,
+    records: Mutex<Vec<ConnEntry>>,
     /// Sessions dropped without `session.end`, kept for `ResumeMode::Accept`.
     held: Mutex<HashMap<String, conn::Held>>,
 }
@@ -200,9 +245,18 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, shutdown: Cancellati
         },
     };
     let authorized = credential.as_deref() == Some(shared.config.api_key.as_str());
+    let (inject, injected) = mpsc::unbounded_channel();
     let record = Arc::new(Mutex::new(SessionRecord::default()));
-    lock(&shared.records).push(record.clone());
-    conn::run(ws, shared, record, authorized, shutdown).await;
+    let fault = {
+        let mut records = lock(&shared.records);
+        records.push(ConnEntry {
+            record: record.clone(),
+            inject,
+        });
+        faults::for_session(&shared.config.faults, records.len())
+    };
+    lock(&record).fault = fault.clone();
+    conn::run(ws, shared, record, authorized, fault, injected, shutdown).await;
 }
 
 /// The credential on the upgrade request: the `Authorization` header (`Bearer X` or raw `X`),

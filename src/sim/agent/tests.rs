@@ -327,6 +327,9 @@ async fn schema_violations_are_rejected_and_the_socket_stays_open() {
 async fn greeting_is_spoken_in_pcmu_at_pace() {
     let (agent, token) = fake(ResumeMode::Reject).await;
     let mut ws = connect(&agent).await;
+    // The clock starts before the greeting can: on a loaded machine this task may read
+    // `session.ready` late, after some audio was already paced out.
+    let started = std::time::Instant::now();
     let ready = open(&mut ws, pcmu_session()).await;
     let sid = ready["session_id"].as_str().unwrap();
     assert!(sid.starts_with("sess_") && sid.len() == 37, "{sid}");
@@ -335,7 +338,6 @@ async fn greeting_is_spoken_in_pcmu_at_pace() {
     assert_eq!(ready["config"]["output"]["format"]["sample_rate"], 8000);
     assert_eq!(ready["config"]["greeting"], GREETING);
 
-    let started = std::time::Instant::now();
     let events = until(&mut ws, "reply.done").await;
     let elapsed = started.elapsed();
     let t = types(&events);
@@ -766,4 +768,371 @@ async fn audio_before_ready_is_discarded_and_resume_follows_the_mode() {
     // Shutdown closes live sessions as "going away".
     token.cancel();
     assert!(matches!(recv(&mut ws).await, In::Closed(Some(1001))));
+}
+
+// ---- faults ----------------------------------------------------------------------------------
+
+async fn faulty(resume: ResumeMode, faults: Vec<FaultRule>) -> (FakeAgent, CancellationToken) {
+    let token = CancellationToken::new();
+    let config = FakeAgentConfig {
+        time_scale: TimeScale(0.05),
+        resume,
+        faults,
+        ..FakeAgentConfig::default()
+    };
+    let agent = FakeAgent::start(config, token.clone()).await.unwrap();
+    (agent, token)
+}
+
+fn without_greeting() -> Value {
+    let mut session = pcmu_session();
+    session.as_object_mut().unwrap().remove("greeting");
+    session
+}
+
+/// How the server's side of the connection ended, and the events before that.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// A close frame with this code.
+    Frame(Option<u16>),
+    /// The connection ended with no close frame.
+    Dropped,
+}
+
+async fn read_to_end(ws: &mut Ws) -> (Vec<Value>, End) {
+    let mut events = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the server neither spoke nor closed");
+        match msg {
+            Some(Ok(Message::Text(t))) => events.push(serde_json::from_str(t.as_str()).unwrap()),
+            Some(Ok(Message::Close(f))) => {
+                return (events, End::Frame(f.map(|f| u16::from(f.code))));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (events, End::Dropped),
+        }
+    }
+}
+
+/// Nothing arrives for `wait` (real time).
+async fn quiet_for(ws: &mut Ws, wait: Duration) {
+    if let Ok(msg) = tokio::time::timeout(wait, ws.next()).await {
+        panic!("expected silence, got {msg:?}");
+    }
+}
+
+/// Prove the socket is still open and answering: an unknown event gets `invalid_format`.
+async fn still_answers(ws: &mut Ws) {
+    send(ws, json!({"type": "no.such.event"})).await;
+    let err = event(ws).await;
+    assert_eq!(err["type"], "session.error", "{err}");
+    assert_eq!(err["code"], "invalid_format", "{err}");
+}
+
+#[tokio::test]
+async fn a_drop_on_the_second_session_resets_it_without_a_close_frame_and_holds_it() {
+    let drop_after = Duration::from_secs(2);
+    let (agent, token) = faulty(
+        ResumeMode::Accept,
+        vec![FaultRule::nth(2, AgentFault::Drop { after: drop_after })],
+    )
+    .await;
+    // The first session is left alone, well past the fault's time.
+    let mut first = connect(&agent).await;
+    open(&mut first, without_greeting()).await;
+    quiet_for(&mut first, TimeScale(0.05).scale(drop_after * 3)).await;
+    still_answers(&mut first).await;
+
+    let mut second = connect(&agent).await;
+    let ready = open(&mut second, pcmu_session()).await;
+    let (events, end) = read_to_end(&mut second).await;
+    assert_eq!(end, End::Dropped, "{events:?}");
+    assert!(
+        events.iter().all(|e| e["type"] != "session.error"),
+        "{events:?}"
+    );
+    let s = agent.sessions();
+    assert_eq!(s[0].fault, None);
+    assert!(!s[0].fault_fired);
+    assert_eq!(s[1].fault, Some(AgentFault::Drop { after: drop_after }));
+    assert!(s[1].fault_fired);
+    assert_eq!(s[1].close_code, None);
+
+    // Dropped, not ended: the session can be resumed, as the real service holds it.
+    let mut third = connect(&agent).await;
+    send(
+        &mut third,
+        json!({"type": "session.resume", "session_id": ready["session_id"]}),
+    )
+    .await;
+    assert_eq!(event(&mut third).await["type"], "session.ready");
+    token.cancel();
+}
+
+#[tokio::test]
+async fn close_1011_mid_session_comes_with_no_error() {
+    let (agent, token) = faulty(
+        ResumeMode::Reject,
+        vec![FaultRule::all(AgentFault::Close1011 {
+            after: Duration::from_secs(1),
+        })],
+    )
+    .await;
+    let mut ws = connect(&agent).await;
+    open(&mut ws, pcmu_session()).await;
+    let (events, end) = read_to_end(&mut ws).await;
+    assert_eq!(end, End::Frame(Some(1011)));
+    // A second of a long greeting: cut off mid-reply.
+    assert!(events.iter().any(|e| e["type"] == "reply.audio"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] != "session.error" && e["type"] != "session.ended"),
+        "{events:?}"
+    );
+    let s = &agent.sessions()[0];
+    assert!(s.fault_fired);
+    assert_eq!(s.close_code, Some(1011));
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_non_fatal_error_then_close_1000_without_session_ended() {
+    let (agent, token) = faulty(
+        ResumeMode::Reject,
+        vec![FaultRule::all(AgentFault::ErrorThenClose {
+            after: Duration::from_secs(1),
+            code: "invalid_audio",
+        })],
+    )
+    .await;
+    let mut ws = connect(&agent).await;
+    open(&mut ws, without_greeting()).await;
+    let (events, end) = read_to_end(&mut ws).await;
+    assert_eq!(end, End::Frame(Some(1000)));
+    assert_eq!(types(&events), vec!["session.error"], "{events:?}");
+    assert_eq!(events[0]["code"], "invalid_audio");
+    let s = &agent.sessions()[0];
+    assert_eq!(s.errors_sent, vec!["invalid_audio"]);
+    assert!(!s.events_sent.contains(&"session.ended".to_string()));
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_silent_session_greets_then_reads_audio_and_never_answers() {
+    let (agent, token) = faulty(ResumeMode::Reject, vec![FaultRule::all(AgentFault::Silent)]).await;
+    let mut ws = connect(&agent).await;
+    let greeting = open_and_greet(&mut ws).await;
+    assert_eq!(decode(&audio_of(&greeting)), vec![GREETING]);
+    // An unfaulted session answers this within a simulated second (see the tests above).
+    say(&mut ws, &utterance("Yes, that works for me.")).await;
+    say(&mut ws, &speech::silence(7_000)).await;
+    send(&mut ws, json!({"type": "reply.create"})).await;
+    send(&mut ws, json!({"type": "session.end"})).await;
+    quiet_for(&mut ws, Duration::from_millis(600)).await;
+    let s = &agent.sessions()[0];
+    assert!(s.fault_fired);
+    assert!(s.audio_received > 0, "audio is still read");
+    assert_eq!(s.events_sent.last().map(String::as_str), Some("reply.done"));
+    assert!(s.user_transcripts.is_empty());
+    // The WebSocket layer still completes a close handshake.
+    ws.close(None).await.unwrap();
+    let (_, end) = read_to_end(&mut ws).await;
+    assert!(matches!(end, End::Frame(_)), "{end:?}");
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_slow_ready_comes_after_its_delay_and_never_past_the_agent_timeout() {
+    let (agent, token) = faulty(
+        ResumeMode::Reject,
+        vec![
+            FaultRule::nth(
+                1,
+                AgentFault::SlowReady {
+                    delay: Duration::from_secs(9),
+                },
+            ),
+            FaultRule::nth(
+                2,
+                AgentFault::SlowReady {
+                    delay: Duration::from_secs(30),
+                },
+            ),
+        ],
+    )
+    .await;
+    let mut ws = connect(&agent).await;
+    send(
+        &mut ws,
+        json!({"type": "session.update", "session": pcmu_session()}),
+    )
+    .await;
+    assert_eq!(event(&mut ws).await["type"], "session.updated");
+    // 9 s simulated is 450 ms here; a third of it passes with nothing.
+    quiet_for(&mut ws, Duration::from_millis(150)).await;
+    // Audio before `session.ready` is discarded, and a second update is refused meanwhile.
+    say(&mut ws, &speech::silence(100)).await;
+    send(
+        &mut ws,
+        json!({"type": "session.update", "session": pcmu_session()}),
+    )
+    .await;
+    let refused = event(&mut ws).await;
+    assert_eq!(refused["code"], "invalid_format", "{refused}");
+    let ready = event(&mut ws).await;
+    assert_eq!(ready["type"], "session.ready", "{ready}");
+    assert_eq!(
+        event(&mut ws).await["type"],
+        "reply.started",
+        "then the greeting"
+    );
+
+    // Beyond 10 s the service gives up on the agent.
+    let mut ws = connect(&agent).await;
+    send(
+        &mut ws,
+        json!({"type": "session.update", "session": pcmu_session()}),
+    )
+    .await;
+    assert_eq!(event(&mut ws).await["type"], "session.updated");
+    let (events, end) = read_to_end(&mut ws).await;
+    assert_eq!(types(&events), vec!["session.error"]);
+    assert_eq!(events[0]["code"], "agent_timeout");
+    assert_eq!(end, End::Frame(Some(1011)));
+    let s = agent.sessions();
+    assert_eq!(s[0].audio_received, 0);
+    assert!(s[0].fault_fired && s[1].fault_fired);
+    assert_eq!(s[1].session_id, None);
+    token.cancel();
+}
+
+#[tokio::test]
+async fn every_documented_error_code_is_sent_where_the_reference_shows_it() {
+    let mut cases = Vec::new();
+    for e in faults::DOCUMENTED_ERRORS {
+        if let Some(then) = e.setup {
+            cases.push((e.code, ErrorAt::Setup, then));
+        }
+        if let Some(then) = e.live {
+            let at = ErrorAt::Live {
+                after: Duration::from_millis(500),
+            };
+            cases.push((e.code, at, then));
+        }
+    }
+    assert!(cases.len() > 20);
+    let rules = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (code, at, _))| FaultRule::nth(i + 1, AgentFault::Error { code, at: *at }))
+        .collect();
+    let (agent, token) = faulty(ResumeMode::Reject, rules).await;
+    for (code, at, then) in &cases {
+        let mut ws = connect(&agent).await;
+        let what = format!("{code} {at:?}");
+        match at {
+            ErrorAt::Setup => {
+                send(
+                    &mut ws,
+                    json!({"type": "session.update", "session": without_greeting()}),
+                )
+                .await
+            }
+            ErrorAt::Live { .. } => {
+                open(&mut ws, without_greeting()).await;
+            }
+        }
+        let err = event(&mut ws).await;
+        assert_eq!(err["type"], "session.error", "{what}: {err}");
+        assert_eq!(err["code"], *code, "{what}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        match then {
+            faults::Then::Close(c) => assert!(
+                matches!(recv(&mut ws).await, In::Closed(Some(got)) if got == *c),
+                "{what}: expected close {c}"
+            ),
+            faults::Then::StaysOpen => still_answers(&mut ws).await,
+        }
+    }
+    let s = agent.sessions();
+    assert!(s.iter().all(|s| s.fault_fired));
+    // Nothing became ready where the error answered the first update.
+    for (rec, (_, at, _)) in s.iter().zip(&cases) {
+        assert_eq!(rec.session_id.is_some(), *at != ErrorAt::Setup);
+    }
+    token.cancel();
+}
+
+#[tokio::test]
+async fn faults_the_real_service_cannot_produce_are_refused() {
+    let refused = [
+        AgentFault::Error {
+            code: "no_such_code",
+            at: ErrorAt::Setup,
+        },
+        AgentFault::Error {
+            code: "unauthorized",
+            at: ErrorAt::Live {
+                after: Duration::ZERO,
+            },
+        },
+        AgentFault::Error {
+            code: "immutable_field",
+            at: ErrorAt::Setup,
+        },
+        AgentFault::ErrorThenClose {
+            after: Duration::ZERO,
+            code: "internal_error",
+        },
+    ];
+    for fault in refused {
+        let config = FakeAgentConfig {
+            faults: vec![FaultRule::all(fault.clone())],
+            ..FakeAgentConfig::default()
+        };
+        let err = FakeAgent::start(config, CancellationToken::new())
+            .await
+            .expect_err(&format!("{fault:?}"));
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
+    let (agent, token) = fake(ResumeMode::Reject).await;
+    assert!(
+        agent.inject(1, AgentFault::Silent).is_err(),
+        "no session yet"
+    );
+    let _ws = connect(&agent).await;
+    let slow = AgentFault::SlowReady {
+        delay: Duration::ZERO,
+    };
+    assert!(
+        agent.inject(1, slow).is_err(),
+        "setup faults are not injected"
+    );
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_fault_injected_into_a_live_session_fires_from_then() {
+    let (agent, token) = fake(ResumeMode::Reject).await;
+    let mut ws = connect(&agent).await;
+    open(&mut ws, without_greeting()).await;
+    still_answers(&mut ws).await;
+    let fault = AgentFault::Error {
+        code: "internal_error",
+        at: ErrorAt::Live {
+            after: Duration::ZERO,
+        },
+    };
+    agent.inject(1, fault.clone()).unwrap();
+    expect_error_then_close(&mut ws, "internal_error", 1011).await;
+    let s = &agent.sessions()[0];
+    assert_eq!(s.fault, Some(fault));
+    assert!(s.fault_fired);
+    token.cancel();
 }

@@ -18,7 +18,7 @@ use super::callee::{self, AmdSettings};
 use super::line::{self, LineCmd, LineHandle, StreamEnd, StreamSpec};
 use super::twiml::{self, Document, Verb};
 use super::webhook::{self, Hook};
-use super::{ActiveGuard, CallControl, CallEntry, Callback, Shared, SimCall};
+use super::{ActiveGuard, CallControl, CallEntry, Callback, Shared, SimCall, StreamCloseMode};
 
 /// Where a call's TwiML comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -670,6 +670,11 @@ async fn run_verb(
                     matches!(rx.await, Ok(StreamEnd::ServerClosed))
                 }
             };
+            if stream_closed && shared.config.stream_close == StreamCloseMode::Stall {
+                // The fault: nothing follows. The call task's hang-up and time-limit watch
+                // still end the call.
+                std::future::pending::<()>().await;
+            }
             if let Some(action) = &connect.action {
                 return match hook(action, &connect.method, base) {
                     Ok(h) => VerbEnd::Flow(Flow::Goto(Source::Url(h))),

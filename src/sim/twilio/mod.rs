@@ -38,6 +38,18 @@
 //!   `AnsweredBy` rides on webhooks sent after the verdict.
 //! - Recording, SendDigits, DTMF, SIP/client targets, CPS queueing and TwiML verbs other than
 //!   `<Connect><Stream>`, `<Say>`, `<Pause>`, `<Hangup>` and `<Redirect>` are not simulated.
+//!
+//! Faults, off unless a test asks (the default fake behaves exactly as above):
+//! - REST trouble, for the next N requests of a kind ([`FakeTwilio::fail_next`]) or every
+//!   request for a while ([`FakeTwilio::unavailable_for`]): 500 (code 20500) and 503 (20503)
+//!   with the legacy error body, not processed; a request left unanswered until the client
+//!   gives up, processed or not; a processed request answered 2xx with a body that is not
+//!   JSON (a create's call exists and rings). 20500/20503 are Twilio's codes for its own
+//!   trouble; the reference documents no body for 5xx, so they take the documented shape.
+//! - [`StreamCloseMode::Stall`]: when our server closes the stream the TwiML goes no further
+//!   and the call stays `in-progress` until it is hung up through the API (or the callee hangs
+//!   up, or its time limit). Twilio does not do this; it stands in for a fallback that never comes, to catch a
+//!   client that leaves ending the call to the fallback TwiML.
 
 mod callee;
 mod calls;
@@ -72,6 +84,8 @@ pub struct FakeTwilioConfig {
     /// Twilio numbers owned by the account: the only valid `From` values.
     pub numbers: Vec<String>,
     pub time_scale: TimeScale,
+    /// What a call does when our server closes its media stream.
+    pub stream_close: StreamCloseMode,
 }
 
 impl Default for FakeTwilioConfig {
@@ -82,8 +96,52 @@ impl Default for FakeTwilioConfig {
             // Twilio's test-credentials From number, so the magic-number behaviour reads naturally.
             numbers: vec!["+15005550006".into()],
             time_scale: TimeScale::REAL_TIME,
+            stream_close: StreamCloseMode::Continue,
         }
     }
+}
+
+/// What a call does when our server closes its `<Connect><Stream>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamCloseMode {
+    /// As Twilio documents: `<Connect>` ends and the TwiML goes on (the `action` URL, else the
+    /// next verb, else the call ends).
+    #[default]
+    Continue,
+    /// A fault: the TwiML goes no further and the call stays `in-progress`, silent, until it
+    /// is hung up through the REST API, the callee's script hangs up, or its time limit.
+    Stall,
+}
+
+/// Which REST requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requests {
+    Any,
+    /// `POST …/Calls.json`
+    Creates,
+    /// `GET …/Calls/{sid}.json`
+    Fetches,
+    /// `POST …/Calls/{sid}.json` (hang-ups, redirects)
+    Updates,
+    /// `GET …/Calls.json`
+    Lists,
+}
+
+/// A REST answer gone wrong. Only authenticated requests to the account's resources are
+/// faulted, after the throttle of [`FakeTwilio::throttle_next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestFault {
+    /// HTTP 500, Twilio error 20500; the request is not processed.
+    InternalError,
+    /// HTTP 503, Twilio error 20503; the request is not processed.
+    Unavailable,
+    /// No answer until the client gives up (or the fake shuts down); not processed.
+    Hang,
+    /// Processed (a create places the call, which rings), then no answer: the client cannot
+    /// know what happened.
+    HangAfterProcessing,
+    /// Processed and answered with its 2xx status, but the body is cut short and is not JSON.
+    UnreadableBody,
 }
 
 /// One REST request the fake answered.
@@ -92,7 +150,7 @@ pub struct ApiRequest {
     pub at: Instant,
     pub method: String,
     pub path: String,
-    /// HTTP status of the response.
+    /// HTTP status of the response; 0 when none was sent (a hung request).
     pub status: u16,
     /// `To` of a create request, as sent.
     pub to: Option<String>,
@@ -102,6 +160,8 @@ pub struct ApiRequest {
     pub call_sid: Option<String>,
     /// Form parameters (POST) or query parameters (GET), in the order sent.
     pub params: Vec<(String, String)>,
+    /// The fault injected into this request, if any.
+    pub fault: Option<RestFault>,
 }
 
 /// One webhook the fake sent (status callback, AMD callback or stream status callback).
@@ -255,6 +315,20 @@ impl FakeTwilio {
         self.shared.lock().throttle = n;
     }
 
+    /// Answer the next `n` requests of kind `requests` with `fault`. Rules queue up; a request
+    /// takes the first rule that matches it.
+    pub fn fail_next(&self, requests: Requests, n: u32, fault: RestFault) {
+        if n > 0 {
+            self.shared.lock().rest_faults.push((requests, n, fault));
+        }
+    }
+
+    /// Answer every request with 503 / 20503 for the next `d` of simulated time: an outage.
+    pub fn unavailable_for(&self, d: Duration) {
+        let until = Instant::now() + self.shared.scale().scale(d);
+        self.shared.lock().unavailable_until = Some(until);
+    }
+
     /// Wait until no call is in progress: every call has its final status and all its
     /// callbacks were delivered.
     pub async fn wait_idle(&self) {
@@ -288,6 +362,10 @@ struct State {
     /// Requests still to be refused with 429 / 20429, as Twilio does when an account has too
     /// many REST requests in flight.
     throttle: u32,
+    /// `fail_next` rules: which requests, how many more, what goes wrong.
+    rest_faults: Vec<(Requests, u32, RestFault)>,
+    /// `unavailable_for`: every request is 503 until then.
+    unavailable_until: Option<Instant>,
 }
 
 struct CallEntry {

@@ -24,7 +24,7 @@ use super::callee::AmdSettings;
 use super::calls::{self, Amd, CallSpec, Events, Source};
 use super::number;
 use super::webhook::Hook;
-use super::{ApiRequest, CallEntry, Shared};
+use super::{ApiRequest, CallEntry, Requests, RestFault, Shared};
 
 /// Bodies above this are refused; a create request is a few kilobytes at most.
 const MAX_BODY: usize = 1024 * 1024;
@@ -89,6 +89,19 @@ impl ApiError {
         }
     }
 
+    /// Twilio's own trouble: 500 / 20500 or 503 / 20503.
+    fn server(status: u16) -> Self {
+        let (code, message) = match status {
+            503 => (20503, "Service Unavailable"),
+            _ => (20500, "Internal Server Error"),
+        };
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
     fn unauthenticated() -> Self {
         Self {
             status: 401,
@@ -146,16 +159,16 @@ async fn handle(
                 "GET" => form_urlencoded(query.as_bytes()),
                 _ => Vec::new(),
             };
-            let outcome = route(&shared, &method, &path, authorized, &params).await;
+            let (outcome, fault) = route(&shared, &method, &path, authorized, &params).await;
             let to = (method == "POST" && path.ends_with("/Calls.json"))
                 .then(|| Params(&params).get("To").map(str::to_string))
                 .flatten();
-            Ok((outcome, params, to))
+            Ok((outcome, fault, params, to))
         }
     };
-    let (outcome, params, to) = match result {
+    let (outcome, fault, params, to) = match result {
         Ok(x) => x,
-        Err(e) => (Err(e), Vec::new(), None),
+        Err(e) => (Err(e), None, Vec::new(), None),
     };
     let (reply, error) = match outcome {
         Ok(reply) => (reply, None),
@@ -168,16 +181,26 @@ async fn handle(
             Some(e),
         ),
     };
+    let hang = matches!(
+        fault,
+        Some(RestFault::Hang | RestFault::HangAfterProcessing)
+    );
     shared.lock().requests.push(ApiRequest {
         at,
         method,
         path,
-        status: reply.status,
+        status: if hang { 0 } else { reply.status },
         to,
-        error_code: error.as_ref().map(|e| e.code),
+        error_code: error.as_ref().filter(|_| !hang).map(|e| e.code),
         call_sid: reply.call_sid.clone(),
         params,
+        fault,
     });
+    if hang {
+        // The handler does not learn that its client gave up, so a hung request is released
+        // at shutdown, when nobody reads the answer any more.
+        shared.shutdown.cancelled().await;
+    }
     let mut builder = Response::builder()
         .status(reply.status)
         .header(CONTENT_TYPE, "application/json; charset=utf-8")
@@ -185,8 +208,17 @@ async fn handle(
     if reply.status == 401 {
         builder = builder.header("WWW-Authenticate", "Basic realm=\"Twilio API\"");
     }
+    let mut body = reply.body.to_string();
+    if fault == Some(RestFault::UnreadableBody) {
+        // A body cut off mid-way (a proxy or a dropped connection), still labelled JSON.
+        let mut cut = body.len() / 2;
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body.truncate(cut);
+    }
     let response = builder
-        .body(Full::new(Bytes::from(reply.body.to_string())))
+        .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
     Ok(response)
 }
@@ -219,37 +251,85 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     })
 }
 
+/// The answer, and the fault injected into it (which `handle` finishes applying).
 async fn route(
     shared: &Arc<Shared>,
     method: &str,
     path: &str,
     authorized: bool,
     params: &[(String, String)],
-) -> Result<Reply, ApiError> {
+) -> (Result<Reply, ApiError>, Option<RestFault>) {
     let segments: Vec<&str> = path.split('/').collect();
     let ["", API, "Accounts", account, rest @ ..] = segments.as_slice() else {
-        return Err(ApiError::not_found(path));
+        return (Err(ApiError::not_found(path)), None);
     };
     // The account in the path must be the one authenticated (Twilio answers 20003 when, for
     // instance, a subaccount's credentials are used on its parent's resources).
     if !authorized || *account != shared.config.account_sid {
-        return Err(ApiError::unauthenticated());
+        return (Err(ApiError::unauthenticated()), None);
     }
-    let p = Params(params);
-    {
+    let kind = match (method, rest) {
+        ("POST", ["Calls.json"]) => Some(Requests::Creates),
+        ("GET", ["Calls.json"]) => Some(Requests::Lists),
+        ("GET", ["Calls", file]) if file.ends_with(".json") => Some(Requests::Fetches),
+        ("POST", ["Calls", file]) if file.ends_with(".json") => Some(Requests::Updates),
+        _ => None,
+    };
+    let fault = {
         let mut state = shared.lock();
         if state.throttle > 0 {
             state.throttle -= 1;
-            return Err(ApiError {
-                status: 429,
-                code: 20429,
-                message: "Too Many Requests".into(),
-            });
+            return (
+                Err(ApiError {
+                    status: 429,
+                    code: 20429,
+                    message: "Too Many Requests".into(),
+                }),
+                None,
+            );
         }
+        take_fault(&mut state, kind)
+    };
+    let reply = match fault {
+        Some(RestFault::InternalError) => Err(ApiError::server(500)),
+        // A hung request that was not processed: if an answer is ever sent, it says so.
+        Some(RestFault::Unavailable | RestFault::Hang) => Err(ApiError::server(503)),
+        _ => calls_api(shared, method, path, rest, &Params(params)).await,
+    };
+    (reply, fault)
+}
+
+/// The fault for a request of `kind`: an outage first, then the first `fail_next` rule.
+fn take_fault(state: &mut super::State, kind: Option<Requests>) -> Option<RestFault> {
+    if let Some(until) = state.unavailable_until {
+        if Instant::now() < until {
+            return Some(RestFault::Unavailable);
+        }
+        state.unavailable_until = None;
     }
+    let i = state
+        .rest_faults
+        .iter()
+        .position(|(which, _, _)| *which == Requests::Any || Some(*which) == kind)?;
+    let (_, left, fault) = &mut state.rest_faults[i];
+    let fault = *fault;
+    *left -= 1;
+    if *left == 0 {
+        state.rest_faults.remove(i);
+    }
+    Some(fault)
+}
+
+async fn calls_api(
+    shared: &Arc<Shared>,
+    method: &str,
+    path: &str,
+    rest: &[&str],
+    p: &Params<'_>,
+) -> Result<Reply, ApiError> {
     match (method, rest) {
-        ("POST", ["Calls.json"]) => create(shared, &p),
-        ("GET", ["Calls.json"]) => list(shared, &p),
+        ("POST", ["Calls.json"]) => create(shared, p),
+        ("GET", ["Calls.json"]) => list(shared, p),
         ("GET", ["Calls", file]) if file.ends_with(".json") => {
             let sid = file.trim_end_matches(".json");
             let state = shared.lock();
@@ -265,7 +345,7 @@ async fn route(
             })
         }
         ("POST", ["Calls", file]) if file.ends_with(".json") => {
-            update(shared, path, file.trim_end_matches(".json"), &p).await
+            update(shared, path, file.trim_end_matches(".json"), p).await
         }
         (_, ["Calls.json"]) | (_, ["Calls", _]) => Err(ApiError {
             status: 405,

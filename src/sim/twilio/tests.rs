@@ -51,10 +51,15 @@ impl Drop for Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(FakeTwilioConfig::default()).await
+}
+
+/// A fake with `config`, on the tests' time scale.
+async fn fixture_with(config: FakeTwilioConfig) -> Fixture {
     let shutdown = CancellationToken::new();
     let config = FakeTwilioConfig {
         time_scale: SCALE,
-        ..FakeTwilioConfig::default()
+        ..config
     };
     let twilio = FakeTwilio::start(config, shutdown.clone()).await.unwrap();
     Fixture {
@@ -1534,4 +1539,195 @@ async fn redirect_replaces_the_running_twiml() {
         call.twiml.as_deref(),
         Some("<Response><Say>Transferring you now.</Say></Response>")
     );
+}
+
+// ---- faults --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn five_hundreds_carry_twilio_bodies_and_process_nothing() {
+    let f = fixture().await;
+    f.twilio
+        .fail_next(Requests::Creates, 1, RestFault::InternalError);
+    f.twilio
+        .fail_next(Requests::Creates, 1, RestFault::Unavailable);
+    // Other requests are not the creates' faults.
+    let (status, _) = f.send(f.http.get(f.calls_url())).await;
+    assert_eq!(status, 200);
+    let params = [("To", SILENT), ("From", FROM), ("Twiml", "<Response/>")];
+    let (status, body) = f.create(&params).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body,
+        json!({"code": 20500, "message": "Internal Server Error", "more_info": "https://www.twilio.com/docs/errors/20500", "status": 500})
+    );
+    let (status, body) = f.create(&params).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        json!({"code": 20503, "message": "Service Unavailable", "more_info": "https://www.twilio.com/docs/errors/20503", "status": 503})
+    );
+    assert!(
+        f.twilio.calls().is_empty(),
+        "a refused create places no call"
+    );
+    f.place(&params).await;
+    let reqs = f.twilio.requests();
+    let faults: Vec<_> = reqs.iter().map(|r| (r.status, r.fault)).collect();
+    assert_eq!(
+        faults,
+        vec![
+            (200, None),
+            (500, Some(RestFault::InternalError)),
+            (503, Some(RestFault::Unavailable)),
+            (201, None),
+        ]
+    );
+    // Unauthenticated requests are refused as always, and take no fault.
+    f.twilio
+        .fail_next(Requests::Any, 1, RestFault::InternalError);
+    let anonymous = f.http.get(f.calls_url()).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(f.fetch(&reqs[3].call_sid.clone().unwrap()).await.0, 500);
+}
+
+#[tokio::test]
+async fn an_outage_answers_every_request_503_until_it_is_over() {
+    let f = fixture().await;
+    // One simulated minute: three seconds here.
+    f.twilio.unavailable_for(Duration::from_secs(60));
+    let params = [("To", SILENT), ("From", FROM), ("Twiml", "<Response/>")];
+    assert_eq!(f.create(&params).await.0, 503);
+    assert_eq!(f.send(f.http.get(f.calls_url())).await.0, 503);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while f.send(f.http.get(f.calls_url())).await.0 == 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outage never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(f.twilio.calls().is_empty());
+    f.place(&params).await;
+}
+
+#[tokio::test]
+async fn a_hung_request_gets_no_answer_whether_or_not_it_was_processed() {
+    let f = fixture().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let params = [
+        ("To", AGREES),
+        ("From", FROM),
+        ("Twiml", "<Response><Pause length=\"60\"/></Response>"),
+    ];
+    let create = || {
+        impatient
+            .post(f.calls_url())
+            .basic_auth(f.twilio.account_sid(), Some(f.twilio.auth_token()))
+            .form(&params)
+            .send()
+    };
+
+    f.twilio.fail_next(Requests::Creates, 1, RestFault::Hang);
+    let err = create().await.expect_err("no answer");
+    assert!(err.is_timeout(), "{err}");
+    assert!(f.twilio.calls().is_empty(), "not processed");
+
+    f.twilio
+        .fail_next(Requests::Creates, 1, RestFault::HangAfterProcessing);
+    let err = create().await.expect_err("no answer");
+    assert!(err.is_timeout(), "{err}");
+    let calls = f.twilio.calls();
+    assert_eq!(calls.len(), 1, "processed: the call was placed");
+    f.until(&calls[0].sid, "the call rings", |c| c.status != "queued")
+        .await;
+
+    let reqs = f.twilio.requests();
+    assert_eq!(
+        reqs.iter().map(|r| (r.status, r.fault)).collect::<Vec<_>>(),
+        vec![
+            (0, Some(RestFault::Hang)),
+            (0, Some(RestFault::HangAfterProcessing))
+        ]
+    );
+    assert!(
+        reqs.iter().all(|r| r.error_code.is_none()),
+        "nothing was answered"
+    );
+    assert_eq!(reqs[1].call_sid.as_deref(), Some(calls[0].sid.as_str()));
+    // The rules are used up: the API answers again.
+    assert_eq!(f.fetch(&calls[0].sid).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_unreadable_create_answer_still_places_a_ringing_call() {
+    let f = fixture().await;
+    f.twilio
+        .fail_next(Requests::Creates, 1, RestFault::UnreadableBody);
+    let resp = f
+        .http
+        .post(f.calls_url())
+        .basic_auth(f.twilio.account_sid(), Some(f.twilio.auth_token()))
+        .form(&[
+            ("To", AGREES),
+            ("From", FROM),
+            ("Twiml", "<Response><Pause length=\"60\"/></Response>"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let text = resp.text().await.unwrap();
+    assert!(text.starts_with('{'), "{text}");
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+    let calls = f.twilio.calls();
+    assert_eq!(calls.len(), 1);
+    f.until(&calls[0].sid, "the call is answered", |c| {
+        c.status == "in-progress"
+    })
+    .await;
+    assert_eq!(
+        f.twilio.requests()[0].call_sid.as_deref(),
+        Some(calls[0].sid.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_call_stays_in_progress_after_the_stream_closes_until_hung_up() {
+    let f = fixture_with(FakeTwilioConfig {
+        stream_close: StreamCloseMode::Stall,
+        ..FakeTwilioConfig::default()
+    })
+    .await;
+    let mut server = MediaServer::start(None).await;
+    let sid = f
+        .place(&[
+            ("To", SILENT),
+            ("From", FROM),
+            (
+                "Twiml",
+                &twiml_stream(&server.url(), "<Say>Goodbye.</Say><Hangup/>"),
+            ),
+        ])
+        .await;
+    let mut conn = server.accept().await;
+    conn.handshake().await;
+    conn.ws.close(None).await.unwrap();
+    f.until(&sid, "the server's close is seen", |c| {
+        c.stream.as_ref().is_some_and(|s| s.closed_by_server)
+    })
+    .await;
+    // Ten simulated seconds: "Goodbye." would have been said and the call hung up by now.
+    tokio::time::sleep(SCALE.scale(Duration::from_secs(10))).await;
+    let (status, body) = f.fetch(&sid).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("in-progress"))
+    );
+    let (status, body) = f.update(&sid, &[("Status", "completed")]).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("completed")));
+    let call = f.ended(&sid).await;
+    assert_eq!(call.ended_by.as_deref(), Some("api"));
 }

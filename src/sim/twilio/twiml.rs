@@ -59,7 +59,7 @@ pub(super) fn parse(text: &str) -> Result<Document, String> {
     if root.name != "Response" {
         return Err(format!(
             "root element is <{}>, expected <Response>",
-            root.name
+            shown(&root.name)
         ));
     }
     let mut doc = Document {
@@ -128,7 +128,8 @@ pub(super) fn parse(text: &str) -> Result<Document, String> {
                 .warnings
                 .push(format!("12200 <{name}> is not simulated; skipped")),
             name => doc.warnings.push(format!(
-                "12200 Schema validation: unknown verb <{name}>; skipped"
+                "12200 Schema validation: unknown verb <{}>; skipped",
+                shown(name)
             )),
         }
     }
@@ -142,7 +143,8 @@ fn connect(el: &Element, warnings: &mut Vec<String>) -> Option<Connect> {
             "Stream" if stream.is_none() => stream = stream_noun(child, warnings),
             "Stream" => warnings.push("12200 Connect: only one <Stream> per <Connect>".into()),
             other => warnings.push(format!(
-                "12200 Connect: <{other}> is not simulated; skipped"
+                "12200 Connect: <{}> is not simulated; skipped",
+                shown(other)
             )),
         }
     }
@@ -165,7 +167,7 @@ fn stream_noun(el: &Element, warnings: &mut Vec<String>) -> Option<StreamNoun> {
     let mut parameters = Vec::new();
     for child in el.elements() {
         if child.name != "Parameter" {
-            warnings.push(format!("12200 Stream: unexpected <{}>", child.name));
+            warnings.push(format!("12200 Stream: unexpected <{}>", shown(&child.name)));
             continue;
         }
         let (Some(name), value) = (child.attr("name"), child.attr("value").unwrap_or("")) else {
@@ -197,6 +199,26 @@ fn stream_noun(el: &Element, warnings: &mut Vec<String>) -> Option<StreamNoun> {
 /// At most 60 characters of `s`, for messages.
 fn clip(s: &str) -> String {
     s.chars().take(60).collect()
+}
+
+/// A name or other piece of the document as it may appear in a message: at most 60
+/// characters, with control characters (and those that reorder text) escaped, so a hostile
+/// document cannot break a message across lines or make it a megabyte long.
+fn shown(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(60) {
+        if c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().nth(60).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 // ---- XML ---------------------------------------------------------------------------------
@@ -359,31 +381,32 @@ impl<'a> XmlParser<'a> {
                 break;
             }
             if self.pos == before {
-                return self.err(&format!("malformed tag <{name}>"));
+                return self.err(&format!("malformed tag <{}>", shown(&name)));
             }
             let attr = self.name()?;
+            let shown_attr = shown(&attr);
             self.skip_ws();
             if !self.rest().starts_with('=') {
-                return self.err(&format!("attribute {attr} has no value"));
+                return self.err(&format!("attribute {shown_attr} has no value"));
             }
             self.pos += 1;
             self.skip_ws();
             let quote = match self.rest().chars().next() {
                 Some(q @ ('"' | '\'')) => q,
-                _ => return self.err(&format!("attribute {attr} is not quoted")),
+                _ => return self.err(&format!("attribute {shown_attr} is not quoted")),
             };
             self.pos += 1;
             let Some(end) = self.rest().find(quote) else {
-                return self.err(&format!("unterminated value of {attr}"));
+                return self.err(&format!("unterminated value of {shown_attr}"));
             };
             let raw = &self.rest()[..end];
             if raw.contains('<') {
-                return self.err(&format!("'<' in the value of {attr}"));
+                return self.err(&format!("'<' in the value of {shown_attr}"));
             }
-            let value = unescape(raw).map_err(|e| format!("{e} in attribute {attr}"))?;
+            let value = unescape(raw).map_err(|e| format!("{e} in attribute {shown_attr}"))?;
             self.pos += end + 1;
             if attrs.iter().any(|(k, _)| *k == attr) {
-                return self.err(&format!("duplicate attribute {attr}"));
+                return self.err(&format!("duplicate attribute {shown_attr}"));
             }
             attrs.push((attr, value));
         }
@@ -391,7 +414,7 @@ impl<'a> XmlParser<'a> {
         loop {
             let rest = self.rest();
             if rest.is_empty() {
-                return self.err(&format!("<{name}> is never closed"));
+                return self.err(&format!("<{}> is never closed", shown(&name)));
             }
             if let Some(after) = rest.strip_prefix("</") {
                 let close_len = after
@@ -399,7 +422,7 @@ impl<'a> XmlParser<'a> {
                     .ok_or_else(|| format!("unterminated end tag at byte {}", self.pos))?;
                 let close = after[..close_len].trim_end();
                 if close != name {
-                    return self.err(&format!("</{close}> closes <{name}>"));
+                    return self.err(&format!("</{}> closes <{}>", shown(close), shown(&name)));
                 }
                 self.pos += 2 + close_len + 1;
                 return Ok(Element {
@@ -459,7 +482,7 @@ fn unescape(raw: &str) -> Result<String, String> {
                 };
                 code.and_then(char::from_u32)
                     .filter(|&c| c != '\0')
-                    .ok_or_else(|| format!("unknown entity &{entity};"))?
+                    .ok_or_else(|| format!("unknown entity &{};", shown(entity)))?
             }
         };
         out.push(c);
@@ -582,5 +605,262 @@ mod tests {
         };
         assert!(c.stream.parameters.is_empty());
         assert_eq!(doc.warnings.len(), 3, "{:?}", doc.warnings);
+    }
+
+    /// Longest parse failure or warning: a document's names and text are quoted cut short.
+    const MAX_MESSAGE: usize = 200;
+
+    /// Documents as the dialer and Twilio's docs write them.
+    const DOCUMENTS: [&str; 3] = [
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://example.ngrok.app/twilio/media"><Parameter name="token" value="02534d211f11e456f8e519d447dd8e76"/></Stream></Connect><Say>We&apos;re sorry, our assistant is unavailable right now. Goodbye.</Say><Hangup/></Response>"#,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Response>
+  <Connect action="https://example.com/after" method="GET">
+    <Stream url="wss://agent.example.com/media" name="agent" statusCallback="https://agent.example.com/s">
+      <Parameter name="session" value="abc&amp;123"/>
+      <Parameter name='lead' value="42" />
+    </Stream>
+  </Connect>
+  <!-- fallback -->
+  <Say loop="2">Sorry, <emphasis>we lost</emphasis> the connection. <![CDATA[Goodbye & <bye>.]]></Say>
+  <Pause length="2"/>
+  <Redirect method="GET">https://example.com/next?a=1&amp;b=2</Redirect>
+  <Hangup/>
+</Response>"#,
+        "\u{feff}<Response><Play>x.mp3</Play><Bogus a='1'/><Say>&#65;&#x42;</Say></Response>",
+    ];
+
+    /// Whatever the text (XML-ish pieces, documents damaged, nesting past the limit, names and
+    /// values of any length and character), the parser ends in a document whose warnings are
+    /// short printable lines, or in one such line saying why it failed.
+    #[test]
+    fn any_text_parses_or_is_refused_clearly() {
+        use crate::props;
+        use rand::Rng;
+        const PIECES: [&str; 27] = [
+            "<",
+            ">",
+            "</",
+            "/>",
+            "<Response>",
+            "</Response>",
+            "<Say>",
+            "</Say>",
+            "<Connect>",
+            "</Connect>",
+            "<Stream url=\"wss://h/m\">",
+            "</Stream>",
+            "<Parameter name=\"n\" value=\"v\"/>",
+            "<Pause length=\"",
+            "\"/>",
+            "=",
+            "\"",
+            "'",
+            "&amp;",
+            "&#x",
+            ";",
+            "&",
+            "<!--",
+            "-->",
+            "<![CDATA[",
+            "]]>",
+            "<?xml version=\"1.0\"?>",
+        ];
+        props::check(
+            61,
+            props::cases(),
+            |rng| match rng.random_range(0..5) {
+                0 => props::random_text(rng, &PIECES, 40),
+                1 | 2 => {
+                    let doc = DOCUMENTS[rng.random_range(0..DOCUMENTS.len())];
+                    String::from_utf8_lossy(&props::mutate_bytes(rng, doc.as_bytes())).into_owned()
+                }
+                3 => {
+                    // A name or value of any size and character where the parser quotes it.
+                    let junk = if rng.random_bool(0.2) {
+                        props::long_text(rng)
+                    } else {
+                        props::random_text(rng, &PIECES, 6)
+                    };
+                    let name: String = "Ab_".repeat(rng.random_range(1..5_000));
+                    [
+                        format!("<Response></{junk}>"),
+                        format!("<Response><Say>&{junk};</Say></Response>"),
+                        format!("<Response><Say a=\"&{junk};\">x</Say></Response>"),
+                        format!("<{name}/>"),
+                        format!("<Response><{name}/></Response>"),
+                        format!("<Response><Connect><{name}/></Connect></Response>"),
+                        format!("<Response><Connect><Stream url=\"u\"><{name}/></Stream></Connect></Response>"),
+                        format!("<Response {name}/>"),
+                        format!("<Response {name}=1/>"),
+                        format!("<Response><{name}>"),
+                        format!("<Response><Pause length=\"{junk}\"/></Response>"),
+                        format!("<Response><Say loop=\"{junk}\">x</Say></Response>"),
+                        format!("<Response>{junk}</Response>"),
+                    ][rng.random_range(0..13)]
+                    .clone()
+                }
+                _ => {
+                    let depth = rng.random_range(1..200);
+                    format!(
+                        "<Response>{}{}",
+                        "<Say>".repeat(depth),
+                        "</Say>".repeat(depth)
+                    ) + if rng.random_bool(0.5) {
+                        "</Response>"
+                    } else {
+                        ""
+                    }
+                }
+            },
+            |text| match parse(text) {
+                Ok(doc) => {
+                    for w in &doc.warnings {
+                        props::assert_clear(w, MAX_MESSAGE);
+                    }
+                }
+                Err(e) => props::assert_clear(&e, MAX_MESSAGE),
+            },
+        );
+    }
+
+    #[test]
+    fn hostile_names_do_not_break_messages() {
+        for (text, expected) in [
+            (
+                "<Response></Res\nponse>",
+                "</Res\\u{a}ponse> closes <Response> at byte 10",
+            ),
+            (
+                "<Response><Say>&\u{1b}[2J;</Say></Response>",
+                "unknown entity &\\u{1b}[2J;",
+            ),
+            (
+                "<Response></\u{202e}x>",
+                "</\\u{202e}x> closes <Response> at byte 10",
+            ),
+        ] {
+            assert_eq!(parse(text).unwrap_err(), expected);
+        }
+        let long = "A".repeat(100_000);
+        let e = parse(&format!("<{long}/>")).unwrap_err();
+        assert_eq!(
+            e,
+            format!("root element is <{}…>, expected <Response>", &long[..60])
+        );
+    }
+
+    /// Text as a TwiML writer escapes it, for element content and attribute values alike.
+    fn escape(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&apos;")
+    }
+
+    fn render(verb: &Verb) -> String {
+        match verb {
+            Verb::Say { text, repeat } => {
+                format!("<Say loop=\"{repeat}\">{}</Say>", escape(text))
+            }
+            Verb::Pause { seconds } => format!("<Pause length=\"{seconds}\"/>"),
+            Verb::Hangup => "<Hangup/>".into(),
+            Verb::Redirect { url, method } => {
+                format!(
+                    "<Redirect method=\"{}\">{}</Redirect>",
+                    escape(method),
+                    escape(url)
+                )
+            }
+            Verb::Connect(c) => {
+                let action = c
+                    .action
+                    .as_ref()
+                    .map_or(String::new(), |a| format!(" action=\"{}\"", escape(a)));
+                let name = c
+                    .stream
+                    .name
+                    .as_ref()
+                    .map_or(String::new(), |n| format!(" name=\"{}\"", escape(n)));
+                let parameters: String = c
+                    .stream
+                    .parameters
+                    .iter()
+                    .map(|(k, v)| {
+                        format!("<Parameter name='{}' value='{}'/>", escape(k), escape(v))
+                    })
+                    .collect();
+                format!(
+                    "<Connect{action} method=\"{}\"><Stream url=\"{}\"{name}>{parameters}</Stream></Connect>",
+                    escape(&c.method),
+                    escape(&c.stream.url)
+                )
+            }
+        }
+    }
+
+    /// Any document the simulator can run, written out as TwiML with its text escaped, reads
+    /// back as the same verbs with no warnings, whatever characters its text and URLs hold.
+    #[test]
+    fn written_documents_read_back() {
+        use crate::props;
+        use rand::Rng;
+        // Say and Redirect read their text trimmed, and empty text is a warning.
+        let text = |rng: &mut rand::rngs::StdRng, pieces: &[&str]| -> String {
+            let t = props::random_text(rng, pieces, 12);
+            let t = t.trim();
+            if t.is_empty() {
+                "x".to_string()
+            } else {
+                t.to_string()
+            }
+        };
+        props::check(
+            62,
+            props::cases(),
+            |rng| {
+                (0..rng.random_range(0..5))
+                    .map(|_| match rng.random_range(0..5) {
+                        0 => Verb::Say {
+                            text: text(rng, &["Hello", "&", "<b>", "]]>"]),
+                            repeat: rng.random_range(0..=u32::MAX),
+                        },
+                        1 => Verb::Pause {
+                            seconds: rng.random_range(1..=u64::MAX),
+                        },
+                        2 => Verb::Hangup,
+                        3 => Verb::Redirect {
+                            url: text(rng, &["https://h/", "?a=1&b=2"]),
+                            method: ["GET", "POST"][rng.random_range(0..2)].into(),
+                        },
+                        _ => Verb::Connect(Connect {
+                            action: rng.random_bool(0.5).then(|| text(rng, &["https://h/a"])),
+                            method: "POST".into(),
+                            stream: StreamNoun {
+                                url: text(rng, &["wss://h/m", "'", "\""]),
+                                name: rng.random_bool(0.5).then(|| text(rng, &[])),
+                                status_callback: None,
+                                status_callback_method: "POST".into(),
+                                parameters: (0..rng.random_range(0..4))
+                                    .map(|_| {
+                                        (text(rng, &["token"]), props::random_text(rng, &[], 20))
+                                    })
+                                    .collect(),
+                            },
+                        }),
+                    })
+                    .collect::<Vec<Verb>>()
+            },
+            |verbs| {
+                let xml = format!(
+                    "<?xml version=\"1.0\"?><Response>{}</Response>",
+                    verbs.iter().map(render).collect::<String>()
+                );
+                let doc = parse(&xml).unwrap();
+                assert!(doc.warnings.is_empty(), "{:?}", doc.warnings);
+                assert_eq!(&doc.verbs, verbs);
+            },
+        );
     }
 }

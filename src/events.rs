@@ -26,6 +26,10 @@ pub struct TranscriptLine {
     /// The agent was cut off while saying this (barge-in); `text` is what was heard.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// For an agent line that answered the callee: milliseconds from the end of the callee's
+    /// turn to the reply's first audio leaving for Twilio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u32>,
 }
 
 /// Who ended the call.
@@ -87,6 +91,83 @@ pub struct Outcome {
     /// Each time the agent's connection was lost mid-call and came back.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reconnects: Vec<AgentReconnect>,
+    /// How long the callee waited for the agent.
+    #[serde(skip_serializing_if = "CallLatency::is_empty")]
+    pub latency: CallLatency,
+    /// Twilio's recording of the call (`--record`), as its status callbacks described it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<TwilioRecording>,
+    /// The stereo WAV written on this machine (`--record`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_recording: Option<LocalRecording>,
+}
+
+/// How long the callee waited for the agent on one call, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CallLatency {
+    /// The agent's setup: connection open → `session.ready` (the call's first session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_setup_ms: Option<u32>,
+    /// Each reply that answered the callee: end of the callee's turn → the reply's first
+    /// audio frame leaving for Twilio, in order.
+    pub replies_ms: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_p50_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_p95_ms: Option<u32>,
+}
+
+impl CallLatency {
+    /// The figures of one call, with its percentiles.
+    pub fn new(agent_setup_ms: Option<u32>, replies_ms: Vec<u32>) -> Self {
+        Self {
+            agent_setup_ms,
+            reply_p50_ms: crate::call::latency::percentile(&replies_ms, 50),
+            reply_p95_ms: crate::call::latency::percentile(&replies_ms, 95),
+            replies_ms,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agent_setup_ms.is_none() && self.replies_ms.is_empty()
+    }
+}
+
+/// Twilio's recording of a call (`Record=true`), from its `RecordingStatusCallback`s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TwilioRecording {
+    /// `RE…`.
+    pub sid: String,
+    /// `in-progress`, `completed` or `absent` (Twilio made no recording).
+    pub status: String,
+    /// Where Twilio keeps the file (append `.wav` or `.mp3` to download it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u64>,
+    /// 2 for a dual-channel recording.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
+}
+
+impl TwilioRecording {
+    /// Twilio will say no more about this recording.
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "absent")
+    }
+}
+
+/// The recording written on this machine: callee left, agent right, 8 kHz.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalRecording {
+    pub path: String,
+    /// Audio frames the writer could not keep up with (dropped, never waited for).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub frames_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The agent's connection was lost mid-call and the conversation went on.
@@ -130,6 +211,9 @@ impl Outcome {
             opted_out: false,
             transcript: vec![],
             reconnects: Vec::new(),
+            latency: CallLatency::default(),
+            recording: None,
+            local_recording: None,
         }
     }
 }
@@ -146,8 +230,13 @@ pub enum CallEvent {
     Status { to: String, status: CallStatus },
     /// Answering machine detection's verdict.
     AnsweredBy { to: String, answered_by: AnsweredBy },
-    /// The media stream and the agent session are both up.
-    Connected { to: String, session_id: String },
+    /// The media stream and the agent session are both up; the agent took `setup_ms` from
+    /// its connection opening to `session.ready`.
+    Connected {
+        to: String,
+        session_id: String,
+        setup_ms: u32,
+    },
     /// The callee's words so far in the current utterance (replaces the previous partial).
     Partial { to: String, text: String },
     /// A finished line of the conversation.
@@ -169,6 +258,11 @@ pub enum CallEvent {
         to: String,
         reconnect: AgentReconnect,
     },
+    /// Twilio reported on the call's recording.
+    Recording {
+        to: String,
+        recording: TwilioRecording,
+    },
     /// The call is over.
     Ended { outcome: Box<Outcome> },
 }
@@ -186,7 +280,8 @@ impl CallEvent {
             | Self::Line { to, .. }
             | Self::Tool { to, .. }
             | Self::Disposition { to, .. }
-            | Self::Reconnected { to, .. } => to,
+            | Self::Reconnected { to, .. }
+            | Self::Recording { to, .. } => to,
             Self::Ended { outcome } => &outcome.to,
         }
     }

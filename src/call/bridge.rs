@@ -10,6 +10,7 @@
 use crate::agent::client::ConnectError;
 use crate::agent::config::AgentConfig;
 use crate::agent::protocol::{self as agent, AgentError, AgentMessage, ReplyStatus, ToolSpec};
+use crate::call::latency::ReplyClock;
 use crate::call::tools::{ToolHandler, ToolReply};
 use crate::events::{AgentReconnect, CallEvent, Disposition, Speaker, TranscriptLine};
 use crate::twilio::media::{self, TwilioMessage};
@@ -237,6 +238,10 @@ pub struct BridgeReport {
     pub clears: u32,
     /// Each time the agent's connection was lost and came back.
     pub reconnects: Vec<AgentReconnect>,
+    /// The first session's setup: connection open → `session.ready`, ms.
+    pub agent_setup_ms: Option<u32>,
+    /// Each reply that answered the callee: end of turn → first audio out, ms.
+    pub reply_latencies_ms: Vec<u32>,
 }
 
 impl BridgeReport {
@@ -251,6 +256,8 @@ impl BridgeReport {
             bad_frames: 0,
             clears: 0,
             reconnects: Vec::new(),
+            agent_setup_ms: None,
+            reply_latencies_ms: Vec::new(),
         }
     }
 }
@@ -268,6 +275,8 @@ struct State<'a> {
     /// Where outgoing audio messages are written. Each is split off as the frame's bytes and
     /// dropped once the socket has copied it, so the space is reused: no allocation per frame.
     scratch: BytesMut,
+    /// Times each reply from the end of the callee's turn.
+    replies: ReplyClock,
 }
 
 /// Run the bridge until the call ends. The caller keeps both legs' sinks, so it decides how
@@ -301,6 +310,7 @@ where
         end_call_requested: false,
         end_mark_deadline: None,
         scratch: BytesMut::with_capacity(SCRATCH),
+        replies: ReplyClock::default(),
     };
 
     let end = match open_session(&mut st, twilio_in, agent_in, agent_out, cancel).await {
@@ -364,6 +374,7 @@ where
         .send(Frame::Close(Some((1000, "call ended".into()))))
         .await;
     st.report.end = end;
+    st.report.reply_latencies_ms = st.replies.replies().to_vec();
     st.report
 }
 
@@ -388,6 +399,8 @@ where
     AO: Sink<Frame> + Unpin,
 {
     let update = session_update(st, None);
+    // The connection was opened just before the bridge started.
+    let opened = tokio::time::Instant::now();
     let session_id = establish(
         st,
         update,
@@ -398,9 +411,12 @@ where
         cancel,
     )
     .await?;
+    let setup_ms = u32::try_from(opened.elapsed().as_millis()).unwrap_or(u32::MAX);
+    st.report.agent_setup_ms = Some(setup_ms);
     let _ = st.events.send(CallEvent::Connected {
         to: st.setup.to.to_string(),
         session_id: session_id.clone(),
+        setup_ms,
     });
     st.report.session_id = Some(session_id);
     Ok(())
@@ -844,6 +860,7 @@ where
             if twilio_out.feed(out).await.is_err() {
                 return Err(BridgeEnd::StreamClosed);
             }
+            st.replies.audio_out();
             fed = true;
         }
         AgentMessage::SessionEnded => {
@@ -892,7 +909,11 @@ where
 {
     let to = st.setup.to;
     match msg {
-        AgentMessage::ReplyStarted => st.cleared_this_reply = false,
+        AgentMessage::ReplyStarted => {
+            st.cleared_this_reply = false;
+            st.replies.reply_started();
+        }
+        AgentMessage::SpeechStopped => st.replies.turn_ended(tokio::time::Instant::now()),
         AgentMessage::UserPartial { text } => {
             let _ = st.events.send(CallEvent::Partial {
                 to: to.to_string(),
@@ -972,7 +993,6 @@ where
             }
         },
         AgentMessage::SpeechStarted
-        | AgentMessage::SpeechStopped
         | AgentMessage::AgentDelta
         | AgentMessage::SessionUpdated
         | AgentMessage::SessionReady { .. }
@@ -1019,11 +1039,16 @@ async fn flush_results<AO: Sink<Frame> + Unpin>(
 }
 
 fn push_line(st: &mut State<'_>, speaker: Speaker, text: String, interrupted: bool) {
+    let latency_ms = match speaker {
+        Speaker::Agent => st.replies.take_for_line(),
+        Speaker::Callee => None,
+    };
     let line = TranscriptLine {
         speaker,
         text,
         at_ms: u64::try_from(st.setup.answered_at.elapsed().as_millis()).unwrap_or(u64::MAX),
         interrupted,
+        latency_ms,
     };
     st.report.transcript.push(line.clone());
     let _ = st.events.send(CallEvent::Line {
@@ -1039,6 +1064,7 @@ mod tests {
     use super::*;
     use crate::agent::protocol::AgentErrorCode;
     use crate::call::tools::NoTools;
+    use crate::report::format;
     use serde_json::Value;
     use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -1314,6 +1340,46 @@ mod tests {
             partial |= matches!(ev, CallEvent::Partial { ref text, .. } if text == "Sorry who");
         }
         assert!(partial);
+    }
+
+    async fn next_line(o: &mut Outcome) -> TranscriptLine {
+        loop {
+            match o.events.recv().await {
+                Some(CallEvent::Line { line, .. }) => return line,
+                Some(_) => {}
+                None => panic!("bridge ended"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_reply_is_timed_from_the_end_of_the_callees_turn_to_its_first_audio() {
+        let mut o = start(&NoTools);
+        ready(&mut o).await;
+        // The greeting answers nobody: no figure.
+        send(&o.agent, json!({"type":"reply.started"}));
+        send(&o.agent, json!({"type":"reply.audio","data":"AAEC"}));
+        send(&o.agent, json!({"type":"transcript.agent","text":"Hello!"}));
+        assert_eq!(next_line(&mut o).await.latency_ms, None);
+        send(&o.agent, json!({"type":"input.speech.started"}));
+        send(&o.agent, json!({"type":"input.speech.stopped"}));
+        send(&o.agent, json!({"type":"transcript.user","text":"Yes."}));
+        assert_eq!(next_line(&mut o).await.speaker, Speaker::Callee);
+        tokio::time::advance(Duration::from_millis(640)).await;
+        send(&o.agent, json!({"type":"reply.started"}));
+        send(&o.agent, json!({"type":"reply.audio","data":"AwQF"}));
+        assert_eq!(next_json(&mut o.twilio).await["event"], "media");
+        assert_eq!(next_json(&mut o.twilio).await["event"], "media");
+        tokio::time::advance(Duration::from_millis(500)).await;
+        send(&o.agent, json!({"type":"reply.audio","data":"BgcI"}));
+        send(&o.agent, json!({"type":"transcript.agent","text":"Great."}));
+        let line = next_line(&mut o).await;
+        assert_eq!(line.latency_ms, Some(640));
+        assert_eq!(format::line(&line), "  agent (640 ms) › Great.");
+        o.cancel.cancel();
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.reply_latencies_ms, [640]);
+        assert!(report.agent_setup_ms.is_some());
     }
 
     #[tokio::test]

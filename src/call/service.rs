@@ -9,7 +9,10 @@ use super::ending::{AtTwilio, Ending};
 use super::registry::{CallSignal, IncomingStream, Registry, StatusUpdate};
 use super::state::{CallState, Input};
 use crate::agent;
-use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
+use crate::events::{
+    CallEvent, CallLatency, EndedBy, FinalStatus, LocalRecording, Outcome, OutcomeError,
+    TwilioRecording,
+};
 use crate::phone::E164;
 use crate::secret::Secret;
 use crate::twilio::{
@@ -134,6 +137,10 @@ struct Call<'a> {
     last_heard: TokioInstant,
     /// Spreads the calls' status checks so that they do not all fall due at once.
     poll_jitter: Duration,
+    /// Twilio's recording, as its callbacks have described it so far.
+    recording: Option<TwilioRecording>,
+    /// The WAV written here.
+    local_recording: Option<LocalRecording>,
 }
 
 /// What a call's next timer is for.
@@ -172,6 +179,8 @@ impl<'a> Call<'a> {
             ending_since: None,
             last_heard: now,
             poll_jitter: poll.mul_f64(rand::random::<f64>() / 4.0),
+            recording: None,
+            local_recording: None,
         }
     }
 
@@ -333,6 +342,9 @@ impl<'a> Call<'a> {
             opted_out: bridge.opted_out,
             transcript: bridge.transcript,
             reconnects: bridge.reconnects,
+            latency: CallLatency::new(bridge.agent_setup_ms, bridge.reply_latencies_ms),
+            recording: self.recording,
+            local_recording: self.local_recording,
         }
     }
 }

@@ -474,6 +474,9 @@ impl<D: Dialer> Runner<D> {
             opted_out: false,
             transcript: Vec::new(),
             reconnects: Vec::new(),
+            latency: Default::default(),
+            recording: None,
+            local_recording: None,
         };
         let now = self.clock.now();
         let verdict = verdict(&outcome, attempt.number, &self.config.retry, now);

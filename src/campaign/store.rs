@@ -820,6 +820,7 @@ mod tests {
             text: text.into(),
             at_ms,
             interrupted: false,
+            latency_ms: None,
         };
         s.add_line(a, &said("Hello", 10)).unwrap();
         s.add_line(a, &said("Can you make it?", 900)).unwrap();

@@ -829,6 +829,7 @@ estimated cost    $0.00"
                 CallEvent::Connected {
                     to: to(),
                     session_id: "s".into(),
+                    setup_ms: 900,
                 },
                 Some("+15551230001 talking".into()),
             ),
@@ -847,6 +848,7 @@ estimated cost    $0.00"
                         text: "hello".into(),
                         at_ms: 10,
                         interrupted: false,
+                        latency_ms: None,
                     },
                 },
                 Some("+15551230001 callee › hello".into()),

@@ -7,9 +7,10 @@ pub(crate) fn duration(secs: u64) -> String {
 }
 
 pub(crate) fn line(l: &TranscriptLine) -> String {
-    let who = match l.speaker {
-        Speaker::Agent => "agent ",
-        Speaker::Callee => "callee",
+    let who = match (l.speaker, l.latency_ms) {
+        (Speaker::Agent, Some(ms)) => format!("agent ({ms} ms)"),
+        (Speaker::Agent, None) => "agent ".to_string(),
+        (Speaker::Callee, _) => "callee".to_string(),
     };
     let cut = if l.interrupted { " [interrupted]" } else { "" };
     format!("  {who} › {}{cut}", l.text)
@@ -49,6 +50,18 @@ pub(crate) fn outcome(o: &Outcome) -> String {
             }
             _ => parts.push(format!("error: {}", e.message)),
         }
+    }
+    if let (Some(p50), Some(p95)) = (o.latency.reply_p50_ms, o.latency.reply_p95_ms) {
+        parts.push(format!("replies p50 {p50} ms, p95 {p95} ms"));
+    }
+    if let Some(r) = &o.recording {
+        match &r.url {
+            Some(url) if r.status == "completed" => parts.push(format!("recording {url}")),
+            _ => parts.push(format!("recording {} {}", r.sid, r.status)),
+        }
+    }
+    if let Some(local) = &o.local_recording {
+        parts.push(format!("saved {}", local.path));
     }
     if let Some(sid) = &o.call_sid {
         parts.push(sid.clone());

@@ -384,6 +384,7 @@ mod tests {
             text: text.into(),
             at_ms: 0,
             interrupted: false,
+            latency_ms: None,
         }
     }
 

@@ -34,8 +34,6 @@ type Stream = SplitStream<WebSocketStream<TcpStream>>;
 const LEAD_MS: usize = 200;
 /// Length of a silent tool pre-amble.
 const PREAMBLE_MS: usize = 400;
-/// The "model" thinking before a reply to a user turn or a tool result.
-const THINK: Duration = Duration::from_millis(400);
 /// Callee silence after the agent finished speaking before it checks in.
 const SILENCE_PROMPT_MS: usize = 6_000;
 /// How long a dropped session can be resumed.
@@ -141,6 +139,8 @@ struct Conn {
     pending_ready: Option<(Instant, Settings)>,
     /// A `Silent` fault took effect: nothing is sent any more.
     silenced: bool,
+    /// Draws the "model's" thinking time before each reply.
+    think: rand::rngs::StdRng,
 }
 
 pub(super) async fn run(
@@ -159,6 +159,13 @@ pub(super) async fn run(
         let _ = ws.get_ref().set_zero_linger();
     }
     let (sink, mut stream) = ws.split();
+    let latency = shared.config.reply_latency;
+    let n = shared
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let think = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+        latency.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     let mut c = Conn {
         shared,
         record,
@@ -183,6 +190,7 @@ pub(super) async fn run(
         fault_at: None,
         pending_ready: None,
         silenced: false,
+        think,
     };
     loop {
         let deadline = c.next_deadline();
@@ -962,8 +970,15 @@ impl Conn {
 
     // ---- replies ----
 
+    /// Answer after the "model" has thought (the configured reply latency).
     fn schedule(&mut self, plan: Plan) {
-        self.scheduled = Some((Instant::now() + self.scale().scale(THINK), plan));
+        let latency = self.shared.config.reply_latency;
+        let think = if latency.max > latency.min {
+            rand::Rng::random_range(&mut self.think, latency.min..=latency.max)
+        } else {
+            latency.min
+        };
+        self.scheduled = Some((Instant::now() + self.scale().scale(think), plan));
     }
 
     fn next_deadline(&self) -> Option<Instant> {

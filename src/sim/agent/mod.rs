@@ -67,6 +67,41 @@ pub struct FakeAgentConfig {
     pub resume: ResumeMode,
     /// Faults to inject; a connection gets the first rule that matches it. Empty: none.
     pub faults: Vec<FaultRule>,
+    /// How long the "model" thinks before answering a turn or a tool result (simulated time,
+    /// scaled like every other wait).
+    pub reply_latency: ReplyLatency,
+}
+
+/// The simulated agent's thinking time: drawn for each reply, uniformly between `min` and
+/// `max`, from a generator seeded with `seed` and the connection's number, so a run can be
+/// repeated. The live service answers in roughly this range from the end of a turn to its
+/// first audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyLatency {
+    pub min: std::time::Duration,
+    pub max: std::time::Duration,
+    pub seed: u64,
+}
+
+impl Default for ReplyLatency {
+    fn default() -> Self {
+        Self {
+            min: std::time::Duration::from_millis(400),
+            max: std::time::Duration::from_millis(900),
+            seed: 9,
+        }
+    }
+}
+
+impl ReplyLatency {
+    /// The same thinking time for every reply.
+    pub fn fixed(d: std::time::Duration) -> Self {
+        Self {
+            min: d,
+            max: d,
+            seed: 0,
+        }
+    }
 }
 
 impl Default for FakeAgentConfig {
@@ -77,6 +112,7 @@ impl Default for FakeAgentConfig {
             voices: VOICES.iter().map(|v| v.to_string()).collect(),
             resume: ResumeMode::Reject,
             faults: Vec::new(),
+            reply_latency: ReplyLatency::default(),
         }
     }
 }
@@ -137,6 +173,7 @@ impl FakeAgent {
             config,
             records: Mutex::new(Vec::new()),
             held: Mutex::new(HashMap::new()),
+            connections: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(accept_loop(listener, shared.clone(), shutdown));
         Ok(FakeAgent { addr, shared })
@@ -188,6 +225,8 @@ struct Shared {
     records: Mutex<Vec<ConnEntry>>,
     /// Sessions dropped without `session.end`, kept for `ResumeMode::Accept`.
     held: Mutex<HashMap<String, conn::Held>>,
+    /// Connections accepted so far: each seeds its own thinking times.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// std Mutex: never held across an await, and a poisoned lock still holds usable data.

@@ -131,6 +131,15 @@ pub struct CallArgs {
     #[arg(long)]
     pub no_amd: bool,
 
+    /// Record the call: Twilio keeps a dual-channel recording, and a stereo WAV (callee left,
+    /// agent right) is written here. The greeting must say the call is recorded.
+    #[arg(long)]
+    pub record: bool,
+
+    /// Folder for --record's WAV files, <CallSid>.wav (RECORDINGS_DIR; default: recordings).
+    #[arg(long, value_name = "DIR")]
+    pub recordings_dir: Option<PathBuf>,
+
     /// Allow a number that is refused by default (premium rate, satellite, N11) when it starts
     /// with this prefix, like +1900 or +44 (repeat or separate with commas; ALLOW_PREFIXES).
     #[arg(long = "allow-prefix", value_name = "PREFIX", value_delimiter = ',')]

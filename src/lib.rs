@@ -14,6 +14,7 @@
 //! - [`twilio`]: Calls REST client, TwiML, Media Streams messages, request signatures.
 //! - [`agent`]: the Voice Agent API: its wire protocol, the client, the agent's configuration.
 //! - [`call`]: one call's state machine, the audio bridge, the service that places calls.
+//! - [`recording`]: `--record`: Twilio's recording callbacks, and the local stereo WAV.
 //! - [`campaign`]: many calls from a CSV of leads, paced, retried, persisted.
 //! - [`server`]: the webhook and Media Stream server (the only module that knows warp).
 //! - [`sim`]: local simulators of Twilio and the Voice Agent API (feature `simulate`).
@@ -38,6 +39,7 @@ pub mod phone;
 mod props;
 pub mod report;
 pub mod secret;
+pub mod recording;
 pub(crate) mod server;
 pub mod settings;
 pub mod shutdown;

@@ -29,7 +29,11 @@ pub const NAMES: &[&str] = &[
     "ASSEMBLYAI_AGENT_URL",
     "DEFAULT_REGION",
     "ALLOW_PREFIXES",
+    "RECORDINGS_DIR",
 ];
+
+/// Where `dialer call --record` writes its WAV files when `RECORDINGS_DIR` is not set.
+pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
 
 /// Where settings come from. `env` is the process environment (or a test's map).
 #[derive(Debug, Default, Clone)]
@@ -75,6 +79,8 @@ pub struct RawSettings {
     /// Comma-separated prefixes that may be dialed although refused by default (premium rate,
     /// satellite, N11): `+1900,+44`.
     pub allow_prefixes: Option<String>,
+    /// Folder of `dialer call --record`'s WAV files.
+    pub recordings_dir: Option<String>,
 }
 
 /// Validated settings.
@@ -131,6 +137,17 @@ impl RawSettings {
                 name: "ALLOW_PREFIXES",
                 why,
             })
+    }
+
+    /// `RECORDINGS_DIR`, or `recordings` in the current folder.
+    pub fn recordings_dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(
+            self.recordings_dir
+                .as_deref()
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .unwrap_or(DEFAULT_RECORDINGS_DIR),
+        )
     }
 
     /// `DEFAULT_REGION`, when set to something.
@@ -662,6 +679,7 @@ mod tests {
             assemblyai_agent_url: pick(DEFAULT_AGENT_URL),
             default_region: pick("US"),
             allow_prefixes: pick("+1900"),
+            recordings_dir: pick("recordings"),
         }
     }
 
@@ -750,6 +768,7 @@ mod tests {
                     ("ASSEMBLYAI_AGENT_URL", r.assemblyai_agent_url),
                     ("DEFAULT_REGION", r.default_region),
                     ("ALLOW_PREFIXES", r.allow_prefixes),
+                    ("RECORDINGS_DIR", r.recordings_dir),
                 ]
                 .into_iter()
                 .filter_map(|(n, v)| v.map(|v| (n.to_string(), v)))

@@ -64,6 +64,12 @@ impl Startup {
         crate::phone::AllowList::new(&prefixes).map_err(AppError::Input)
     }
 
+    /// Where `dialer call --record` writes: `flag` (`--recordings-dir`), else `RECORDINGS_DIR`,
+    /// else `recordings`.
+    pub fn recordings_dir(&self, flag: Option<&std::path::Path>) -> std::path::PathBuf {
+        flag.map_or_else(|| self.raw.recordings_dir(), std::path::Path::to_path_buf)
+    }
+
     /// Simulated seconds per real second, when running against the simulators.
     pub fn sim_speed(&self) -> Option<f64> {
         self.sim_speed

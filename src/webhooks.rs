@@ -8,6 +8,7 @@ pub(crate) mod paths {
     pub(crate) const STATUS: &str = "status";
     pub(crate) const AMD: &str = "amd";
     pub(crate) const MEDIA: &str = "media";
+    pub(crate) const RECORDING: &str = "recording";
 }
 
 /// The public base URL and what is derived from it.
@@ -46,6 +47,11 @@ impl PublicUrls {
         format!("{}/{}/{}/{token}", self.base, paths::PREFIX, paths::AMD)
     }
 
+    /// The recording status callback of the recording with this token.
+    pub fn recording(&self, token: &str) -> String {
+        format!("{}/{}/{}/{token}", self.base, paths::PREFIX, paths::RECORDING)
+    }
+
     /// The Media Stream URL (`wss://…`), the same for every call: Twilio signs the handshake
     /// over it as written, so the token travels as a stream parameter instead.
     pub fn media(&self) -> String {
@@ -74,6 +80,10 @@ mod tests {
         assert_eq!(u.base(), "https://abc.ngrok.app");
         assert_eq!(u.status("t1"), "https://abc.ngrok.app/twilio/status/t1");
         assert_eq!(u.amd("t1"), "https://abc.ngrok.app/twilio/amd/t1");
+        assert_eq!(
+            u.recording("r1"),
+            "https://abc.ngrok.app/twilio/recording/r1"
+        );
         assert_eq!(u.media(), "wss://abc.ngrok.app/twilio/media");
         assert_eq!(u.ws("/twilio/media"), "wss://abc.ngrok.app/twilio/media");
         assert_eq!(

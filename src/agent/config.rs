@@ -8,6 +8,9 @@ use std::path::Path;
 /// it, and callees deserve it.
 pub const DEFAULT_GREETING: &str = "Hello! This is an automated assistant calling on behalf of our office. Is now a good time to talk for a moment?";
 
+/// The default greeting of a recorded call: it also says the call is recorded.
+pub const DEFAULT_RECORDED_GREETING: &str = "Hello! This is an automated assistant calling on behalf of our office, and this call is recorded. Is now a good time to talk for a moment?";
+
 pub const DEFAULT_PROMPT: &str = "You are a polite, concise phone assistant placing an outbound call. \
 Speak in short sentences. If the person asks to stop being called, apologise and end the call. \
 When the conversation is finished, say goodbye and call the end_call tool.";
@@ -38,6 +41,17 @@ impl TurnDetection {
     }
 }
 
+/// Whether a recorded call's greeting must say that the call is recorded. The law differs by
+/// place (some require every party's consent, some one party's), so it can be turned off where
+/// it is not needed; it is required unless it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingDisclosure {
+    #[default]
+    Required,
+    Off,
+}
+
 /// The agent's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,6 +60,10 @@ pub struct AgentConfig {
     pub greeting: String,
     pub voice: String,
     pub turn_detection: TurnDetection,
+    /// Record the calls (`--record`): not sent to the agent, it changes how the call is placed.
+    pub record: bool,
+    /// Whether the greeting of a recorded call must say it is recorded.
+    pub recording_disclosure: RecordingDisclosure,
 }
 
 impl Default for AgentConfig {
@@ -55,8 +73,21 @@ impl Default for AgentConfig {
             greeting: DEFAULT_GREETING.to_string(),
             voice: DEFAULT_VOICE.to_string(),
             turn_detection: TurnDetection::default(),
+            record: false,
+            recording_disclosure: RecordingDisclosure::Required,
         }
     }
+}
+
+/// Whole words that tell a callee the call is being recorded.
+const RECORDING_WORDS: [&str; 3] = ["recorded", "recording", "record"];
+
+/// Whether a greeting tells the callee the call is recorded: a whole word like "recorded" or
+/// "recording", in any case.
+pub fn discloses_recording(greeting: &str) -> bool {
+    greeting
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|w| RECORDING_WORDS.iter().any(|r| w.eq_ignore_ascii_case(r)))
 }
 
 /// Why an agent configuration is unusable.
@@ -107,12 +138,35 @@ impl AgentConfig {
                     path: path.display().to_string(),
                     message: format!("[agent] {}", e.message()),
                 })?;
-        file.agent.validate()?;
-        Ok(file.agent)
+        let mut agent = file.agent;
+        agent.prepare_recording();
+        agent.validate()?;
+        Ok(agent)
     }
 
-    /// Check ranges the Voice Agent API documents, so a mistake is reported before dialing.
+    /// A recorded call keeping the default greeting gets the default that says so.
+    pub fn prepare_recording(&mut self) {
+        if self.record && self.greeting == DEFAULT_GREETING {
+            self.greeting = DEFAULT_RECORDED_GREETING.to_string();
+        }
+    }
+
+    /// Check ranges the Voice Agent API documents, so a mistake is reported before dialing;
+    /// and that a recorded call's greeting says it is recorded, unless that check is off.
     pub fn validate(&self) -> Result<(), AgentConfigError> {
+        if self.record
+            && self.recording_disclosure == RecordingDisclosure::Required
+            && !discloses_recording(&self.greeting)
+        {
+            return Err(AgentConfigError::Invalid {
+                key: "greeting",
+                message: "does not say the call is recorded: with recording on, callees must be \
+                          told (in many places every party must consent). Add words like \
+                          \"this call is recorded\", or set recording_disclosure = \"off\" where \
+                          the law does not require it"
+                    .into(),
+            });
+        }
         if self.greeting.trim().is_empty() {
             return Err(AgentConfigError::Invalid {
                 key: "greeting",
@@ -174,6 +228,64 @@ const MAX_SILENCE_MS: u32 = 10_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_call_must_say_so_unless_the_check_is_off() {
+        let mut agent = AgentConfig {
+            record: true,
+            ..AgentConfig::default()
+        };
+        let e = agent.validate().unwrap_err().to_string();
+        assert!(e.contains("greeting") && e.contains("recorded"), "{e}");
+        // The default greeting becomes the default that says so.
+        agent.prepare_recording();
+        assert_eq!(agent.greeting, DEFAULT_RECORDED_GREETING);
+        assert!(agent.validate().is_ok());
+        // A greeting of one's own is not rewritten: it must say so itself.
+        agent.greeting = "Hi, this is the automated assistant of Dr. Lee.".into();
+        agent.prepare_recording();
+        assert!(agent.validate().is_err());
+        agent.greeting = "Hi, this AI call is being Recorded for quality.".into();
+        assert!(agent.validate().is_ok());
+        agent.greeting = "Hi, this is an automated call (a recording-free one).".into();
+        assert!(agent.validate().is_ok(), "whole words, hyphens split");
+        agent.greeting = "Hi, this is an automated call about your medical records".into();
+        assert!(agent.validate().is_err(), "records are not a recording");
+        agent.greeting = "Hi, this is an automated call; we record calls for training".into();
+        assert!(agent.validate().is_ok());
+        agent.greeting = "Hi, this is an automated call, recorder ready".into();
+        assert!(agent.validate().is_err(), "not a whole word");
+        agent.recording_disclosure = RecordingDisclosure::Off;
+        assert!(agent.validate().is_ok());
+        // Without recording, nothing is asked.
+        let plain = AgentConfig::default();
+        assert!(!discloses_recording(&plain.greeting));
+        assert!(plain.validate().is_ok());
+    }
+
+    #[test]
+    fn record_keys_are_read_from_the_agent_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(
+            &path,
+            "[agent]\nrecord = true\nrecording_disclosure = \"off\"\ngreeting = \"Hi, automated call\"\n",
+        )
+        .unwrap();
+        let agent = AgentConfig::from_file(&path).unwrap();
+        assert!(agent.record);
+        assert_eq!(agent.recording_disclosure, RecordingDisclosure::Off);
+        std::fs::write(&path, "[agent]\nrecord = true\ngreeting = \"Hi, automated call\"\n")
+            .unwrap();
+        let e = AgentConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("recorded"), "{e}");
+        // With the default greeting, the recorded default is used.
+        std::fs::write(&path, "[agent]\nrecord = true\n").unwrap();
+        let agent = AgentConfig::from_file(&path).unwrap();
+        assert_eq!(agent.greeting, DEFAULT_RECORDED_GREETING);
+        std::fs::write(&path, "[agent]\nrecording_disclosure = \"sometimes\"\n").unwrap();
+        assert!(AgentConfig::from_file(&path).is_err());
+    }
 
     #[test]
     fn silences_are_bounded() {

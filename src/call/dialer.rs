@@ -4,11 +4,13 @@
 
 use crate::agent::config::AgentConfig;
 use crate::call::tools::ToolHandler;
+use crate::recording::callbacks::LateRecording;
 use crate::events::{CallEvent, FinalStatus, Outcome};
 use crate::phone::E164;
 use crate::twilio::{AnsweredBy, CallStatus};
 use chrono::{DateTime, Utc};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,6 +34,13 @@ pub struct CallRequest {
     pub time_limit: Duration,
     /// Ask Twilio for answering-machine detection (`answered_by`).
     pub machine_detection: bool,
+    /// Record the call (`--record`): Twilio's dual-channel recording, and a stereo WAV here.
+    pub record: bool,
+    /// Where the WAV goes; `None`: the service's folder (`RECORDINGS_DIR`).
+    pub recordings_dir: Option<PathBuf>,
+    /// Told about the recording when Twilio reports on it after the outcome (a campaign
+    /// updates the stored attempt).
+    pub late_recording: Option<LateRecording>,
 }
 
 impl std::fmt::Debug for CallRequest {
@@ -40,6 +49,7 @@ impl std::fmt::Debug for CallRequest {
             .field("to", &self.to)
             .field("ring_timeout", &self.ring_timeout)
             .field("time_limit", &self.time_limit)
+            .field("record", &self.record)
             .finish_non_exhaustive()
     }
 }

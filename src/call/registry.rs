@@ -2,6 +2,7 @@
 //! reach the server, which finds the call here and hands the signal to its task. A stream that
 //! presents no known token, or a token already used, belongs to no call of ours.
 
+use crate::recording::callbacks::RecordingTokens;
 use crate::twilio::media::StartInfo;
 use crate::twilio::{AnsweredBy, CallStatus};
 use crate::ws::{FrameSink, FrameStream};
@@ -57,6 +58,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     calls: Mutex<HashMap<String, Entry>>,
+    /// Recordings of calls placed here, by their own token (they outlive the call's).
+    recordings: RecordingTokens,
 }
 
 /// Why a stream was refused.
@@ -108,6 +111,11 @@ impl Registry {
             .tx
             .send(CallSignal::Stream(stream))
             .map_err(|_| StreamRefused::UnknownToken)
+    }
+
+    /// The recording tokens, shared by the server (which delivers callbacks) and the calls.
+    pub fn recordings(&self) -> &RecordingTokens {
+        &self.recordings
     }
 
     pub fn remove(&self, token: &str) {

@@ -47,6 +47,10 @@ pub struct Timings {
     /// is taken for dead. The agent answers every turn and prompts a silent callee well
     /// within this.
     pub agent_silence: Duration,
+    /// For Twilio's `completed` recording callback once a recorded call has ended (Twilio
+    /// sends it after the call, usually within seconds); later news goes to the request's
+    /// late hook.
+    pub recording_wait: Duration,
 }
 
 impl Default for Timings {
@@ -58,6 +62,7 @@ impl Default for Timings {
             stream_after_answer: Duration::from_secs(20),
             poll_every: Duration::from_secs(20),
             agent_silence: Duration::from_secs(45),
+            recording_wait: Duration::from_secs(5),
         }
     }
 }
@@ -277,6 +282,26 @@ impl<'a> Call<'a> {
             });
         }
         self.on_call_status(&u.status);
+    }
+
+    /// Twilio's word on the recording: the latest status wins, and what an earlier callback
+    /// said (the URL, say) is kept when a later one leaves it out.
+    fn on_recording(&mut self, update: TwilioRecording) {
+        self.emit(CallEvent::Recording {
+            to: self.to.clone(),
+            recording: update.clone(),
+        });
+        let merged = match self.recording.take() {
+            Some(old) if old.sid == update.sid && old.is_final() && !update.is_final() => old,
+            Some(old) if old.sid == update.sid => TwilioRecording {
+                url: update.url.or(old.url),
+                duration_secs: update.duration_secs.or(old.duration_secs),
+                channels: update.channels.or(old.channels),
+                ..update
+            },
+            _ => update,
+        };
+        self.recording = Some(merged);
     }
 
     fn on_snapshot(&mut self, call: &CallResource) {
@@ -511,11 +536,13 @@ impl CallService {
         &self,
         call: &mut Call<'_>,
         token: &str,
+        recording_token: Option<&str>,
         twiml: &str,
     ) -> Result<Option<String>, DialError> {
         let req = call.req;
         let status_url = self.endpoints.urls.status(token);
         let amd_url = self.endpoints.urls.amd(token);
+        let recording_url = recording_token.map(|t| self.endpoints.urls.recording(t));
         let new_call = NewCall {
             to: req.to.as_str(),
             from: self.endpoints.from.as_str(),
@@ -524,6 +551,7 @@ impl CallService {
             timeout_secs: req.ring_timeout.as_secs().clamp(1, 600),
             time_limit_secs: req.time_limit.as_secs().max(1),
             amd_callback: req.machine_detection.then_some(amd_url.as_str()),
+            recording_callback: recording_url.as_deref(),
         };
         match self.twilio.create_call(&new_call).await {
             Ok(created) => {
@@ -552,12 +580,14 @@ impl CallService {
     }
 
     /// Create the call and follow it until Twilio reports its final status.
+    #[allow(clippy::too_many_arguments)]
     async fn follow(
         &self,
         req: &CallRequest,
         token: &str,
         twiml: &str,
         mut signals: mpsc::UnboundedReceiver<CallSignal>,
+        mut recording: Option<(String, mpsc::UnboundedReceiver<TwilioRecording>)>,
         events: &mpsc::UnboundedSender<CallEvent>,
         cancel: &CancellationToken,
     ) -> Result<Outcome, DialError> {
@@ -565,9 +595,14 @@ impl CallService {
         call.emit(CallEvent::Dialing {
             to: call.to.clone(),
         });
-        let Some(sid) = self.create(&mut call, token, twiml).await? else {
+        let recording_token = recording.as_ref().map(|(t, _)| t.as_str());
+        let Some(sid) = self
+            .create(&mut call, token, recording_token, twiml)
+            .await?
+        else {
             return Ok(call.outcome(None));
         };
+        let mut recording = recording.as_mut().map(|(_, rx)| rx);
         tracing::Span::current().record("sid", sid.as_str());
         while !call.state.is_ended() {
             let (at, wake) = call.next_wake(&self.timings);
@@ -594,6 +629,10 @@ impl CallService {
                         }
                     }
                 },
+                update = next_recording(&mut recording), if recording.is_some() => match update {
+                    Some(update) => call.on_recording(update),
+                    None => recording = None,
+                },
                 signal = signals.recv() => {
                     call.last_heard = TokioInstant::now();
                     match signal {
@@ -615,7 +654,34 @@ impl CallService {
                 }
             }
         }
+        // Twilio sends the recording's `completed` after the call is over: wait a little for
+        // it, so the outcome can say where the recording is.
+        if let Some(rx) = recording
+            && call.answered_at.is_some()
+            && !call.recording.as_ref().is_some_and(TwilioRecording::is_final)
+        {
+            let _ = tokio::time::timeout(self.timings.recording_wait, async {
+                while let Some(update) = rx.recv().await {
+                    let last = update.is_final();
+                    call.on_recording(update);
+                    if last {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         Ok(call.outcome(Some(sid)))
+    }
+}
+
+/// The next recording update; `None` once nobody can send one.
+async fn next_recording(
+    rx: &mut Option<&mut mpsc::UnboundedReceiver<TwilioRecording>>,
+) -> Option<TwilioRecording> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
     }
 }
 
@@ -627,15 +693,22 @@ impl Dialer for CallService {
         cancel: CancellationToken,
     ) -> Result<Outcome, DialError> {
         let (token, signals) = self.registry.register();
+        let recording = req
+            .record
+            .then(|| self.registry.recordings().register(req.late_recording.clone()));
+        let recording_token = recording.as_ref().map(|(t, _)| t.clone());
         // The stream URL is the same for every call; the token tells the server whose it is.
         let twiml = twiml::connect_stream(&self.endpoints.urls.media(), &[("token", &token)]);
         // Every log line of this call says which call it is; the SID is added once known.
         let span = tracing::warn_span!("call", to = %req.to.masked(), sid = tracing::field::Empty);
         let result = self
-            .follow(&req, &token, &twiml, signals, &events, &cancel)
+            .follow(&req, &token, &twiml, signals, recording, &events, &cancel)
             .instrument(span)
             .await;
         self.registry.remove(&token);
+        if let Some(t) = recording_token {
+            self.registry.recordings().call_over(&t);
+        }
         let outcome = result?;
         let _ = events.send(CallEvent::Ended {
             outcome: Box::new(outcome.clone()),
@@ -705,6 +778,9 @@ mod tests {
             ring_timeout: Duration::from_secs(30),
             time_limit: Duration::from_secs(600),
             machine_detection: false,
+            record: false,
+            recordings_dir: None,
+            late_recording: None,
         }
     }
 

@@ -322,6 +322,8 @@ struct RawCampaign {
     allow_prefixes: Option<Vec<String>>,
     dispositions: Option<Vec<String>>,
     allow_greeting_without_disclosure: Option<bool>,
+    /// Record every call (the same as `agent.record`).
+    record: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -379,7 +381,11 @@ impl RawFile {
                 |s| s.to_string_lossy().into_owned(),
             ),
         };
-        let agent = self.agent.unwrap_or_default();
+        let mut agent = self.agent.unwrap_or_default();
+        if let Some(record) = c.record {
+            agent.record = record;
+        }
+        agent.prepare_recording();
         agent.validate().map_err(|e| match e {
             AgentConfigError::Invalid { key, message } => invalid(&format!("agent.{key}"), message),
             other => invalid("agent", other.to_string()),

@@ -1,6 +1,6 @@
 //! The results folder, written from the database alone so it can be regenerated at any time:
 //! `results.csv` (one row per lead: number, its variables, status, disposition, notes,
-//! attempts, talk time, last call SID) and `transcripts/<CallSid>.jsonl` (one line of the
+//! attempts, talk time, last call SID, the last call's recordings) and `transcripts/<CallSid>.jsonl` (one line of the
 //! conversation per JSON line). Files are written beside their final name and renamed, so a
 //! reader never sees half a file.
 //!
@@ -36,7 +36,7 @@ pub struct Written {
 }
 
 /// The fixed columns after the lead's variables.
-pub const RESULT_COLUMNS: [&str; 8] = [
+pub const RESULT_COLUMNS: [&str; 12] = [
     "status",
     "disposition",
     "notes",
@@ -45,6 +45,11 @@ pub const RESULT_COLUMNS: [&str; 8] = [
     "last_call_sid",
     "reason",
     "line",
+    // The last call's recordings (`record = true`): Twilio's, and the WAV written here.
+    "recording_sid",
+    "recording_url",
+    "recording_duration_secs",
+    "local_recording",
 ];
 
 /// A cell a spreadsheet will show as text: with a `'` first when it would otherwise be read as
@@ -131,7 +136,14 @@ pub fn export(store: &Store, out: &Path) -> Result<Written, ExportError> {
         source: std::io::Error::other(e),
     };
     csv.write_record(header).map_err(write_err)?;
+    let recordings = store.recordings()?;
     for lead in &leads {
+        let recording = lead
+            .last_call_sid
+            .as_ref()
+            .and_then(|sid| recordings.get(sid))
+            .cloned()
+            .unwrap_or_default();
         let value = |name: &str| {
             lead.vars
                 .iter()
@@ -153,6 +165,13 @@ pub fn export(store: &Store, out: &Path) -> Result<Written, ExportError> {
                 defuse(lead.last_call_sid.as_deref().unwrap_or_default()).into_owned(),
                 defuse(lead.reason.as_deref().unwrap_or_default()).into_owned(),
                 lead.line.to_string(),
+                defuse(recording.sid.as_deref().unwrap_or_default()).into_owned(),
+                defuse(recording.url.as_deref().unwrap_or_default()).into_owned(),
+                recording
+                    .duration_secs
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                defuse(recording.local.as_deref().unwrap_or_default()).into_owned(),
             ])
             .collect();
         csv.write_record(&row).map_err(write_err)?;

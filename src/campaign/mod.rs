@@ -317,6 +317,14 @@ pub struct Summary {
     pub talk_secs: u64,
     /// Estimated cost in US dollars (Twilio per started minute plus the Voice Agent per minute).
     pub estimated_cost_usd: f64,
+    /// Over every reply of every call: end of the callee's turn → the reply's first audio, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_p50_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_p95_ms: Option<u32>,
+    /// Over every call: the agent's connection open → `session.ready`, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_setup_p50_ms: Option<u32>,
 }
 
 /// Something that happened in a campaign. The runner emits these; views show them.

@@ -15,7 +15,9 @@ use super::tools::CampaignTools;
 use super::{CampaignEvent, LeadStatus, Summary, template};
 use crate::agent::protocol::AgentErrorCode;
 use crate::call::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
-use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome};
+use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, TwilioRecording};
+use crate::call::latency::percentile;
+use crate::recording::callbacks::LateRecording;
 use crate::phone::E164;
 use crate::twilio::{AnsweredBy, CallStatus};
 use chrono::{DateTime, Utc};
@@ -72,6 +74,12 @@ pub struct Runner<D: Dialer> {
     clock: Arc<Clock>,
     pacer: Pacer,
     events: mpsc::UnboundedSender<CampaignEvent>,
+    /// Where recorded calls' WAV files go (the results folder's `recordings/`).
+    recordings_dir: Option<std::path::PathBuf>,
+    /// Twilio's word on a recording that came after its attempt was finished: the store is
+    /// updated from it by a task of the run.
+    late_recordings: mpsc::UnboundedSender<(String, TwilioRecording)>,
+    late_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, TwilioRecording)>>>,
 }
 
 /// What the next due lead gets.
@@ -94,7 +102,11 @@ impl<D: Dialer> Runner<D> {
         clock: Arc<Clock>,
         events: mpsc::UnboundedSender<CampaignEvent>,
     ) -> Self {
+        let (late_recordings, late_rx) = mpsc::unbounded_channel();
         Self {
+            recordings_dir: None,
+            late_recordings,
+            late_rx: Mutex::new(Some(late_rx)),
             dialer,
             store: StoreHandle::spawn(store),
             dispositions: config.dispositions.clone().into(),
@@ -106,8 +118,33 @@ impl<D: Dialer> Runner<D> {
         }
     }
 
+    /// Write recorded calls' WAV files into `dir`.
+    pub fn with_recordings_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.recordings_dir = Some(dir);
+        self
+    }
+
     fn emit(&self, event: CampaignEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// Save recordings Twilio finished after their attempt was saved. The task holds the
+    /// runner weakly: once the run is over nothing is left to update.
+    fn save_late_recordings(self: &Arc<Self>) {
+        let Some(mut rx) = lock(&self.late_rx).take() else {
+            return;
+        };
+        let runner = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some((call_sid, recording)) = rx.recv().await {
+                let Some(runner) = runner.upgrade() else {
+                    break;
+                };
+                if let Err(e) = runner.store.set_recording(call_sid, recording) {
+                    tracing::warn!(error = %e, "cannot save a recording's late status");
+                }
+            }
+        });
     }
 
     /// Run until every lead is final, or `stop` is cancelled (then live calls finish; cancelling
@@ -117,6 +154,7 @@ impl<D: Dialer> Runner<D> {
         stop: CancellationToken,
         hang_up: CancellationToken,
     ) -> Result<bool, CampaignError> {
+        self.save_late_recordings();
         let (leads, finished) = self.store.counts().await?;
         self.emit(CampaignEvent::Plan {
             campaign: self.config.name.clone(),
@@ -263,6 +301,15 @@ impl<D: Dialer> Runner<D> {
             ring_timeout: self.config.ring_timeout,
             time_limit: self.config.time_limit,
             machine_detection: self.config.machine_detection,
+            record: self.config.agent.record,
+            recordings_dir: self.recordings_dir.clone(),
+            late_recording: self.config.agent.record.then(|| {
+                let late = self.late_recordings.clone();
+                let hook: LateRecording = Arc::new(move |call_sid: &str, recording| {
+                    let _ = late.send((call_sid.to_string(), recording));
+                });
+                hook
+            }),
         }
     }
 
@@ -857,6 +904,9 @@ pub fn summary(store: &Store, config: &CampaignConfig) -> Result<Summary, Campai
         answered: totals.answered,
         talk_secs: totals.durations.iter().sum(),
         estimated_cost_usd: cost,
+        reply_p50_ms: percentile(&totals.reply_latencies, 50),
+        reply_p95_ms: percentile(&totals.reply_latencies, 95),
+        agent_setup_p50_ms: percentile(&totals.agent_setups, 50),
     })
 }
 

@@ -16,7 +16,7 @@
 
 use super::LeadStatus;
 use super::leads::Lead;
-use crate::events::{Outcome, TranscriptLine};
+use crate::events::{Outcome, TranscriptLine, TwilioRecording};
 use crate::twilio::AnsweredBy;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -27,8 +27,23 @@ pub use thread::{LAZY_COMMIT, StoreHandle};
 
 /// Raised only for a change an older dialer would misread. The `lines` table and the
 /// `leads_waiting` index are not one: an older dialer ignores the first (a crashed call it
-/// settles just has no transcript) and recreates its own index beside the second.
+/// settles just has no transcript) and recreates its own index beside the second. Nor are
+/// [`ADDED_ATTEMPT_COLUMNS`]: an older dialer names the columns it reads and writes, and
+/// leaves these empty.
 const SCHEMA_VERSION: i64 = 1;
+
+/// Columns added to `attempts` after its first version, for recordings and latency; a
+/// database made before them gets them when opened.
+const ADDED_ATTEMPT_COLUMNS: [(&str, &str); 7] = [
+    ("recording_sid", "TEXT"),
+    ("recording_status", "TEXT"),
+    ("recording_url", "TEXT"),
+    ("recording_duration_secs", "INTEGER"),
+    ("local_recording", "TEXT"),
+    ("agent_setup_ms", "INTEGER"),
+    // A JSON array of milliseconds, one per reply.
+    ("reply_latencies", "TEXT"),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -166,6 +181,10 @@ pub struct Totals {
     pub answered: u64,
     /// Connected seconds of each attempt that has a duration.
     pub durations: Vec<u64>,
+    /// Every reply's latency over every attempt, ms.
+    pub reply_latencies: Vec<u32>,
+    /// Every attempt's agent setup time, ms.
+    pub agent_setups: Vec<u32>,
 }
 
 pub struct Store {
@@ -211,6 +230,30 @@ fn lead_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeadRow> {
     })
 }
 
+/// Give `attempts` the columns added since the database was made.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('attempts')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (name, kind) in ADDED_ATTEMPT_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE attempts ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// What `results.csv` says about a call's recordings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordingRow {
+    pub sid: Option<String>,
+    pub status: Option<String>,
+    pub url: Option<String>,
+    pub duration_secs: Option<u64>,
+    pub local: Option<String>,
+}
+
 /// Waiting leads due by `?1`, earliest first, at most `?2`.
 fn due_query() -> String {
     format!(
@@ -245,6 +288,7 @@ impl Store {
         conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
             .map_err(locked)?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         let version: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
@@ -525,6 +569,11 @@ impl Store {
             Some(d) => (Some(d.name.as_str()), Some(d.notes.as_str())),
             None => (None, None),
         };
+        let replies = (!outcome.latency.replies_ms.is_empty())
+            .then(|| serde_json::to_string(&outcome.latency.replies_ms))
+            .transpose()
+            .map_err(|e| StoreError::Data(e.to_string()))?;
+        let recording = outcome.recording.as_ref();
         let tx = self.conn.savepoint()?;
         let lead: i64 = tx.query_row(
             "SELECT lead_id FROM attempts WHERE id = ?1 AND in_flight = 1",
@@ -535,7 +584,9 @@ impl Store {
             "UPDATE attempts SET in_flight = 0, call_sid = COALESCE(?2, call_sid), status = ?3,
                answered_by = ?4, duration_secs = ?5, ended_by = ?6, reason = ?7, error_code = ?8,
                error_message = ?9, disposition = ?10, notes = ?11, opted_out = ?12,
-               transcript = ?13, ended_at = ?14
+               transcript = ?13, ended_at = ?14, recording_sid = ?15, recording_status = ?16,
+               recording_url = ?17, recording_duration_secs = ?18, local_recording = ?19,
+               agent_setup_ms = ?20, reply_latencies = ?21
              WHERE id = ?1",
             params![
                 attempt,
@@ -552,6 +603,13 @@ impl Store {
                 outcome.opted_out,
                 transcript,
                 ms(now),
+                recording.map(|r| r.sid.as_str()),
+                recording.map(|r| r.status.as_str()),
+                recording.and_then(|r| r.url.as_deref()),
+                recording.and_then(|r| r.duration_secs).map(|d| d as i64),
+                outcome.local_recording.as_ref().map(|l| l.path.as_str()),
+                outcome.latency.agent_setup_ms,
+                replies,
             ],
         )?;
         // The full transcript is in the attempt now.
@@ -576,6 +634,55 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Twilio's word on a call's recording, arriving after the attempt was finished. A final
+    /// status is never replaced by an earlier one that arrived late.
+    pub fn set_recording(
+        &mut self,
+        call_sid: &str,
+        recording: &TwilioRecording,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE attempts SET recording_sid = ?2, recording_status = ?3,
+               recording_url = COALESCE(?4, recording_url),
+               recording_duration_secs = COALESCE(?5, recording_duration_secs)
+             WHERE call_sid = ?1 AND (?6 OR recording_status IS NULL
+               OR recording_status NOT IN ('completed', 'absent'))",
+            params![
+                call_sid,
+                recording.sid,
+                recording.status,
+                recording.url,
+                recording.duration_secs.map(|d| d as i64),
+                recording.is_final(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Each call's recordings, by call SID.
+    pub fn recordings(
+        &self,
+    ) -> Result<std::collections::HashMap<String, RecordingRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT call_sid, recording_sid, recording_status, recording_url,
+               recording_duration_secs, local_recording FROM attempts
+             WHERE call_sid IS NOT NULL AND (recording_sid IS NOT NULL OR local_recording IS NOT NULL)",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                RecordingRow {
+                    sid: r.get(1)?,
+                    status: r.get(2)?,
+                    url: r.get(3)?,
+                    duration_secs: r.get::<_, Option<i64>>(4)?.map(|d| d as u64),
+                    local: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// SIDs of every call recorded for a lead.
@@ -645,6 +752,25 @@ impl Store {
         totals.durations = stmt
             .query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))?
             .collect::<Result<_, _>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT agent_setup_ms, reply_latencies FROM attempts
+             WHERE agent_setup_ms IS NOT NULL OR reply_latencies IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+            ))
+        })?;
+        for row in rows {
+            let (setup, replies) = row?;
+            if let Some(ms) = setup.and_then(|ms| u32::try_from(ms).ok()) {
+                totals.agent_setups.push(ms);
+            }
+            if let Some(list) = replies.and_then(|t| serde_json::from_str::<Vec<u32>>(&t).ok()) {
+                totals.reply_latencies.extend(list);
+            }
+        }
         Ok(totals)
     }
 }
@@ -840,6 +966,72 @@ mod tests {
             [said("Hello", 10), said("Can you make it?", 900)]
         );
         assert!(s.lines(a).unwrap().is_empty(), "kept once, in the attempt");
+    }
+
+    #[test]
+    fn recordings_and_latencies_are_kept_and_a_late_recording_updates_its_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        // A database made before recordings: the columns are added when it is opened.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        s.import(&[lead(2, "+12025550100")], t(0)).unwrap();
+        let id = s.due(t(0), 1, &[]).unwrap()[0].id;
+        let (a, _) = s.begin_attempt(id, t(0)).unwrap();
+        s.set_call_sid(a, "CAabc").unwrap();
+        let mut done = outcome(FinalStatus::Completed, Some(30));
+        done.call_sid = Some("CAabc".into());
+        done.latency = crate::events::CallLatency::new(Some(120), vec![600, 800, 700]);
+        done.recording = Some(TwilioRecording {
+            sid: "REabc".into(),
+            status: "in-progress".into(),
+            url: None,
+            duration_secs: None,
+            channels: Some(2),
+        });
+        done.local_recording = Some(crate::events::LocalRecording {
+            path: "out/recordings/CAabc.wav".into(),
+            frames_dropped: 0,
+        });
+        let verdict = Verdict {
+            status: LeadStatus::Completed,
+            next_at: None,
+            reason: String::new(),
+        };
+        s.finish_attempt(a, &done, &verdict, t(40)).unwrap();
+        let row = &s.recordings().unwrap()["CAabc"];
+        assert_eq!(row.status.as_deref(), Some("in-progress"));
+        assert_eq!(row.local.as_deref(), Some("out/recordings/CAabc.wav"));
+        // Twilio's `completed` arrives after the attempt was saved.
+        let completed = TwilioRecording {
+            sid: "REabc".into(),
+            status: "completed".into(),
+            url: Some("https://api.twilio.com/rec/REabc".into()),
+            duration_secs: Some(29),
+            channels: Some(2),
+        };
+        s.set_recording("CAabc", &completed).unwrap();
+        // A late `in-progress` does not undo it.
+        s.set_recording(
+            "CAabc",
+            &TwilioRecording {
+                status: "in-progress".into(),
+                url: None,
+                duration_secs: None,
+                ..completed.clone()
+            },
+        )
+        .unwrap();
+        let row = &s.recordings().unwrap()["CAabc"];
+        assert_eq!(row.status.as_deref(), Some("completed"));
+        assert_eq!(row.url.as_deref(), Some("https://api.twilio.com/rec/REabc"));
+        assert_eq!(row.duration_secs, Some(29));
+        let totals = s.totals().unwrap();
+        assert_eq!(totals.reply_latencies, [600, 800, 700]);
+        assert_eq!(totals.agent_setups, [120]);
     }
 
     #[test]

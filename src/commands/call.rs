@@ -16,13 +16,15 @@ use tokio::sync::mpsc;
 
 pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppError> {
     let mut interrupts = Interrupts::listen();
-    let agent = agent_config(&args.agent)?;
+    let agent = agent_config(&args.agent, args.record)?;
     let startup = Startup::load(ctx.sources.clone(), &args.server)?;
     let to = E164::parse_with_region(&args.number, startup.default_region())
         .map_err(|e| AppError::Input(format!("cannot call {}: {e}", args.number)))?;
     phone::check_call(&to, &startup.allow_list(&args.allow_prefix)?)
         .map_err(|e| AppError::Input(format!("cannot call {to}: {e}")))?;
+    let startup_dir = startup.recordings_dir(args.recordings_dir.as_deref());
     let app = startup.start(ctx.shutdown).await?;
+    let record = agent.record;
     let request = CallRequest {
         to,
         agent,
@@ -30,6 +32,9 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
         ring_timeout: Duration::from_secs(args.ring_timeout),
         time_limit: Duration::from_secs(args.time_limit.max(1)),
         machine_detection: !args.no_amd,
+        record,
+        recordings_dir: Some(startup_dir),
+        late_recording: None,
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let view = ctx
@@ -73,7 +78,7 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
 }
 
 /// The agent from an agent file, then flags on top.
-fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
+fn agent_config(args: &AgentArgs, record: bool) -> Result<AgentConfig, AppError> {
     let mut agent = match &args.agent {
         Some(path) => AgentConfig::from_file(path).map_err(|e| AppError::Input(e.to_string()))?,
         None => AgentConfig::default(),
@@ -94,6 +99,8 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
     if args.no_interrupt {
         td.interrupt_response = Some(false);
     }
+    agent.record |= record;
+    agent.prepare_recording();
     agent
         .validate()
         .map_err(|e| AppError::Input(e.to_string()))?;

@@ -85,14 +85,18 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
         });
     }
 
-    let runner = Arc::new(Runner::new(
-        app.service.clone(),
-        loaded.store,
-        loaded.config,
-        loaded.dnc,
-        clock,
-        tx.clone(),
-    ));
+    let runner = Arc::new(
+        Runner::new(
+            app.service.clone(),
+            loaded.store,
+            loaded.config,
+            loaded.dnc,
+            clock,
+            tx.clone(),
+        )
+        // A campaign's recordings belong with its results.
+        .with_recordings_dir(paths.out.join("recordings")),
+    );
     // The campaign's branch of the shutdown tree hangs up its calls; below it, `stop` only
     // stops the dialing, so the first Ctrl-C lets live calls finish.
     let hang_up = ctx.shutdown.child();

@@ -77,6 +77,13 @@ pub(crate) fn summary_table(summary: &Summary) -> String {
             format!("${:.2}", summary.estimated_cost_usd),
         ),
     ]);
+    if let (Some(p50), Some(p95)) = (summary.reply_p50_ms, summary.reply_p95_ms) {
+        rows.push(("reply latency p50".into(), format!("{p50} ms")));
+        rows.push(("reply latency p95".into(), format!("{p95} ms")));
+    }
+    if let Some(setup) = summary.agent_setup_p50_ms {
+        rows.push(("agent setup p50".into(), format!("{setup} ms")));
+    }
     let label = rows.iter().map(|(l, _)| l.chars().count()).max();
     let value = rows.iter().map(|(_, v)| v.chars().count()).max();
     let (label, value) = (label.unwrap_or(0), value.unwrap_or(0));
@@ -610,6 +617,9 @@ mod tests {
             answered: 10,
             talk_secs: 3723,
             estimated_cost_usd: 1.25,
+            reply_p50_ms: Some(612),
+            reply_p95_ms: Some(880),
+            agent_setup_p50_ms: Some(95),
         }
     }
 
@@ -619,18 +629,21 @@ mod tests {
         assert_eq!(
             table,
             "\
-leads                  12
-  pending               2
-  completed             7
-  no-answer             3
+leads                   12
+  pending                2
+  completed              7
+  no-answer              3
 dispositions
-  interested            4
-  not-interested        3
-attempts               16
-answered               10
-connect rate        62.5%
-talk time         1:02:03
-estimated cost      $1.25"
+  interested             4
+  not-interested         3
+attempts                16
+answered                10
+connect rate         62.5%
+talk time          1:02:03
+estimated cost       $1.25
+reply latency p50   612 ms
+reply latency p95   880 ms
+agent setup p50      95 ms"
         );
         assert!(!table.contains('\x1b'));
     }

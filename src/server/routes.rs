@@ -5,6 +5,7 @@
 
 use super::{ServerState, convert};
 use crate::call::registry::{CallSignal, IncomingStream, StatusUpdate};
+use crate::recording::callbacks::RecordingUpdate;
 use crate::twilio::media::{self, TwilioMessage};
 use crate::twilio::signature;
 use crate::webhooks::paths;
@@ -29,6 +30,7 @@ pub(super) fn routes(
     health()
         .or(status(state.clone()))
         .or(amd(state.clone()))
+        .or(recording(state.clone()))
         .or(media_stream(state))
         .recover(recover)
         .with(warp::trace(|info| {
@@ -163,6 +165,19 @@ fn amd(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejec
             let _ = state
                 .registry
                 .deliver(&form.token, CallSignal::AnsweredBy(answered_by.into()));
+        }
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// Twilio's recording status callback. It may come after the call is over; its token is the
+/// recording's own, which outlives the call's.
+fn recording(
+    state: ServerState,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    signed_form(paths::RECORDING, state).map(|form: SignedForm, state: ServerState| {
+        if let Some(update) = RecordingUpdate::from_form(|k| form.get(k).map(str::to_string)) {
+            let _ = state.registry.recordings().deliver(&form.token, update);
         }
         StatusCode::NO_CONTENT
     })

@@ -64,6 +64,9 @@ pub struct NewCall<'a> {
     pub time_limit_secs: u64,
     /// Asynchronous answering-machine detection, verdict POSTed to this URL.
     pub amd_callback: Option<&'a str>,
+    /// Record the call, both parties on their own channel, with the recording's status
+    /// callbacks (`in-progress`, `completed`, `absent`) POSTed to this URL.
+    pub recording_callback: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +159,16 @@ impl TwilioClient {
             form.push(("AsyncAmd", "true".into()));
             form.push(("AsyncAmdStatusCallback", amd.to_string()));
             form.push(("AsyncAmdStatusCallbackMethod", "POST".into()));
+        }
+        if let Some(url) = call.recording_callback {
+            form.push(("Record", "true".into()));
+            // Callee and agent on their own channels: each can be heard (and transcribed) alone.
+            form.push(("RecordingChannels", "dual".into()));
+            form.push(("RecordingStatusCallback", url.to_string()));
+            form.push(("RecordingStatusCallbackMethod", "POST".into()));
+            for event in ["in-progress", "completed", "absent"] {
+                form.push(("RecordingStatusCallbackEvent", event.into()));
+            }
         }
         // Twilio's clock, not ours, stamps `date_created`; allow for skew when adopting.
         let asked_at = Utc::now() - chrono::Duration::seconds(120);

@@ -477,6 +477,7 @@ async fn attempts_a_dead_run_left_in_flight_are_settled_from_twilio_not_redialed
                     timeout_secs: 20,
                     time_limit_secs: 300,
                     amd_callback: None,
+                    recording_callback: None,
                 })
                 .await
                 .unwrap();

@@ -147,6 +147,9 @@ pub(crate) fn request(to: &str, tools: Arc<dyn ToolHandler>) -> CallRequest {
         ring_timeout: Duration::from_secs(20),
         time_limit: Duration::from_secs(300),
         machine_detection: true,
+        record: false,
+        recordings_dir: None,
+        late_recording: None,
     }
 }
 

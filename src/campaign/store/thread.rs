@@ -15,7 +15,7 @@
 
 use super::{InFlight, LeadRow, Store, StoreError, Verdict};
 use crate::campaign::LeadStatus;
-use crate::events::{Outcome, TranscriptLine};
+use crate::events::{Outcome, TranscriptLine, TwilioRecording};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -332,6 +332,18 @@ impl StoreHandle {
         let reason = reason.to_string();
         self.lazy("a skipped lead", move |s| {
             s.skip(lead, status, &reason, now)
+        })
+    }
+
+    /// Lazy: Twilio's word on a recording that came after its attempt was saved. A crash may
+    /// lose it; the recording stays at Twilio, findable by the call's SID.
+    pub fn set_recording(
+        &self,
+        call_sid: String,
+        recording: TwilioRecording,
+    ) -> Result<(), StoreError> {
+        self.lazy("a recording's status", move |s| {
+            s.set_recording(&call_sid, &recording)
         })
     }
 

@@ -64,7 +64,39 @@ pub(super) struct CallSpec {
     pub timeout: Duration,
     pub time_limit: Duration,
     pub amd: Option<Amd>,
+    /// `Record=true`.
+    pub recording: Option<RecordingSpec>,
 }
+
+/// What `Record=true` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RecordingSpec {
+    /// 1 for `mono`, 2 for `dual`.
+    pub channels: u32,
+    pub callback: Option<Hook>,
+    pub events: RecordingEvents,
+}
+
+/// Which recording status callbacks were subscribed (`completed` alone by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RecordingEvents {
+    pub in_progress: bool,
+    pub completed: bool,
+    pub absent: bool,
+}
+
+impl Default for RecordingEvents {
+    fn default() -> Self {
+        Self {
+            in_progress: false,
+            completed: true,
+            absent: false,
+        }
+    }
+}
+
+/// How long Twilio takes to finish a recording after the call (simulated).
+const RECORDING_PROCESSING: Duration = Duration::from_millis(500);
 
 /// Simulated network delays.
 const QUEUE_DELAY: Duration = Duration::from_millis(200);
@@ -161,18 +193,136 @@ async fn run(
         .unwrap_or(0);
     // Billed minutes, rounded up.
     let minutes = talk_secs.div_ceil(60);
-    status.emit(
-        &shared,
-        Event::Completed,
-        outcome.status,
-        vec![
-            ("CallDuration".into(), talk_secs.to_string()),
-            ("Duration".into(), minutes.to_string()),
-            ("SipResponseCode".into(), outcome.sip.to_string()),
-        ],
-    );
+    let mut extra = vec![
+        ("CallDuration".into(), talk_secs.to_string()),
+        ("Duration".into(), minutes.to_string()),
+        ("SipResponseCode".into(), outcome.sip.to_string()),
+    ];
+    let recording = shared.with_call(&sid, |c| c.record.recording.clone()).flatten();
+    if let Some(r) = &recording {
+        // The file may not be ready yet: the recording's own callback says when it is.
+        extra.extend([
+            ("RecordingSid".into(), r.sid.clone()),
+            ("RecordingUrl".into(), recording_url(&shared, &r.sid)),
+            ("RecordingDuration".into(), talk_secs.to_string()),
+        ]);
+    }
+    status.emit(&shared, Event::Completed, outcome.status, extra);
     shared.with_call(&sid, |c| c.ctl.ended.send_replace(true));
     status.finish().await;
+    if let (Some(spec), Some(_)) = (&spec.recording, recording) {
+        finish_recording(&shared, &sid, spec, talk_secs).await;
+    }
+}
+
+/// Where the fake says a recording lives.
+fn recording_url(shared: &Shared, recording_sid: &str) -> String {
+    format!(
+        "{}/2010-04-01/Accounts/{}/Recordings/{recording_sid}",
+        shared.base_url, shared.config.account_sid
+    )
+}
+
+/// The parameters of a recording status callback.
+fn recording_params(
+    shared: &Shared,
+    sid: &str,
+    recording: &super::SimRecording,
+    status: &str,
+    duration: Option<u64>,
+) -> Vec<(String, String)> {
+    let mut params = vec![
+        (
+            "AccountSid".to_string(),
+            shared.config.account_sid.clone(),
+        ),
+        ("CallSid".to_string(), sid.to_string()),
+        ("RecordingSid".to_string(), recording.sid.clone()),
+        (
+            "RecordingUrl".to_string(),
+            recording_url(shared, &recording.sid),
+        ),
+        ("RecordingStatus".to_string(), status.to_string()),
+        (
+            "RecordingChannels".to_string(),
+            recording.channels.to_string(),
+        ),
+        ("RecordingSource".to_string(), "OutboundAPI".to_string()),
+        ("RecordingTrack".to_string(), "both".to_string()),
+        ("RecordingStartTime".to_string(), super::rfc2822(shared.now())),
+    ];
+    if let Some(d) = duration {
+        params.push(("RecordingDuration".to_string(), d.to_string()));
+    }
+    params
+}
+
+/// Send one recording status callback and keep it on the recording.
+async fn send_recording_callback(
+    shared: &Shared,
+    sid: &str,
+    hook: &Hook,
+    status: &str,
+    params: Vec<(String, String)>,
+) {
+    let http_status = webhook::send(shared, hook, &params).await;
+    shared.with_call(sid, |c| {
+        if let Some(r) = c.record.recording.as_mut() {
+            r.callbacks.push(Callback {
+                event: status.to_string(),
+                sequence_number: None,
+                url: hook.url.clone(),
+                params,
+                http_status,
+            });
+        }
+    });
+}
+
+/// The call was answered: the recording starts, and says so if asked (in the background, so a
+/// slow webhook never holds up the call; counted for `wait_idle`).
+fn start_recording(shared: &Arc<Shared>, sid: &str, spec: &RecordingSpec) {
+    let recording = super::SimRecording {
+        sid: super::sid("RE"),
+        channels: spec.channels,
+        status: "in-progress".into(),
+        duration: None,
+        callbacks: Vec::new(),
+    };
+    let params = recording_params(shared, sid, &recording, "in-progress", None);
+    shared.with_call(sid, |c| c.record.recording = Some(recording));
+    let Some(hook) = spec.callback.clone().filter(|_| spec.events.in_progress) else {
+        return;
+    };
+    let guard = ActiveGuard::new(shared.clone());
+    let (shared, sid) = (shared.clone(), sid.to_string());
+    tokio::spawn(async move {
+        let _guard = guard;
+        send_recording_callback(&shared, &sid, &hook, "in-progress", params).await;
+    });
+}
+
+/// After the call: Twilio finishes the file, then sends `completed`.
+async fn finish_recording(shared: &Shared, sid: &str, spec: &RecordingSpec, talk_secs: u64) {
+    if !wait(shared, RECORDING_PROCESSING, &shared.shutdown).await {
+        return;
+    }
+    let Some(recording) = shared
+        .with_call(sid, |c| {
+            c.record.recording.as_mut().map(|r| {
+                r.status = "completed".into();
+                r.duration = Some(talk_secs);
+                r.clone()
+            })
+        })
+        .flatten()
+    else {
+        return;
+    };
+    if let Some(hook) = spec.callback.as_ref().filter(|_| spec.events.completed) {
+        let params = recording_params(shared, sid, &recording, "completed", Some(talk_secs));
+        send_recording_callback(shared, sid, hook, "completed", params).await;
+    }
 }
 
 async fn lifecycle(
@@ -257,6 +407,9 @@ async fn lifecycle(
     let answered_at = tokio::time::Instant::now();
     set_status(shared, sid, "in-progress");
     status.emit(shared, Event::Answered, "in-progress", Vec::new());
+    if let Some(recording) = &spec.recording {
+        start_recording(shared, sid, recording);
+    }
     let line = line::spawn(shared.clone(), sid.to_string(), persona);
     let over = CancellationToken::new();
     if let Some(amd) = spec.amd.as_ref().filter(|a| a.asynchronous) {

@@ -36,7 +36,17 @@
 //!   error (12100, 11200, …) is recorded and the answered call ends `completed`.
 //! - AMD verdicts are the persona's, after a modelled detection time (see `callee::amd`);
 //!   `AnsweredBy` rides on webhooks sent after the verdict.
-//! - Recording, SendDigits, DTMF, SIP/client targets, CPS queueing and TwiML verbs other than
+//! - Recording (`Record=true` on create) is simulated as far as its parameters and status
+//!   callbacks go: `RecordingChannels` (`mono`/`dual`), `RecordingStatusCallback` (+`Method`) and
+//!   `RecordingStatusCallbackEvent` (`in-progress`, `completed`, `absent`; repeated keys or one
+//!   space-separated value, as the docs allow) are validated, bad values refused with 21200
+//!   (21609 for a bad callback URL), as for the other malformed create parameters. An answered
+//!   call's recording (`RE…`) sends `in-progress` at answer and `completed`, with its duration
+//!   (the call's talk time) and a `RecordingUrl` under the fake's own base, a moment after the
+//!   call has ended; the `completed` status callback carries `RecordingSid`/`Url`/`Duration`.
+//!   No media is kept and the `RecordingUrl` serves nothing; a call never answered has no
+//!   recording and sends no recording callback.
+//! - SendDigits, DTMF, SIP/client targets, CPS queueing and TwiML verbs other than
 //!   `<Connect><Stream>`, `<Say>`, `<Pause>`, `<Hangup>` and `<Redirect>` are not simulated.
 //!
 //! Faults, off unless a test asks (the default fake behaves exactly as above):
@@ -207,6 +217,23 @@ pub struct SimCall {
     /// how many calls were live at once is judged from these.
     pub created_at: Option<Instant>,
     pub ended_at: Option<Instant>,
+    /// The call's recording (`Record=true`), once the call was answered.
+    pub recording: Option<SimRecording>,
+}
+
+/// A recording the fake made of a call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimRecording {
+    /// `RE…`.
+    pub sid: String,
+    /// 1 (`mono`) or 2 (`dual`).
+    pub channels: u32,
+    /// `in-progress` while the call lasts, then `completed`.
+    pub status: String,
+    /// Seconds, once completed.
+    pub duration: Option<u64>,
+    /// `RecordingStatusCallback` requests sent, in order.
+    pub callbacks: Vec<Callback>,
 }
 
 /// What happened on a call's media stream.
@@ -264,6 +291,7 @@ impl FakeTwilio {
             .collect();
         let (active, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
+            base_url: format!("http://{addr}"),
             config,
             owned,
             state: Mutex::new(State::default()),
@@ -340,6 +368,8 @@ impl FakeTwilio {
 /// State shared by the REST server and the call tasks.
 struct Shared {
     config: FakeTwilioConfig,
+    /// `http://127.0.0.1:PORT`: where the fake's own resources (recordings) live.
+    base_url: String,
     /// Owned numbers (E.164) and their `PN` SIDs.
     owned: HashMap<String, String>,
     /// std Mutex: never held across an await.

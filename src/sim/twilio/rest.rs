@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use url::Url;
 
 use super::callee::AmdSettings;
-use super::calls::{self, Amd, CallSpec, Events, Source};
+use super::calls::{self, Amd, CallSpec, Events, RecordingEvents, RecordingSpec, Source};
 use super::number;
 use super::webhook::Hook;
 use super::{ApiRequest, CallEntry, Requests, RestFault, Shared};
@@ -549,7 +549,7 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
     let timeout = int_param(p, "Timeout", 60, 1..=600, 21200)?;
     // Twilio's default is four hours; the maximum depends on the account (24 h here).
     let time_limit = int_param(p, "TimeLimit", 4 * 3600, 1..=24 * 3600, 21200)?;
-    bool_param(p, "Record", 21200)?;
+    let recording = recording_spec(p)?;
     let send_digits = p.get("SendDigits");
     if let Some(d) =
         send_digits.filter(|d| d.len() > 32 || !d.chars().all(|c| "0123456789ABCD#*wW".contains(c)))
@@ -682,7 +682,58 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
         timeout: Duration::from_secs(timeout),
         time_limit: Duration::from_secs(time_limit),
         amd,
+        recording,
     })
+}
+
+/// `Record` and the recording parameters that go with it. They are checked whether or not
+/// `Record` is true, as a malformed parameter is malformed either way.
+fn recording_spec(p: &Params) -> Result<Option<RecordingSpec>, ApiError> {
+    let record = bool_param(p, "Record", 21200)?;
+    let channels = match p.get("RecordingChannels") {
+        None | Some("mono") => 1,
+        Some("dual") => 2,
+        Some(other) => {
+            return Err(ApiError::bad(
+                21200,
+                format!("RecordingChannels must be mono or dual, not {other:?}"),
+            ));
+        }
+    };
+    let callback = hook(
+        p,
+        "RecordingStatusCallback",
+        "RecordingStatusCallbackMethod",
+        21609,
+    )?;
+    let values = p.all("RecordingStatusCallbackEvent");
+    let mut events = RecordingEvents::default();
+    if !values.is_empty() {
+        events.completed = false;
+        // Repeated keys, or one value with the events separated by spaces (both documented).
+        for event in values
+            .iter()
+            .flat_map(|v| v.split(' '))
+            .filter(|e| !e.is_empty())
+        {
+            match event {
+                "in-progress" => events.in_progress = true,
+                "completed" => events.completed = true,
+                "absent" => events.absent = true,
+                other => {
+                    return Err(ApiError::bad(
+                        21200,
+                        format!("Invalid 'RecordingStatusCallbackEvent': {other:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(record.then_some(RecordingSpec {
+        channels,
+        callback,
+        events,
+    }))
 }
 
 const STATUSES: &[&str] = &[

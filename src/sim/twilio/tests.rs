@@ -580,6 +580,50 @@ async fn create_validation_follows_twilio() {
             21626,
         ),
         (
+            vec![("To", AGREES), ("From", FROM), ("Twiml", twiml), ("Record", "yes")],
+            21200,
+        ),
+        (
+            vec![
+                ("To", AGREES),
+                ("From", FROM),
+                ("Twiml", twiml),
+                ("Record", "true"),
+                ("RecordingChannels", "stereo"),
+            ],
+            21200,
+        ),
+        (
+            vec![
+                ("To", AGREES),
+                ("From", FROM),
+                ("Twiml", twiml),
+                ("Record", "true"),
+                ("RecordingStatusCallback", "https://bad_host.example.com/r"),
+            ],
+            21609,
+        ),
+        (
+            vec![
+                ("To", AGREES),
+                ("From", FROM),
+                ("Twiml", twiml),
+                ("Record", "true"),
+                ("RecordingStatusCallbackMethod", "PUT"),
+            ],
+            21200,
+        ),
+        (
+            vec![
+                ("To", AGREES),
+                ("From", FROM),
+                ("Twiml", twiml),
+                ("Record", "true"),
+                ("RecordingStatusCallbackEvent", "in-progress ringing"),
+            ],
+            21200,
+        ),
+        (
             vec![
                 ("To", AGREES),
                 ("From", FROM),
@@ -897,6 +941,91 @@ async fn status_callbacks_are_subscribed_numbered_and_signed() {
             ("completed".into(), Some(3), Some(200)),
         ]
     );
+}
+
+#[tokio::test]
+async fn a_recorded_call_reports_its_recording_after_the_call_ended() {
+    let f = fixture().await;
+    let hooks = Hooks::start().await;
+    let sid = f
+        .place(&[
+            ("To", SILENT),
+            ("From", FROM),
+            ("Twiml", "<Response><Pause length=\"1\"/></Response>"),
+            ("StatusCallback", &hooks.url("/status")),
+            ("Record", "true"),
+            ("RecordingChannels", "dual"),
+            ("RecordingStatusCallback", &hooks.url("/recording?call=1")),
+            // Both documented forms: a repeated key, and a space-separated list.
+            ("RecordingStatusCallbackEvent", "in-progress completed"),
+            ("RecordingStatusCallbackEvent", "absent"),
+        ])
+        .await;
+    f.ended(&sid).await;
+    f.twilio.wait_idle().await;
+    let call = f.twilio.call(&sid).unwrap();
+    let recording = call.recording.expect("an answered call is recorded");
+    assert!(recording.sid.starts_with("RE") && recording.sid.len() == 34);
+    assert_eq!((recording.channels, recording.status.as_str()), (2, "completed"));
+    let got = hooks.at("/recording");
+    let statuses: Vec<&str> = got
+        .iter()
+        .map(|r| r.param("RecordingStatus").unwrap())
+        .collect();
+    assert_eq!(statuses, ["in-progress", "completed"]);
+    for r in &got {
+        assert!(r.signed_correctly(f.twilio.auth_token()), "{r:?}");
+        assert!(r.url.ends_with("/recording?call=1"));
+        assert_eq!(r.param("CallSid"), Some(sid.as_str()));
+        assert_eq!(r.param("RecordingSid"), Some(recording.sid.as_str()));
+        assert_eq!(r.param("RecordingChannels"), Some("2"));
+        let url = r.param("RecordingUrl").unwrap();
+        assert!(
+            url.starts_with(&f.twilio.base_url()) && url.ends_with(&recording.sid),
+            "{url}"
+        );
+    }
+    let completed = &got[1];
+    assert_eq!(
+        completed.param("RecordingDuration").map(str::to_string),
+        recording.duration.map(|d| d.to_string())
+    );
+    // `completed` comes after the call's own `completed` status callback.
+    let status_done = hooks.at("/status");
+    let last = status_done.last().unwrap();
+    assert_eq!(last.param("CallStatus"), Some("completed"));
+    assert_eq!(last.param("RecordingSid"), Some(recording.sid.as_str()));
+    let paths: Vec<String> = hooks
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        paths.last().map(String::as_str),
+        Some("/recording"),
+        "the recording's completed is last: {paths:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_recorded_call_has_no_recording() {
+    let f = fixture().await;
+    let hooks = Hooks::start().await;
+    let sid = f
+        .place(&[
+            ("To", BUSY),
+            ("From", FROM),
+            ("Twiml", "<Response><Hangup/></Response>"),
+            ("Record", "true"),
+            ("RecordingStatusCallback", &hooks.url("/recording")),
+        ])
+        .await;
+    f.ended(&sid).await;
+    f.twilio.wait_idle().await;
+    assert!(f.twilio.call(&sid).unwrap().recording.is_none());
+    assert!(hooks.at("/recording").is_empty());
 }
 
 #[tokio::test]

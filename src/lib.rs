@@ -37,9 +37,9 @@ pub mod events;
 pub mod phone;
 #[cfg(test)]
 mod props;
+pub mod recording;
 pub mod report;
 pub mod secret;
-pub mod recording;
 pub(crate) mod server;
 pub mod settings;
 pub mod shutdown;

@@ -49,7 +49,12 @@ impl PublicUrls {
 
     /// The recording status callback of the recording with this token.
     pub fn recording(&self, token: &str) -> String {
-        format!("{}/{}/{}/{token}", self.base, paths::PREFIX, paths::RECORDING)
+        format!(
+            "{}/{}/{}/{token}",
+            self.base,
+            paths::PREFIX,
+            paths::RECORDING
+        )
     }
 
     /// The Media Stream URL (`wss://…`), the same for every call: Twilio signs the handshake

@@ -275,8 +275,11 @@ mod tests {
         let agent = AgentConfig::from_file(&path).unwrap();
         assert!(agent.record);
         assert_eq!(agent.recording_disclosure, RecordingDisclosure::Off);
-        std::fs::write(&path, "[agent]\nrecord = true\ngreeting = \"Hi, automated call\"\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "[agent]\nrecord = true\ngreeting = \"Hi, automated call\"\n",
+        )
+        .unwrap();
         let e = AgentConfig::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("recorded"), "{e}");
         // With the default greeting, the recorded default is used.

@@ -4,9 +4,9 @@
 
 use crate::agent::config::AgentConfig;
 use crate::call::tools::ToolHandler;
-use crate::recording::callbacks::LateRecording;
 use crate::events::{CallEvent, FinalStatus, Outcome};
 use crate::phone::E164;
+use crate::recording::callbacks::LateRecording;
 use crate::twilio::{AnsweredBy, CallStatus};
 use chrono::{DateTime, Utc};
 use std::future::Future;

@@ -48,8 +48,8 @@ impl ReplyClock {
     fn first_audio(&mut self, now: Instant) {
         self.armed = false;
         if let Some(ended) = self.turn_ended.take() {
-            let ms = u32::try_from(now.saturating_duration_since(ended).as_millis())
-                .unwrap_or(u32::MAX);
+            let ms =
+                u32::try_from(now.saturating_duration_since(ended).as_millis()).unwrap_or(u32::MAX);
             self.replies.push(ms);
             self.current = Some(ms);
         }

@@ -1,9 +1,9 @@
 //! One phone call: its state machine, the audio bridge, and the service that places calls.
 
 pub mod bridge;
-pub mod latency;
 pub mod dialer;
 pub(crate) mod ending;
+pub mod latency;
 pub mod registry;
 pub mod service;
 pub(crate) mod state;

@@ -658,7 +658,10 @@ impl CallService {
         // it, so the outcome can say where the recording is.
         if let Some(rx) = recording
             && call.answered_at.is_some()
-            && !call.recording.as_ref().is_some_and(TwilioRecording::is_final)
+            && !call
+                .recording
+                .as_ref()
+                .is_some_and(TwilioRecording::is_final)
         {
             let _ = tokio::time::timeout(self.timings.recording_wait, async {
                 while let Some(update) = rx.recv().await {
@@ -693,9 +696,11 @@ impl Dialer for CallService {
         cancel: CancellationToken,
     ) -> Result<Outcome, DialError> {
         let (token, signals) = self.registry.register();
-        let recording = req
-            .record
-            .then(|| self.registry.recordings().register(req.late_recording.clone()));
+        let recording = req.record.then(|| {
+            self.registry
+                .recordings()
+                .register(req.late_recording.clone())
+        });
         let recording_token = recording.as_ref().map(|(t, _)| t.clone());
         // The stream URL is the same for every call; the token tells the server whose it is.
         let twiml = twiml::connect_stream(&self.endpoints.urls.media(), &[("token", &token)]);

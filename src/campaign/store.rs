@@ -757,10 +757,7 @@ impl Store {
              WHERE agent_setup_ms IS NOT NULL OR reply_latencies IS NOT NULL",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Option<i64>>(0)?,
-                r.get::<_, Option<String>>(1)?,
-            ))
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<String>>(1)?))
         })?;
         for row in rows {
             let (setup, replies) = row?;

@@ -188,14 +188,20 @@ mod tests {
             ("RecordingDuration", "31"),
             ("RecordingChannels", "2"),
         ];
-        let get = |k: &str| form.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let get = |k: &str| {
+            form.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
         let u = RecordingUpdate::from_form(get).unwrap();
         assert_eq!(u.call_sid, "CA9");
         assert_eq!(u.recording.sid, "RE9");
         assert!(u.recording.is_final());
         assert_eq!(u.recording.duration_secs, Some(31));
         assert_eq!(u.recording.channels, Some(2));
-        assert!(RecordingUpdate::from_form(|k| (k == "RecordingSid").then(|| "RE".into())).is_none());
+        assert!(
+            RecordingUpdate::from_form(|k| (k == "RecordingSid").then(|| "RE".into())).is_none()
+        );
     }
 
     #[test]
@@ -207,7 +213,10 @@ mod tests {
             seen.lock().unwrap().push((sid.to_string(), r.status));
         });
         let (token, mut rx) = tokens.register(Some(hook));
-        assert_eq!(tokens.deliver(&token, update("in-progress")), Delivered::ToCall);
+        assert_eq!(
+            tokens.deliver(&token, update("in-progress")),
+            Delivered::ToCall
+        );
         assert_eq!(rx.try_recv().unwrap().status, "in-progress");
         // The call reported its outcome and stopped waiting; Twilio's `completed` comes later.
         drop(rx);
@@ -218,9 +227,15 @@ mod tests {
             [("CA1".to_string(), "completed".to_string())]
         );
         // That was Twilio's last word: the token is forgotten.
-        assert_eq!(tokens.deliver(&token, update("completed")), Delivered::Unknown);
+        assert_eq!(
+            tokens.deliver(&token, update("completed")),
+            Delivered::Unknown
+        );
         assert!(tokens.is_empty());
-        assert_eq!(tokens.deliver("nope", update("completed")), Delivered::Unknown);
+        assert_eq!(
+            tokens.deliver("nope", update("completed")),
+            Delivered::Unknown
+        );
     }
 
     #[test]
@@ -230,6 +245,9 @@ mod tests {
         drop(rx);
         tokens.call_over(&token);
         assert!(tokens.is_empty());
-        assert_eq!(tokens.deliver(&token, update("completed")), Delivered::Unknown);
+        assert_eq!(
+            tokens.deliver(&token, update("completed")),
+            Delivered::Unknown
+        );
     }
 }

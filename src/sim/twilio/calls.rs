@@ -198,7 +198,9 @@ async fn run(
         ("Duration".into(), minutes.to_string()),
         ("SipResponseCode".into(), outcome.sip.to_string()),
     ];
-    let recording = shared.with_call(&sid, |c| c.record.recording.clone()).flatten();
+    let recording = shared
+        .with_call(&sid, |c| c.record.recording.clone())
+        .flatten();
     if let Some(r) = &recording {
         // The file may not be ready yet: the recording's own callback says when it is.
         extra.extend([
@@ -232,10 +234,7 @@ fn recording_params(
     duration: Option<u64>,
 ) -> Vec<(String, String)> {
     let mut params = vec![
-        (
-            "AccountSid".to_string(),
-            shared.config.account_sid.clone(),
-        ),
+        ("AccountSid".to_string(), shared.config.account_sid.clone()),
         ("CallSid".to_string(), sid.to_string()),
         ("RecordingSid".to_string(), recording.sid.clone()),
         (
@@ -249,7 +248,10 @@ fn recording_params(
         ),
         ("RecordingSource".to_string(), "OutboundAPI".to_string()),
         ("RecordingTrack".to_string(), "both".to_string()),
-        ("RecordingStartTime".to_string(), super::rfc2822(shared.now())),
+        (
+            "RecordingStartTime".to_string(),
+            super::rfc2822(shared.now()),
+        ),
     ];
     if let Some(d) = duration {
         params.push(("RecordingDuration".to_string(), d.to_string()));

@@ -580,7 +580,12 @@ async fn create_validation_follows_twilio() {
             21626,
         ),
         (
-            vec![("To", AGREES), ("From", FROM), ("Twiml", twiml), ("Record", "yes")],
+            vec![
+                ("To", AGREES),
+                ("From", FROM),
+                ("Twiml", twiml),
+                ("Record", "yes"),
+            ],
             21200,
         ),
         (
@@ -966,7 +971,10 @@ async fn a_recorded_call_reports_its_recording_after_the_call_ended() {
     let call = f.twilio.call(&sid).unwrap();
     let recording = call.recording.expect("an answered call is recorded");
     assert!(recording.sid.starts_with("RE") && recording.sid.len() == 34);
-    assert_eq!((recording.channels, recording.status.as_str()), (2, "completed"));
+    assert_eq!(
+        (recording.channels, recording.status.as_str()),
+        (2, "completed")
+    );
     let got = hooks.at("/recording");
     let statuses: Vec<&str> = got
         .iter()

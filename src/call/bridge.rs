@@ -13,6 +13,7 @@ use crate::agent::protocol::{self as agent, AgentError, AgentMessage, ReplyStatu
 use crate::call::latency::ReplyClock;
 use crate::call::tools::{ToolHandler, ToolReply};
 use crate::events::{AgentReconnect, CallEvent, Disposition, Speaker, TranscriptLine};
+use crate::recording::recorder::Recorder;
 use crate::twilio::media::{self, TwilioMessage};
 use crate::ws::Frame;
 use bytes::BytesMut;
@@ -86,6 +87,8 @@ pub struct BridgeSetup<'a> {
     /// How long the agent may say nothing at all (no event of any kind) while the callee's
     /// audio flows before the session is taken for dead.
     pub agent_silence: Duration,
+    /// Given the frames as they pass, when the call is recorded here (never waits).
+    pub recorder: Option<&'a Recorder>,
 }
 
 /// Why the bridge stopped.
@@ -462,6 +465,12 @@ where
             frame = twilio_in.next() => match frame {
                 Some(Frame::Text(bytes)) => match media::parse_bytes(&bytes) {
                     Ok(TwilioMessage::Stop) => return Err(BridgeEnd::CalleeHungUp),
+                    // Not for the agent, but the callee said it: the recording keeps it.
+                    Ok(TwilioMessage::Media { .. }) => {
+                        if let Some(recorder) = st.setup.recorder {
+                            recorder.callee(&bytes);
+                        }
+                    }
                     Ok(_) => {}
                     Err(_) => st.report.bad_frames += 1,
                 },
@@ -800,6 +809,9 @@ where
                         last_error: last_error.clone(),
                     }));
                 }
+                if let Some(recorder) = st.setup.recorder {
+                    recorder.callee(&bytes);
+                }
                 return Ok(true);
             }
             Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
@@ -861,6 +873,9 @@ where
                 return Err(BridgeEnd::StreamClosed);
             }
             st.replies.audio_out();
+            if let Some(recorder) = st.setup.recorder {
+                recorder.agent(&bytes);
+            }
             fed = true;
         }
         AgentMessage::SessionEnded => {
@@ -1019,7 +1034,11 @@ async fn barge_in<TO: Sink<Frame> + Unpin>(
     twilio_out
         .send(Frame::text(media::clear(st.setup.stream_sid)))
         .await
-        .map_err(|_| BridgeEnd::StreamClosed)
+        .map_err(|_| BridgeEnd::StreamClosed)?;
+    if let Some(recorder) = st.setup.recorder {
+        recorder.clear();
+    }
+    Ok(())
 }
 
 async fn flush_results<AO: Sink<Frame> + Unpin>(
@@ -1185,6 +1204,7 @@ mod tests {
                 mark_timeout: Duration::from_secs(30),
                 deadline: tokio::time::Instant::now() + limit,
                 agent_silence: silence,
+                recorder: None,
             };
             run(
                 &mut t_in, &mut t_out, &mut a_in, &mut a_out, &mut again, &setup, &ev_tx, &c,

@@ -14,7 +14,9 @@ use crate::events::{
     TwilioRecording,
 };
 use crate::phone::E164;
+use crate::recording::recorder;
 use crate::secret::Secret;
+use crate::settings::DEFAULT_RECORDINGS_DIR;
 use crate::twilio::{
     AnsweredBy, CallResource, CallStatus, NewCall, TwilioClient, TwilioError, twiml,
 };
@@ -478,7 +480,7 @@ impl CallService {
             stream: mut t_in,
             sink: mut t_out,
         } = incoming;
-        let report = match agent::client::connect(
+        let (report, recording) = match agent::client::connect(
             &self.endpoints.agent_url,
             &self.endpoints.agent_key,
         )
@@ -486,6 +488,7 @@ impl CallService {
         {
             Ok((mut a_in, mut a_out)) => {
                 let (a_in, a_out): (&mut FrameStream, &mut FrameSink) = (&mut a_in, &mut a_out);
+                let recording = self.local_recording(call.req, &start.call_sid);
                 let setup = BridgeSetup {
                     to: &call.to,
                     stream_sid: &start.stream_sid,
@@ -496,12 +499,13 @@ impl CallService {
                     mark_timeout: self.timings.goodbye_mark,
                     deadline: TokioInstant::now() + call.req.time_limit,
                     agent_silence: self.timings.agent_silence,
+                    recorder: recording.as_ref().map(|(recorder, _)| recorder),
                 };
                 let mut again = AgentLink {
                     url: &self.endpoints.agent_url,
                     key: &self.endpoints.agent_key,
                 };
-                bridge::run(
+                let report = bridge::run(
                     &mut t_in,
                     &mut t_out,
                     a_in,
@@ -511,9 +515,13 @@ impl CallService {
                     call.events,
                     cancel,
                 )
-                .await
+                .await;
+                (report, recording)
             }
-            Err(e) => BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
+            Err(e) => (
+                BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
+                None,
+            ),
         };
         if let Some(session_id) = &report.session_id {
             call.apply(Input::AgentReady {
@@ -528,6 +536,35 @@ impl CallService {
         let _ = t_out
             .send(Frame::Close(Some((1000, "bridge ended".into()))))
             .await;
+        // The call is ended first; then the writer finishes the file with what is queued.
+        if let Some((recorder, writing)) = recording {
+            drop(recorder);
+            match tokio::time::timeout(recorder::FINISH_WAIT, writing.finish()).await {
+                Ok(Ok(local)) => call.local_recording = Some(local),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the call's recording is incomplete"),
+                Err(_) => tracing::warn!("the call's recording took too long to finish"),
+            }
+        }
+    }
+
+    /// The local recording of a recorded call, started: `<dir>/<CallSid>.wav`.
+    fn local_recording(
+        &self,
+        req: &CallRequest,
+        call_sid: &str,
+    ) -> Option<(recorder::Recorder, recorder::Writing)> {
+        if !req.record {
+            return None;
+        }
+        let dir = req
+            .recordings_dir
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_RECORDINGS_DIR));
+        let Some(path) = crate::recording::wav_path(&dir, call_sid) else {
+            tracing::warn!("no local recording: the call SID is not a plain name");
+            return None;
+        };
+        Some(recorder::start(path))
     }
 
     /// Ask Twilio to place the call: its SID, or `None` for a number that cannot be called

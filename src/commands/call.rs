@@ -23,6 +23,9 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
     phone::check_call(&to, &startup.allow_list(&args.allow_prefix)?)
         .map_err(|e| AppError::Input(format!("cannot call {to}: {e}")))?;
     let startup_dir = startup.recordings_dir(args.recordings_dir.as_deref());
+    if agent.record {
+        repaired(ctx, &startup_dir);
+    }
     let app = startup.start(ctx.shutdown).await?;
     let record = agent.record;
     let request = CallRequest {
@@ -75,6 +78,18 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
         return Ok(Exit::Success);
     }
     Ok(Exit::for_outcome(&outcome))
+}
+
+/// Fix the headers of recordings a killed run left in `dir`, and say so.
+pub(super) fn repaired(ctx: &Context<'_>, dir: &std::path::Path) {
+    let fixed = crate::recording::wav::repair_dir(dir);
+    if !fixed.is_empty() {
+        ctx.printer.message(&format!(
+            "repaired {} recording(s) in {} that a stopped run left unfinished",
+            fixed.len(),
+            dir.display()
+        ));
+    }
 }
 
 /// The agent from an agent file, then flags on top.

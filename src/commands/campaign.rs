@@ -58,6 +58,9 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
         (Some(speed), None) => Clock::simulated(Utc::now(), speed),
         (None, _) => Clock::system(),
     });
+    if loaded.config.agent.record {
+        super::call::repaired(ctx, &paths.out.join("recordings"));
+    }
     let app = startup.start(ctx.shutdown).await?;
     // Only when someone may be called: a finished campaign needs no agent.
     if leads > finished

@@ -8,6 +8,9 @@
 //!   frames it forwards (no copy, no wait); a writer task does the rest off the hot path.
 
 pub mod callbacks;
+pub mod playout;
+pub mod recorder;
+pub mod wav;
 
 /// Where a call's local recording goes: `<dir>/<CallSid>.wav`.
 pub fn wav_path(dir: &std::path::Path, call_sid: &str) -> Option<std::path::PathBuf> {

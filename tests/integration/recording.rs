@@ -6,6 +6,7 @@ use crate::helpers::{TestApp, eventually};
 use dialer::call::service::Timings;
 use dialer::events::{CallEvent, Speaker, TwilioRecording};
 use dialer::recording::callbacks::LateRecording;
+use dialer::recording::wav;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -198,4 +199,121 @@ async fn every_reply_to_the_callee_is_timed() {
         "{}",
         json["latency"]
     );
+}
+
+/// μ-law codes as the WAV's 16-bit samples.
+fn pcm(codes: &[u8]) -> Vec<i16> {
+    codes.iter().map(|&c| wav::ulaw_to_pcm(c)).collect()
+}
+
+/// The samples that are not silence, in order.
+fn sound(samples: &[i16]) -> Vec<i16> {
+    samples.iter().copied().filter(|&s| s != 0).collect()
+}
+
+#[tokio::test]
+async fn the_local_recording_is_what_the_callee_said_and_heard_without_what_a_barge_in_cleared() {
+    let app = TestApp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = recorded(&app, "+12025550108"); // talks over the greeting
+    req.recordings_dir = Some(dir.path().join("recordings"));
+    let (result, _) = app.call(req).await;
+    let outcome = result.unwrap();
+    let sid = outcome.call_sid.clone().unwrap();
+    let local = outcome.local_recording.clone().expect("a local recording");
+    let path = dir.path().join("recordings").join(format!("{sid}.wav"));
+    assert_eq!(local.path, path.display().to_string());
+    assert_eq!(local.frames_dropped, 0);
+    app.sim().twilio.wait_idle().await;
+    let stream = app.sim().twilio.call(&sid).unwrap().stream.unwrap();
+    assert!(stream.clears >= 1, "the callee barged in");
+    let (left, right) = wav::read(&path).unwrap();
+    assert!(left.len() >= 8000, "at least a second: {}", left.len());
+    // The callee's side: every sample where Twilio's timestamps put it, bit for bit (the
+    // recording ends when the bridge does; Twilio's stream may run a moment longer).
+    assert!(left.len() <= stream.audio_sent.len());
+    assert!(left == pcm(&stream.audio_sent[..left.len()]), "callee side differs");
+    // The agent's side: what the callee heard, in order, bit for bit. Each utterance may be
+    // placed up to a frame earlier than Twilio played it (the agent's audio can overtake the
+    // callee's last frame on its way through), so the sound is compared, and its start.
+    let heard = pcm(&stream.audio_heard);
+    let in_file = sound(&right);
+    let played = sound(&heard);
+    assert!(!in_file.is_empty());
+    if in_file[..] != played[..in_file.len().min(played.len())] {
+        let first = in_file.iter().zip(&played).position(|(a, b)| a != b);
+        let at = |s: &[i16], n: usize| {
+            let mut seen = 0;
+            s.iter().position(|&x| {
+                seen += usize::from(x != 0);
+                seen > n
+            })
+        };
+        panic!(
+            "the agent's side is not what the callee heard: {} vs {} sounds, first difference at sound {first:?} (file sample {:?}, heard sample {:?}); file start {:?} heard start {:?}",
+            in_file.len(),
+            played.len(),
+            first.and_then(|n| at(&right, n)),
+            first.and_then(|n| at(&heard, n)),
+            right.iter().position(|&x| x != 0),
+            heard.iter().position(|&x| x != 0),
+        );
+    }
+    let until_last_frame = sound(&heard[..right.len().saturating_sub(160)]).len();
+    assert!(in_file.len() >= until_last_frame, "nothing heard is missing");
+    let received = sound(&pcm(&stream.audio_received));
+    assert!(
+        received.len() > played.len(),
+        "Twilio was sent audio that the clear dropped"
+    );
+    let start = |s: &[i16]| s.iter().position(|&x| x != 0).unwrap();
+    let (file_start, heard_start) = (start(&right), start(&heard));
+    assert!(
+        file_start <= heard_start && heard_start - file_start <= 160,
+        "greeting at {file_start} in the file, heard from {heard_start}"
+    );
+}
+
+#[tokio::test]
+async fn a_recorded_campaign_keeps_both_recordings_in_its_results() {
+    use dialer::campaign::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let app = TestApp::start().await;
+    let mut req = recorded(&app, "+12025550100");
+    req.recordings_dir = Some(dir.path().join("out").join("recordings"));
+    let (result, _) = app.call(req).await;
+    let outcome = result.unwrap();
+    // Stored as a campaign stores it, and exported.
+    let mut store = Store::open(&db).unwrap();
+    let lead = dialer::campaign::leads::parse_with(
+        "phone\n+12025550100\n".as_bytes(),
+        "leads.csv",
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    store.import(&lead.leads, now).unwrap();
+    let id = store.due(now, 1, &[]).unwrap()[0].id;
+    let (attempt, _) = store.begin_attempt(id, now).unwrap();
+    let verdict = dialer::campaign::store::Verdict {
+        status: dialer::campaign::LeadStatus::Completed,
+        next_at: None,
+        reason: String::new(),
+    };
+    store.finish_attempt(attempt, &outcome, &verdict, now).unwrap();
+    let written = dialer::campaign::export::export(&store, &dir.path().join("out")).unwrap();
+    let mut csv = csv::Reader::from_path(&written.results).unwrap();
+    let header = csv.headers().unwrap().clone();
+    let row = csv.records().next().unwrap().unwrap();
+    let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].to_string();
+    let recording = outcome.recording.unwrap();
+    assert_eq!(cell("recording_sid"), recording.sid);
+    assert_eq!(Some(cell("recording_url")), recording.url);
+    assert_eq!(
+        cell("recording_duration_secs"),
+        recording.duration_secs.unwrap().to_string()
+    );
+    assert_eq!(cell("local_recording"), outcome.local_recording.unwrap().path);
 }

@@ -280,6 +280,17 @@ impl Line {
         if frame.hang_up {
             self.shared.request_end(&self.call_sid, "callee");
         }
+        if self.session.is_some() {
+            // What the callee heard in this frame's 20 ms (silence where nothing played) and
+            // what it said, on the stream's timeline: a recording can be checked against it.
+            self.shared.with_stream(&self.call_sid, |s| {
+                let start = s.audio_heard.len();
+                s.audio_heard.extend_from_slice(&played);
+                s.audio_heard
+                    .resize(start + speech::FRAME_BYTES.max(played.len()), speech::SILENCE);
+                s.audio_sent.extend_from_slice(&frame.audio);
+            });
+        }
         if let Some(s) = self.session.as_mut() {
             let msg = media::media(
                 s.seq,

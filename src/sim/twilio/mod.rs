@@ -256,6 +256,11 @@ pub struct StreamRecord {
     pub rejected: Vec<String>,
     /// Agent utterances the callee heard to their end (decoded from played audio).
     pub heard: Vec<String>,
+    /// What the callee heard, as μ-law on the stream's timeline: for each 20 ms frame sent,
+    /// the audio played during it, silence where nothing played (cleared audio is not here).
+    pub audio_heard: Vec<u8>,
+    /// The callee's side, as μ-law on the same timeline: every inbound frame's audio.
+    pub audio_sent: Vec<u8>,
     /// Lines the callee said while this stream was open.
     pub said: Vec<String>,
     /// Our server closed the socket (rather than Twilio after `stop`).

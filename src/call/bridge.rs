@@ -280,6 +280,8 @@ struct State<'a> {
     scratch: BytesMut,
     /// Times each reply from the end of the callee's turn.
     replies: ReplyClock,
+    /// A recorded call's reply has started: its first audio goes behind a mark.
+    mark_before_audio: bool,
 }
 
 /// Run the bridge until the call ends. The caller keeps both legs' sinks, so it decides how
@@ -314,6 +316,7 @@ where
         end_mark_deadline: None,
         scratch: BytesMut::with_capacity(SCRATCH),
         replies: ReplyClock::default(),
+        mark_before_audio: false,
     };
 
     let end = match open_session(&mut st, twilio_in, agent_in, agent_out, cancel).await {
@@ -817,6 +820,11 @@ where
             Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
                 return Err(BridgeEnd::AgentEndedCall);
             }
+            Ok(TwilioMessage::Mark { name }) => {
+                if let Some(recorder) = st.setup.recorder {
+                    recorder.echo(&name);
+                }
+            }
             Ok(TwilioMessage::Stop) => return Err(BridgeEnd::CalleeHungUp),
             Ok(_) => {}
             Err(_) => st.report.bad_frames += 1,
@@ -867,6 +875,10 @@ where
     let mut fed = false;
     match msg {
         AgentMessage::ReplyAudio { data } => {
+            if st.mark_before_audio {
+                st.mark_before_audio = false;
+                recording_mark(st, twilio_out).await?;
+            }
             media::write_media(&mut st.scratch, st.setup.stream_sid, &data);
             let out = Frame::Text(st.scratch.split().freeze());
             if twilio_out.feed(out).await.is_err() {
@@ -927,6 +939,7 @@ where
         AgentMessage::ReplyStarted => {
             st.cleared_this_reply = false;
             st.replies.reply_started();
+            st.mark_before_audio = st.setup.recorder.is_some();
         }
         AgentMessage::SpeechStopped => st.replies.turn_ended(tokio::time::Instant::now()),
         AgentMessage::UserPartial { text } => {
@@ -1031,6 +1044,8 @@ async fn barge_in<TO: Sink<Frame> + Unpin>(
     }
     st.cleared_this_reply = true;
     st.report.clears += 1;
+    // Its echo, flushed by the clear, tells the recording when Twilio cleared.
+    recording_mark(st, twilio_out).await?;
     twilio_out
         .send(Frame::text(media::clear(st.setup.stream_sid)))
         .await
@@ -1038,6 +1053,25 @@ async fn barge_in<TO: Sink<Frame> + Unpin>(
     if let Some(recorder) = st.setup.recorder {
         recorder.clear();
     }
+    Ok(())
+}
+
+/// When the call is recorded here, a mark whose echo tells the recording where Twilio's
+/// playback is (see `recording::playout`): sent just before each reply's first audio and
+/// before a clear.
+async fn recording_mark<TO: Sink<Frame> + Unpin>(
+    st: &mut State<'_>,
+    twilio_out: &mut TO,
+) -> Result<(), BridgeEnd> {
+    let Some(recorder) = st.setup.recorder else {
+        return Ok(());
+    };
+    let name = recorder.next_mark();
+    twilio_out
+        .send(Frame::text(media::mark(st.setup.stream_sid, &name)))
+        .await
+        .map_err(|_| BridgeEnd::StreamClosed)?;
+    recorder.mark(name);
     Ok(())
 }
 

@@ -35,13 +35,21 @@ enum Feed {
     Agent(Bytes),
     /// A `clear` sent to Twilio.
     Clear,
+    /// A mark of the recording's sent to Twilio.
+    Mark(String),
+    /// A mark Twilio echoed (any mark: the model knows its own).
+    Echo(String),
 }
+
+/// The prefix of the recording's marks (Twilio echoes them; the bridge ignores the echoes).
+pub const MARK_PREFIX: &str = "dialer-rec-";
 
 /// The bridge's end of a call's recording.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Feed>,
     dropped: Arc<AtomicU64>,
+    marks: Arc<AtomicU64>,
 }
 
 impl Recorder {
@@ -60,6 +68,28 @@ impl Recorder {
     /// Twilio was told to drop the audio it has not played.
     pub fn clear(&self) {
         self.push(Feed::Clear);
+    }
+
+    /// A new mark for the bridge to send to Twilio, and to hand back with [`Recorder::mark`]:
+    /// one just before each reply's first audio, and one just before each `clear`. Their echoes say
+    /// where Twilio's playback is (see [`super::playout`]).
+    pub fn next_mark(&self) -> String {
+        format!(
+            "{MARK_PREFIX}{}",
+            self.marks.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// The mark was sent to Twilio.
+    pub fn mark(&self, name: String) {
+        self.push(Feed::Mark(name));
+    }
+
+    /// Twilio echoed a mark.
+    pub fn echo(&self, name: &str) {
+        if name.starts_with(MARK_PREFIX) {
+            self.push(Feed::Echo(name.to_string()));
+        }
     }
 
     /// Never waits: a full queue loses the frame, and the loss is counted.
@@ -105,7 +135,8 @@ pub fn start(path: PathBuf) -> (Recorder, Writing) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
     let task = tokio::spawn(write(path, rx, dropped.clone()));
-    (Recorder { tx, dropped }, Writing { task })
+    let marks = Arc::new(AtomicU64::new(0));
+    (Recorder { tx, dropped, marks }, Writing { task })
 }
 
 #[derive(Deserialize)]
@@ -241,6 +272,8 @@ async fn write(
                 }
             }
             Feed::Clear => playout.clear(),
+            Feed::Mark(name) => playout.mark(name),
+            Feed::Echo(name) => playout.echo(&name),
         }
         if pcm.len() >= WRITE_EVERY {
             file.append(&pcm).await?;
@@ -300,22 +333,40 @@ mod tests {
         let (recorder, writing) = start(path.clone());
         let mut callee = Vec::new();
         // No window of the greeting repeats, so a cleared part cannot hide in a heard one.
-        let greeting: Vec<u8> = (0..400usize)
+        let greeting: Vec<u8> = (0..600usize)
             .map(|i| ((i * 7) % 256 + i / 256) as u8)
             .collect();
         let answer: Vec<u8> = (0..100).map(|i| 200 - (i % 50) as u8).collect();
         for n in 0..10u8 {
+            if n == 4 {
+                continue;
+            }
             recorder.callee(&media(u64::from(n) * 20, &frame(n)));
             callee.extend(frame(n));
             if n == 1 {
-                // 400 samples of greeting, sent at once, after frame 1 (at 40 ms).
+                // 600 samples of greeting, sent at once after frame 1, behind a mark that
+                // Twilio echoes at once (at 40 ms).
+                let mark = recorder.next_mark();
+                recorder.mark(mark.clone());
                 recorder.agent(&reply(&greeting[..300]));
                 recorder.agent(&reply(&greeting[300..]));
+                recorder.echo(&mark);
             }
             if n == 3 {
-                // The callee barged in at 80 ms: 320 samples were heard, 80 are cleared.
+                // The callee barged in at 80 ms: a mark, the clear, and the answer right away.
+                let (cleared, answered) = (recorder.next_mark(), recorder.next_mark());
+                recorder.mark(cleared.clone());
                 recorder.clear();
+                recorder.mark(answered.clone());
                 recorder.agent(&reply(&answer));
+                // Twilio got the clear 20 ms later: by then 480 samples had been heard, and
+                // the other 120 are cleared. The answer starts then.
+                recorder.callee(&media(80, &frame(4)));
+                callee.extend(frame(4));
+                recorder.echo(&cleared);
+                recorder.echo(&answered);
+                recorder.echo("dialer-end-call");
+                continue;
             }
         }
         drop(recorder);
@@ -325,14 +376,15 @@ mod tests {
         let (left, right) = wav::read(&path).unwrap();
         assert_eq!(left, pcm(&callee), "the callee's side, bit for bit");
         let mut heard = vec![SILENCE; 320];
-        heard.extend_from_slice(&greeting[..320]);
+        heard.extend_from_slice(&greeting[..480]);
         heard.extend_from_slice(&answer);
         heard.resize(1600, SILENCE);
+        assert_eq!(right.len(), 1600);
         assert_eq!(right, pcm(&heard), "the agent's side as heard");
         assert!(
             !right
-                .windows(80)
-                .any(|w| w == pcm(&greeting[320..]).as_slice()),
+                .windows(120)
+                .any(|w| w == pcm(&greeting[480..]).as_slice()),
             "the cleared greeting is not in the file"
         );
     }

@@ -2,11 +2,12 @@
 //! callbacks, one that comes after the call is over) and the figures of each reply, against
 //! the simulators.
 
-use crate::helpers::{TestApp, eventually};
+use crate::helpers::{self, TestApp, eventually};
 use dialer::call::service::Timings;
 use dialer::events::{CallEvent, Speaker, TwilioRecording};
 use dialer::recording::callbacks::LateRecording;
 use dialer::recording::wav;
+use dialer::sim::twilio::FakeTwilioConfig;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,10 +97,16 @@ async fn a_recorded_call_asks_twilio_for_a_dual_channel_recording_and_reports_it
 async fn a_recording_finished_after_the_call_reaches_the_late_hook() {
     // The call does not wait for the recording at all: Twilio's `completed` comes after the
     // outcome, to a token the server still honours.
-    let app = TestApp::start().await.with_timings(Timings {
-        recording_wait: Duration::ZERO,
-        ..Timings::default()
-    });
+    let twilio = FakeTwilioConfig {
+        recording_delay: Duration::from_secs(5),
+        ..helpers::twilio_config()
+    };
+    let app = TestApp::start_faulty(twilio, helpers::agent_config(), |_| {})
+        .await
+        .with_timings(Timings {
+            recording_wait: Duration::ZERO,
+            ..Timings::default()
+        });
     let late: Arc<Mutex<Vec<(String, TwilioRecording)>>> = Arc::default();
     let seen = late.clone();
     let hook: LateRecording = Arc::new(move |sid: &str, r: TwilioRecording| {
@@ -113,7 +120,7 @@ async fn a_recording_finished_after_the_call_reaches_the_late_hook() {
         outcome
             .recording
             .as_ref()
-            .is_none_or(|r| r.status == "in-progress"),
+            .is_some_and(|r| r.status == "in-progress"),
         "{:?}",
         outcome.recording
     );
@@ -232,39 +239,48 @@ async fn the_local_recording_is_what_the_callee_said_and_heard_without_what_a_ba
     // The callee's side: every sample where Twilio's timestamps put it, bit for bit (the
     // recording ends when the bridge does; Twilio's stream may run a moment longer).
     assert!(left.len() <= stream.audio_sent.len());
-    assert!(left == pcm(&stream.audio_sent[..left.len()]), "callee side differs");
-    // The agent's side: what the callee heard, in order, bit for bit. Each utterance may be
-    // placed up to a frame earlier than Twilio played it (the agent's audio can overtake the
-    // callee's last frame on its way through), so the sound is compared, and its start.
+    assert!(
+        left == pcm(&stream.audio_sent[..left.len()]),
+        "callee side differs"
+    );
+    // The agent's side: what the callee heard, in order, bit for bit, without what the clear
+    // dropped. Where the callee barged in, the moment Twilio cleared is known to a frame
+    // (its echo of our mark comes between two of the callee's frames), and the simulators run
+    // ten times faster than real time on a busy machine: the boundary may be a frame off.
     let heard = pcm(&stream.audio_heard);
     let in_file = sound(&right);
     let played = sound(&heard);
-    assert!(!in_file.is_empty());
-    if in_file[..] != played[..in_file.len().min(played.len())] {
-        let first = in_file.iter().zip(&played).position(|(a, b)| a != b);
-        let at = |s: &[i16], n: usize| {
-            let mut seen = 0;
-            s.iter().position(|&x| {
-                seen += usize::from(x != 0);
-                seen > n
-            })
-        };
-        panic!(
-            "the agent's side is not what the callee heard: {} vs {} sounds, first difference at sound {first:?} (file sample {:?}, heard sample {:?}); file start {:?} heard start {:?}",
-            in_file.len(),
-            played.len(),
-            first.and_then(|n| at(&right, n)),
-            first.and_then(|n| at(&heard, n)),
-            right.iter().position(|&x| x != 0),
-            heard.iter().position(|&x| x != 0),
-        );
-    }
-    let until_last_frame = sound(&heard[..right.len().saturating_sub(160)]).len();
-    assert!(in_file.len() >= until_last_frame, "nothing heard is missing");
     let received = sound(&pcm(&stream.audio_received));
+    let slack = 2 * 160 * stream.clears;
+    let prefix = in_file
+        .iter()
+        .zip(&played)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let suffix = in_file
+        .iter()
+        .rev()
+        .zip(played.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
     assert!(
-        received.len() > played.len(),
-        "Twilio was sent audio that the clear dropped"
+        prefix + suffix + slack >= in_file.len().max(played.len()),
+        "the agent's side differs from what the callee heard beyond the barge-in: {} vs {} \
+         sounds, {prefix} the same from the start, {suffix} from the end",
+        in_file.len(),
+        played.len()
+    );
+    assert!(prefix > 0 && suffix > 0);
+    // The clear dropped audio Twilio had been sent: it is not in the file.
+    assert!(
+        received.len() > played.len() + 4 * slack,
+        "the barge-in cleared audio ({} sent, {} heard)",
+        received.len(),
+        played.len()
+    );
+    assert!(
+        in_file.len() <= played.len() + slack,
+        "cleared audio in the file"
     );
     let start = |s: &[i16]| s.iter().position(|&x| x != 0).unwrap();
     let (file_start, heard_start) = (start(&right), start(&heard));
@@ -302,7 +318,9 @@ async fn a_recorded_campaign_keeps_both_recordings_in_its_results() {
         next_at: None,
         reason: String::new(),
     };
-    store.finish_attempt(attempt, &outcome, &verdict, now).unwrap();
+    store
+        .finish_attempt(attempt, &outcome, &verdict, now)
+        .unwrap();
     let written = dialer::campaign::export::export(&store, &dir.path().join("out")).unwrap();
     let mut csv = csv::Reader::from_path(&written.results).unwrap();
     let header = csv.headers().unwrap().clone();
@@ -315,5 +333,8 @@ async fn a_recorded_campaign_keeps_both_recordings_in_its_results() {
         cell("recording_duration_secs"),
         recording.duration_secs.unwrap().to_string()
     );
-    assert_eq!(cell("local_recording"), outcome.local_recording.unwrap().path);
+    assert_eq!(
+        cell("local_recording"),
+        outcome.local_recording.unwrap().path
+    );
 }

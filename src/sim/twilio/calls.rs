@@ -95,9 +95,6 @@ impl Default for RecordingEvents {
     }
 }
 
-/// How long Twilio takes to finish a recording after the call (simulated).
-const RECORDING_PROCESSING: Duration = Duration::from_millis(500);
-
 /// Simulated network delays.
 const QUEUE_DELAY: Duration = Duration::from_millis(200);
 const BUSY_AFTER: Duration = Duration::from_millis(1500);
@@ -306,7 +303,7 @@ fn start_recording(shared: &Arc<Shared>, sid: &str, spec: &RecordingSpec) {
 
 /// After the call: Twilio finishes the file, then sends `completed`.
 async fn finish_recording(shared: &Shared, sid: &str, spec: &RecordingSpec, talk_secs: u64) {
-    if !wait(shared, RECORDING_PROCESSING, &shared.shutdown).await {
+    if !wait(shared, shared.config.recording_delay, &shared.shutdown).await {
         return;
     }
     let Some(recording) = shared

@@ -286,8 +286,10 @@ impl Line {
             self.shared.with_stream(&self.call_sid, |s| {
                 let start = s.audio_heard.len();
                 s.audio_heard.extend_from_slice(&played);
-                s.audio_heard
-                    .resize(start + speech::FRAME_BYTES.max(played.len()), speech::SILENCE);
+                s.audio_heard.resize(
+                    start + speech::FRAME_BYTES.max(played.len()),
+                    speech::SILENCE,
+                );
                 s.audio_sent.extend_from_slice(&frame.audio);
             });
         }

@@ -42,7 +42,7 @@
 //!   space-separated value, as the docs allow) are validated, bad values refused with 21200
 //!   (21609 for a bad callback URL), as for the other malformed create parameters. An answered
 //!   call's recording (`RE…`) sends `in-progress` at answer and `completed`, with its duration
-//!   (the call's talk time) and a `RecordingUrl` under the fake's own base, a moment after the
+//!   (the call's talk time) and a `RecordingUrl` under the fake's own base, `recording_delay` after the
 //!   call has ended; the `completed` status callback carries `RecordingSid`/`Url`/`Duration`.
 //!   No media is kept and the `RecordingUrl` serves nothing; a call never answered has no
 //!   recording and sends no recording callback.
@@ -96,6 +96,8 @@ pub struct FakeTwilioConfig {
     pub time_scale: TimeScale,
     /// What a call does when our server closes its media stream.
     pub stream_close: StreamCloseMode,
+    /// How long after a recorded call ends its recording is `completed` (simulated).
+    pub recording_delay: Duration,
 }
 
 impl Default for FakeTwilioConfig {
@@ -107,6 +109,7 @@ impl Default for FakeTwilioConfig {
             numbers: vec!["+15005550006".into()],
             time_scale: TimeScale::REAL_TIME,
             stream_close: StreamCloseMode::Continue,
+            recording_delay: Duration::from_millis(500),
         }
     }
 }

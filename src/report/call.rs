@@ -76,7 +76,9 @@ fn progress(event: &CallEvent) -> Option<String> {
             CallStatus::InProgress => format!("{to} · answered"),
             s => format!("{to} · {s}"),
         },
-        CallEvent::Connected { to, .. } => format!("{to} · talking"),
+        CallEvent::Connected { to, setup_ms, .. } => {
+            format!("{to} · talking (agent ready in {setup_ms} ms)")
+        }
         _ => return None,
     })
 }
@@ -99,6 +101,11 @@ fn notable(event: &CallEvent) -> Option<String> {
         CallEvent::Reconnected { reconnect, .. } => {
             Some(format!("  {}", format::reconnect(reconnect)))
         }
+        // Twilio's last word on the recording; the outcome line says where it is.
+        CallEvent::Recording { recording, .. } if recording.is_final() => Some(format!(
+            "  Twilio's recording {} {}",
+            recording.sid, recording.status
+        )),
         _ => None,
     }
 }

@@ -11,7 +11,12 @@ use dialer::sim::twilio::FakeTwilioConfig;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn recorded(app: &TestApp, to: &str) -> dialer::call::dialer::CallRequest {
+/// A recorded call to `to`, its WAV written under `dir`.
+fn recorded(
+    app: &TestApp,
+    to: &str,
+    dir: &tempfile::TempDir,
+) -> dialer::call::dialer::CallRequest {
     let mut req = app.request(to);
     req.agent.record = true;
     req.agent.prepare_recording();
@@ -19,13 +24,15 @@ fn recorded(app: &TestApp, to: &str) -> dialer::call::dialer::CallRequest {
         .validate()
         .expect("the recorded default greeting says so");
     req.record = true;
+    req.recordings_dir = Some(dir.path().join("recordings"));
     req
 }
 
 #[tokio::test]
 async fn a_recorded_call_asks_twilio_for_a_dual_channel_recording_and_reports_it() {
     let app = TestApp::start().await;
-    let (result, events) = app.call(recorded(&app, "+12025550100")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (result, events) = app.call(recorded(&app, "+12025550100", &dir)).await;
     let outcome = result.unwrap();
     let sid = outcome.call_sid.clone().unwrap();
     let create = app
@@ -112,7 +119,8 @@ async fn a_recording_finished_after_the_call_reaches_the_late_hook() {
     let hook: LateRecording = Arc::new(move |sid: &str, r: TwilioRecording| {
         seen.lock().unwrap().push((sid.to_string(), r));
     });
-    let mut req = recorded(&app, "+12025550100");
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = recorded(&app, "+12025550100", &dir);
     req.late_recording = Some(hook);
     let (result, _) = app.call(req).await;
     let outcome = result.unwrap();
@@ -222,8 +230,7 @@ fn sound(samples: &[i16]) -> Vec<i16> {
 async fn the_local_recording_is_what_the_callee_said_and_heard_without_what_a_barge_in_cleared() {
     let app = TestApp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut req = recorded(&app, "+12025550108"); // talks over the greeting
-    req.recordings_dir = Some(dir.path().join("recordings"));
+    let req = recorded(&app, "+12025550108", &dir); // talks over the greeting
     let (result, _) = app.call(req).await;
     let outcome = result.unwrap();
     let sid = outcome.call_sid.clone().unwrap();
@@ -296,8 +303,7 @@ async fn a_recorded_campaign_keeps_both_recordings_in_its_results() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let app = TestApp::start().await;
-    let mut req = recorded(&app, "+12025550100");
-    req.recordings_dir = Some(dir.path().join("out").join("recordings"));
+    let req = recorded(&app, "+12025550100", &dir);
     let (result, _) = app.call(req).await;
     let outcome = result.unwrap();
     // Stored as a campaign stores it, and exported.

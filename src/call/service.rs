@@ -9,6 +9,7 @@ use super::ending::{AtTwilio, Ending};
 use super::registry::{CallSignal, IncomingStream, Registry, StatusUpdate};
 use super::state::{CallState, Input};
 use crate::agent;
+use crate::agent::config::{RecordingDisclosure, discloses_recording};
 use crate::events::{
     CallEvent, CallLatency, EndedBy, FinalStatus, LocalRecording, Outcome, OutcomeError,
     TwilioRecording,
@@ -732,6 +733,18 @@ impl Dialer for CallService {
         events: mpsc::UnboundedSender<CallEvent>,
         cancel: CancellationToken,
     ) -> Result<Outcome, DialError> {
+        // However the request was made (a command, a campaign, an API), a recorded call's
+        // greeting says so unless that check was turned off.
+        if req.record
+            && req.agent.recording_disclosure == RecordingDisclosure::Required
+            && !discloses_recording(&req.agent.greeting)
+        {
+            return Err(DialError {
+                code: None,
+                message: "the call is to be recorded but the greeting does not say so: add words like \"this call is recorded\", or set recording_disclosure = \"off\" where the law does not require it".into(),
+                transient: false,
+            });
+        }
         let (token, signals) = self.registry.register();
         let recording = req.record.then(|| {
             self.registry

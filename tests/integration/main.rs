@@ -5,6 +5,7 @@ mod calls;
 mod campaign;
 mod cli;
 mod cli_campaign;
+mod cli_recording;
 mod fail_closed;
 mod faults;
 mod helpers;

@@ -12,11 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A recorded call to `to`, its WAV written under `dir`.
-fn recorded(
-    app: &TestApp,
-    to: &str,
-    dir: &tempfile::TempDir,
-) -> dialer::call::dialer::CallRequest {
+fn recorded(app: &TestApp, to: &str, dir: &tempfile::TempDir) -> dialer::call::dialer::CallRequest {
     let mut req = app.request(to);
     req.agent.record = true;
     req.agent.prepare_recording();
@@ -343,4 +339,20 @@ async fn a_recorded_campaign_keeps_both_recordings_in_its_results() {
         cell("local_recording"),
         outcome.local_recording.unwrap().path
     );
+}
+
+#[tokio::test]
+async fn a_recorded_call_whose_greeting_does_not_say_so_is_not_placed() {
+    let app = TestApp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = recorded(&app, "+12025550100", &dir);
+    req.agent.greeting = "Hi, this is an automated assistant from the clinic.".into();
+    let (result, _) = app.call(req.clone()).await;
+    let err = result.unwrap_err();
+    assert!(err.message.contains("recorded"), "{err}");
+    assert!(app.sim().twilio.requests().is_empty(), "nobody was called");
+    // Where the law does not ask for it, the check can be turned off.
+    req.agent.recording_disclosure = dialer::agent::config::RecordingDisclosure::Off;
+    let (result, _) = app.call(req).await;
+    assert!(result.unwrap().recording.is_some());
 }

@@ -5,7 +5,10 @@
 //! arrived (μ-law on both legs, so nothing is decoded or resampled), turns transcripts into call
 //! events, runs the agent's tools, clears Twilio's buffer when the callee barges in, and ends
 //! the call for `end_call` only after Twilio reports the goodbye has been played. The per-frame
-//! path does no logging and allocates only the outgoing frame.
+//! path does no logging and allocates only the outgoing frame. It also times each reply (one
+//! clock reading per reply, see `call::latency`) and, for a call recorded here, hands each
+//! forwarded frame to its recorder: a clone of the received bytes' handle and a `try_send`
+//! that never waits (`recording::recorder`).
 
 use crate::agent::client::ConnectError;
 use crate::agent::config::AgentConfig;

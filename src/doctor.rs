@@ -536,7 +536,7 @@ fn health_verdict(
             Status::Pass,
             if unset {
                 format!(
-                    "not set: Twilio on this machine reaches this process at {url} directly ({} ms)",
+                    "not needed with Twilio on this machine, which reaches this process at {url} ({} ms)",
                     took.as_millis()
                 )
             } else {

@@ -1,5 +1,5 @@
 //! A local fake of Twilio Programmable Voice, as far as an outbound AI dialer touches it: the
-//! Calls REST API, the call lifecycle with signed status callbacks and answering-machine
+//! Calls REST API, the account and its numbers (read-only), the call lifecycle with signed status callbacks and answering-machine
 //! detection, TwiML execution, and a simulated callee that opens the `<Connect><Stream>`
 //! WebSocket to our server and speaks the Media Streams protocol.
 //!

@@ -331,7 +331,14 @@ fn from_number_check(found: &Result<FromNumber, TwilioError>, from: &E164) -> Ch
 fn voice_url_check(found: &Result<FromNumber, TwilioError>, from: &E164, expected: &str) -> Check {
     let id = CheckId::VoiceUrl;
     let number = match found {
-        Ok(FromNumber::Twilio(n)) => n,
+        Ok(FromNumber::Twilio(n)) if n.capabilities.voice => n,
+        Ok(FromNumber::Twilio(_)) => {
+            return Check::skipped(
+                id,
+                VOICE_URL_SETTING,
+                "needs TWILIO_FROM_NUMBER to be voice-capable",
+            );
+        }
         Ok(FromNumber::Verified(_)) => {
             return Check::skipped(
                 id,
@@ -780,6 +787,9 @@ mod tests {
         let mut app = number(Some(here), "POST");
         app.voice_application_sid = Some("AP123".into());
         assert_eq!(check(app).status, Status::Warn);
+        let mut sms_only = number(Some(here), "POST");
+        sms_only.capabilities.voice = false;
+        assert_eq!(check(sms_only).status, Status::Skipped);
         let verified = voice_url_check(
             &Ok(FromNumber::Verified(CallerId {
                 sid: "PN2".into(),

@@ -1,6 +1,7 @@
 //! The embedded HTTP/WebSocket server Twilio talks to: status and answering-machine callbacks,
-//! the Media Stream socket, and a health check that names this process. Every Twilio request is checked against
-//! `X-Twilio-Signature` before it changes anything. This module is the only one that knows warp.
+//! the Media Stream socket, and a health check that names this process. Every Twilio request
+//! is checked against `X-Twilio-Signature` before it changes anything. This module is the only
+//! one that knows warp.
 
 mod accept;
 mod convert;

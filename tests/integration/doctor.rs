@@ -168,6 +168,7 @@ async fn a_number_that_cannot_call_fails_and_a_voice_url_elsewhere_only_warns() 
     );
     let report = check(&t).await;
     assert_eq!(status(&report, CheckId::FromNumber), Status::Fail);
+    assert_eq!(status(&report, CheckId::VoiceUrl), Status::Skipped);
     assert!(!report.passed());
 }
 

@@ -119,12 +119,12 @@ pub async fn run(app: &App, agent: &AgentConfig) -> Report {
                 Check::skipped(
                     CheckId::FromNumber,
                     "TWILIO_FROM_NUMBER",
-                    "needs the Twilio credentials to work",
+                    "needs the Twilio account check to pass",
                 ),
                 Check::skipped(
                     CheckId::VoiceUrl,
                     VOICE_URL_SETTING,
-                    "needs the Twilio credentials to work",
+                    "needs the Twilio account check to pass",
                 ),
             ),
             Ok(_) => {

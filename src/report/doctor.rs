@@ -101,12 +101,12 @@ mod tests {
             check: CheckId::FromNumber,
             setting: "TWILIO_FROM_NUMBER".into(),
             status: Status::Skipped,
-            detail: "needs the Twilio credentials to work".into(),
+            detail: "needs the Twilio account check to pass".into(),
             fix: None,
         };
         assert_eq!(
             line(&skipped),
-            "– TWILIO_FROM_NUMBER: skipped, needs the Twilio credentials to work"
+            "– TWILIO_FROM_NUMBER: skipped, needs the Twilio account check to pass"
         );
     }
 

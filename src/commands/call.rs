@@ -16,7 +16,14 @@ use tokio::sync::mpsc;
 
 pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppError> {
     let mut interrupts = Interrupts::listen();
-    let agent = agent_config(&args.agent, args.record)?;
+    let mut agent = agent_config(&args.agent)?;
+    if args.record {
+        agent.record = true;
+        agent.prepare_recording();
+        agent
+            .validate()
+            .map_err(|e| AppError::Input(e.to_string()))?;
+    }
     let startup = Startup::load(ctx.sources.clone(), &args.server)?;
     let to = E164::parse_with_region(&args.number, startup.default_region())
         .map_err(|e| AppError::Input(format!("cannot call {}: {e}", args.number)))?;
@@ -93,7 +100,7 @@ pub(super) fn repaired(ctx: &Context<'_>, dir: &std::path::Path) {
 }
 
 /// The agent from an agent file, then flags on top.
-fn agent_config(args: &AgentArgs, record: bool) -> Result<AgentConfig, AppError> {
+pub(super) fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
     let mut agent = match &args.agent {
         Some(path) => AgentConfig::from_file(path).map_err(|e| AppError::Input(e.to_string()))?,
         None => AgentConfig::default(),
@@ -114,7 +121,6 @@ fn agent_config(args: &AgentArgs, record: bool) -> Result<AgentConfig, AppError>
     if args.no_interrupt {
         td.interrupt_response = Some(false);
     }
-    agent.record |= record;
     agent.prepare_recording();
     agent
         .validate()

@@ -414,7 +414,10 @@ mod tests {
         // shorter one than the data written since.
         let bytes = std::fs::read(&path).unwrap();
         let data = u32::from_le_bytes([bytes[40], bytes[41], bytes[42], bytes[43]]) as u64;
-        assert!(data >= HEADER_EVERY && data.is_multiple_of(wav::BLOCK), "{data}");
+        assert!(
+            data >= HEADER_EVERY && data.is_multiple_of(wav::BLOCK),
+            "{data}"
+        );
         // Recovery makes it describe every sample on disk.
         wav::repair(&path).unwrap();
         let (left, _) = wav::read(&path).unwrap();

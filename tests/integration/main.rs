@@ -6,6 +6,7 @@ mod campaign;
 mod cli;
 mod cli_campaign;
 mod cli_recording;
+mod doctor;
 mod fail_closed;
 mod faults;
 mod helpers;

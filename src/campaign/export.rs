@@ -331,7 +331,11 @@ mod tests {
                 "talk_secs",
                 "last_call_sid",
                 "reason",
-                "line"
+                "line",
+                "recording_sid",
+                "recording_url",
+                "recording_duration_secs",
+                "local_recording"
             ]
         );
         let row = &rows[0];
@@ -373,7 +377,11 @@ mod tests {
                 "talk_secs",
                 "last_call_sid",
                 "reason",
-                "line"
+                "line",
+                "recording_sid",
+                "recording_url",
+                "recording_duration_secs",
+                "local_recording"
             ]
         );
         let mut seen = std::collections::HashSet::new();

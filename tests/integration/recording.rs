@@ -356,3 +356,104 @@ async fn a_recorded_call_whose_greeting_does_not_say_so_is_not_placed() {
     let (result, _) = app.call(req).await;
     assert!(result.unwrap().recording.is_some());
 }
+
+#[tokio::test]
+async fn a_campaign_saves_a_recording_twilio_finished_after_its_attempt() {
+    use dialer::campaign::clock::Clock;
+    use dialer::campaign::runner::Runner;
+    use dialer::campaign::store::Store;
+    use dialer::campaign::{self, Paths};
+    // Calls do not wait for their recording, and Twilio finishes each a while after its call:
+    // the first call's `completed` comes while the second call is under way.
+    let twilio = FakeTwilioConfig {
+        recording_delay: Duration::from_secs(3),
+        ..helpers::twilio_config()
+    };
+    let app = TestApp::start_faulty(twilio, helpers::agent_config(), |_| {})
+        .await
+        .with_timings(Timings {
+            recording_wait: Duration::ZERO,
+            ..Timings::default()
+        });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leads.csv"),
+        "phone\n+12025550100\n+12025550112\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leads.toml"),
+        r#"
+[agent]
+greeting = "Hi, this is an automated assistant from the clinic, and this call is recorded. Can you make it?"
+record = true
+[campaign]
+timezone = "America/New_York"
+concurrency = 1
+[window]
+hours = "00:00-24:00"
+days = ["mon-sun"]
+"#,
+    )
+    .unwrap();
+    let paths = Paths::beside(&dir.path().join("leads.csv"), None, None, None, false);
+    let loaded = campaign::load(&paths, None, chrono::Utc::now()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let runner = Arc::new(
+        Runner::new(
+            app.app.service.clone(),
+            loaded.store,
+            loaded.config,
+            loaded.dnc,
+            Arc::new(Clock::system()),
+            tx,
+        )
+        .with_recordings_dir(paths.out.join("recordings")),
+    );
+    let done = runner
+        .clone()
+        .run(
+            tokio_util::sync::CancellationToken::new(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
+    assert!(matches!(done, Ok(true)), "{:?}", done.err());
+    // Late saves are lazy: within the store's commit interval.
+    tokio::time::sleep(dialer::campaign::store::LAZY_COMMIT * 2).await;
+    drop(runner);
+    // When its attempt was saved, Twilio had not finished the first call's recording.
+    let mut reported = None;
+    while let Ok(event) = rx.try_recv() {
+        if let dialer::campaign::CampaignEvent::Call {
+            call: CallEvent::Ended { outcome },
+            ..
+        } = event
+            && outcome.to == "+12025550100"
+        {
+            reported = outcome.recording.map(|r| r.status);
+        }
+    }
+    assert_eq!(reported.as_deref(), Some("in-progress"));
+    let store = Store::open(&paths.db).unwrap();
+    let first = store
+        .leads()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.phone == "+12025550100")
+        .unwrap();
+    let sid = first.last_call_sid.unwrap();
+    let row = &store.recordings().unwrap()[&sid];
+    assert_eq!(row.status.as_deref(), Some("completed"), "{row:?}");
+    assert!(
+        row.url
+            .as_deref()
+            .is_some_and(|u| u.ends_with(row.sid.as_deref().unwrap()))
+    );
+    assert!(row.duration_secs.is_some());
+    let wav = paths.out.join("recordings").join(format!("{sid}.wav"));
+    assert_eq!(
+        row.local.as_deref(),
+        Some(wav.display().to_string().as_str())
+    );
+    assert!(wav::read(&wav).is_ok());
+}

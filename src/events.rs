@@ -117,13 +117,26 @@ pub struct CallLatency {
     pub reply_p95_ms: Option<u32>,
 }
 
+/// The `p`-th percentile (0 < p ≤ 100) of `values` by the nearest-rank method: a figure that
+/// was actually measured, never an interpolation between two.
+pub fn percentile(values: &[u32], p: u32) -> Option<u32> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    let rank = (n * p as usize).div_ceil(100).clamp(1, n);
+    Some(sorted[rank - 1])
+}
+
 impl CallLatency {
     /// The figures of one call, with its percentiles.
     pub fn new(agent_setup_ms: Option<u32>, replies_ms: Vec<u32>) -> Self {
         Self {
             agent_setup_ms,
-            reply_p50_ms: crate::call::latency::percentile(&replies_ms, 50),
-            reply_p95_ms: crate::call::latency::percentile(&replies_ms, 95),
+            reply_p50_ms: percentile(&replies_ms, 50),
+            reply_p95_ms: percentile(&replies_ms, 95),
             replies_ms,
         }
     }

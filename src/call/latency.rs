@@ -66,18 +66,7 @@ impl ReplyClock {
     }
 }
 
-/// The `p`-th percentile (0 < p ≤ 100) of `values` by the nearest-rank method: a figure that
-/// was actually measured, never an interpolation between two.
-pub fn percentile(values: &[u32], p: u32) -> Option<u32> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let n = sorted.len();
-    let rank = (n * p as usize).div_ceil(100).clamp(1, n);
-    Some(sorted[rank - 1])
-}
+pub use crate::events::percentile;
 
 #[cfg(test)]
 mod tests {

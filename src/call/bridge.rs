@@ -1209,6 +1209,21 @@ mod tests {
         )
     }
 
+    /// A bridge whose call is recorded into `path`.
+    fn start_recorded(path: std::path::PathBuf) -> (Outcome, crate::recording::recorder::Writing) {
+        let (recorder, writing) = crate::recording::recorder::start(path);
+        (
+            start_full(
+                &NoTools,
+                Duration::from_secs(3600),
+                Duration::from_secs(600),
+                0,
+                Some(recorder),
+            ),
+            writing,
+        )
+    }
+
     /// A bridge whose time limit is `limit` from now, whose agent may be silent for `silence`,
     /// and which may reconnect `spares` times.
     fn start_with(
@@ -1216,6 +1231,16 @@ mod tests {
         limit: Duration,
         silence: Duration,
         spares: usize,
+    ) -> Outcome {
+        start_full(tools, limit, silence, spares, None)
+    }
+
+    fn start_full(
+        tools: &'static dyn ToolHandler,
+        limit: Duration,
+        silence: Duration,
+        spares: usize,
+        recorder: Option<Recorder>,
     ) -> Outcome {
         let (twilio, mut t_in, mut t_out) = leg();
         let (agent, mut a_in, mut a_out) = leg();
@@ -1241,7 +1266,7 @@ mod tests {
                 mark_timeout: Duration::from_secs(30),
                 deadline: tokio::time::Instant::now() + limit,
                 agent_silence: silence,
-                recorder: None,
+                recorder: recorder.as_ref(),
             };
             run(
                 &mut t_in, &mut t_out, &mut a_in, &mut a_out, &mut again, &setup, &ev_tx, &c,
@@ -1437,6 +1462,48 @@ mod tests {
         let report = o.handle.await.unwrap();
         assert_eq!(report.reply_latencies_ms, [640]);
         assert!(report.agent_setup_ms.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_recorded_call_puts_a_mark_before_each_reply_and_each_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("CA1.wav");
+        let (mut o, writing) = start_recorded(path.clone());
+        ready(&mut o).await;
+        send(&o.agent, json!({"type":"reply.started"}));
+        send(&o.agent, json!({"type":"reply.audio","data":"AAEC"}));
+        send(&o.agent, json!({"type":"reply.audio","data":"AwQF"}));
+        let mark = next_json(&mut o.twilio).await;
+        assert_eq!(mark["event"], "mark");
+        let name = mark["mark"]["name"].as_str().unwrap().to_string();
+        assert!(name.starts_with(crate::recording::recorder::MARK_PREFIX));
+        // The audio passes as it came, after the mark; one mark per reply.
+        assert_eq!(next_json(&mut o.twilio).await["media"]["payload"], "AAEC");
+        assert_eq!(next_json(&mut o.twilio).await["media"]["payload"], "AwQF");
+        // Twilio echoes it: the bridge goes on as before (only its own goodbye mark ends it).
+        send(
+            &o.twilio,
+            json!({"event":"mark","streamSid":"MZ1","mark":{"name":name}}),
+        );
+        send(
+            &o.agent,
+            json!({"type":"reply.done","status":"interrupted"}),
+        );
+        let before_clear = next_json(&mut o.twilio).await;
+        assert_eq!(before_clear["event"], "mark");
+        assert_ne!(before_clear["mark"]["name"], name.as_str());
+        assert_eq!(next_json(&mut o.twilio).await["event"], "clear");
+        send(
+            &o.twilio,
+            json!({"event":"media","media":{"timestamp":"0","payload":"//8="},"streamSid":"MZ1"}),
+        );
+        assert_eq!(next_json(&mut o.agent).await["audio"], "//8=");
+        send(&o.twilio, json!({"event":"stop","streamSid":"MZ1"}));
+        assert_eq!(o.handle.await.unwrap().end, BridgeEnd::CalleeHungUp);
+        let done = writing.finish().await.unwrap();
+        assert_eq!(done.frames_dropped, 0);
+        let (left, _) = crate::recording::wav::read(&path).unwrap();
+        assert_eq!(left.len(), 2, "the callee's two samples");
     }
 
     #[tokio::test]

@@ -457,3 +457,24 @@ days = ["mon-sun"]
     );
     assert!(wav::read(&wav).is_ok());
 }
+
+#[tokio::test]
+async fn the_simulated_agent_thinks_as_long_as_it_is_told() {
+    // Two simulated seconds before every reply: at the tests' speed, 200 ms of real time, which
+    // every figure must show (less the little by which the bridge may read the end of the turn
+    // later than the reply's audio: a lower bound, so the machine's load cannot fail it).
+    let agent = dialer::sim::agent::FakeAgentConfig {
+        reply_latency: dialer::sim::agent::ReplyLatency::fixed(Duration::from_secs(2)),
+        ..helpers::agent_config()
+    };
+    let app = TestApp::start_faulty(helpers::twilio_config(), agent, |_| {}).await;
+    let (result, _) = app.call(app.request("+12025550100")).await;
+    let latency = result.unwrap().latency;
+    assert!(!latency.replies_ms.is_empty());
+    let floor = (0.8 * 2000.0 / helpers::SPEED) as u32;
+    assert!(
+        latency.replies_ms.iter().all(|&ms| ms >= floor),
+        "{:?}",
+        latency.replies_ms
+    );
+}

@@ -139,7 +139,8 @@ pub struct CallArgs {
     #[arg(long)]
     pub record: bool,
 
-    /// Folder for --record's WAV files, <CallSid>.wav (RECORDINGS_DIR; default: recordings).
+    /// Folder for --record's WAV files, one per call named by its call SID (RECORDINGS_DIR;
+    /// default: recordings).
     #[arg(long, value_name = "DIR")]
     pub recordings_dir: Option<PathBuf>,
 

@@ -2,7 +2,7 @@
 //! callee's turn (`input.speech.stopped`) to the reply's first `reply.audio` frame leaving for
 //! Twilio, and once per session the agent's setup time (connection open → `session.ready`).
 //!
-//! The bridge calls [`ReplyClock`] on a handful of agent events; on audio frames it only tests
+//! The bridge calls `ReplyClock` on a handful of agent events; on audio frames it only tests
 //! a flag, and reads the clock once per reply. Figures are whole milliseconds.
 
 use tokio::time::Instant;

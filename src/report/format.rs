@@ -61,7 +61,13 @@ pub(crate) fn outcome(o: &Outcome) -> String {
         }
     }
     if let Some(local) = &o.local_recording {
-        parts.push(format!("saved {}", local.path));
+        match local.frames_dropped {
+            0 => parts.push(format!("saved {}", local.path)),
+            n => parts.push(format!(
+                "saved {} ({n} frames dropped: the disk fell behind)",
+                local.path
+            )),
+        }
     }
     if let Some(sid) = &o.call_sid {
         parts.push(sid.clone());
@@ -89,6 +95,40 @@ pub(crate) fn reconnect(r: &crate::events::AgentReconnect) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::events::{
+        CallLatency, EndedBy, FinalStatus, LocalRecording, Outcome, TwilioRecording,
+    };
+
+    #[test]
+    fn the_outcome_line_says_how_fast_the_agent_answered_and_where_the_recordings_are() {
+        let mut o = Outcome::sample("+12025550100", FinalStatus::Completed, EndedBy::Agent);
+        o.latency = CallLatency::new(Some(90), vec![700, 500, 600]);
+        o.recording = Some(TwilioRecording {
+            sid: "RE1".into(),
+            status: "completed".into(),
+            url: Some("https://api.twilio.com/x/RE1".into()),
+            duration_secs: Some(30),
+            channels: Some(2),
+        });
+        o.local_recording = Some(LocalRecording {
+            path: "recordings/CA1.wav".into(),
+            frames_dropped: 3,
+        });
+        let line = super::outcome(&o);
+        assert!(line.contains("replies p50 600 ms, p95 700 ms"), "{line}");
+        assert!(
+            line.contains("recording https://api.twilio.com/x/RE1"),
+            "{line}"
+        );
+        assert!(
+            line.contains("saved recordings/CA1.wav (3 frames dropped"),
+            "{line}"
+        );
+        // A recording Twilio has not finished is named by its SID.
+        o.recording.as_mut().unwrap().status = "in-progress".into();
+        assert!(super::outcome(&o).contains("recording RE1 in-progress"));
+    }
+
     #[test]
     fn a_reconnect_says_how_long_and_how() {
         let r = crate::events::AgentReconnect {

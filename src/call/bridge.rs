@@ -821,6 +821,10 @@ where
                 return Ok(true);
             }
             Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
+                // The goodbye has played: the recording keeps all of it.
+                if let Some(recorder) = st.setup.recorder {
+                    recorder.echo(END_MARK);
+                }
                 return Err(BridgeEnd::AgentEndedCall);
             }
             Ok(TwilioMessage::Mark { name }) => {
@@ -1017,6 +1021,9 @@ where
                     let mark = media::mark(st.setup.stream_sid, END_MARK);
                     if twilio_out.send(Frame::text(mark)).await.is_err() {
                         return Err(BridgeEnd::StreamClosed);
+                    }
+                    if let Some(recorder) = st.setup.recorder {
+                        recorder.mark(END_MARK.to_string());
                     }
                     st.end_mark_deadline =
                         Some(tokio::time::Instant::now() + st.setup.mark_timeout);

@@ -37,6 +37,16 @@ const SAMPLES_PER_MS: u64 = 8;
 /// within a network round trip.
 pub const HOLD_MAX: u64 = 8000;
 
+impl Item {
+    /// Audio samples not yet played.
+    fn samples(&self) -> usize {
+        match self {
+            Item::Audio { data, at } => data.len() - at,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Item {
     /// Agent audio (μ-law), `at` samples of it played.
@@ -56,6 +66,9 @@ pub struct Playout {
     queue: VecDeque<Item>,
     /// Samples a mark at the front of the queue has waited for its echo.
     held: u64,
+    /// Samples at the front of the queue that an echoed mark behind them says were heard:
+    /// placed at the end of the call even when no callee frame comes to carry them.
+    heard: usize,
 }
 
 impl Playout {
@@ -70,13 +83,7 @@ impl Playout {
 
     /// Agent audio Twilio has buffered and not yet played.
     pub fn queued(&self) -> usize {
-        self.queue
-            .iter()
-            .map(|item| match item {
-                Item::Audio { data, at } => data.len() - at,
-                _ => 0,
-            })
-            .sum()
+        self.queue.iter().map(Item::samples).sum()
     }
 
     /// Agent audio (μ-law) sent to Twilio: it plays after what is already queued.
@@ -117,9 +124,11 @@ impl Playout {
         if matches!(self.queue.get(i + 1), Some(Item::Clear)) {
             // Twilio has cleared its buffer: what was before the clear is never heard.
             self.queue.drain(..=i + 1);
+            self.heard = 0;
         } else {
             // Audio before the mark that the model has not finished plays on: it was heard,
             // a little earlier than placed.
+            self.heard = self.queue.range(..i).map(Item::samples).sum();
             self.queue.remove(i);
         }
         if i == 0 {
@@ -150,6 +159,17 @@ impl Playout {
         }
     }
 
+    /// The call is over: what Twilio still held was never played, except what an echoed mark
+    /// says was heard (the goodbye, when the call ended on its mark), which is placed now.
+    pub fn finish(&mut self, out: &mut Vec<[u8; 2]>) {
+        while self.heard > 0 {
+            let agent = self.next_agent();
+            out.push([SILENCE, agent]);
+            self.written += 1;
+        }
+        self.queue.clear();
+    }
+
     /// The agent's sample at the current position.
     fn next_agent(&mut self) -> u8 {
         loop {
@@ -158,6 +178,7 @@ impl Playout {
                 Some(Item::Audio { data, at }) => {
                     if let Some(&sample) = data.get(*at) {
                         *at += 1;
+                        self.heard = self.heard.saturating_sub(1);
                         return sample;
                     }
                     self.queue.pop_front();
@@ -251,6 +272,27 @@ mod tests {
         assert_eq!(agent_side(&run(&mut p, 2, &[1; 8])), [SILENCE; 8]);
         p.echo("r2");
         assert_eq!(&agent_side(&run(&mut p, 3, &[1; 8]))[..3], [7, 7, SILENCE]);
+    }
+
+    #[test]
+    fn at_the_end_only_what_a_mark_says_was_heard_is_placed() {
+        let mut p = Playout::new();
+        p.agent(&[3; 20]);
+        p.mark("goodbye".into());
+        run(&mut p, 0, &[1; 8]);
+        // Twilio says the goodbye has played; the model was 12 samples behind.
+        p.echo("goodbye");
+        let mut out = Vec::new();
+        p.finish(&mut out);
+        assert_eq!(agent_side(&out), [3; 12]);
+        assert_eq!(out.iter().map(|p| p[0]).collect::<Vec<_>>(), [SILENCE; 12]);
+        // Without such a mark, what was queued at the end was never heard.
+        let mut p = Playout::new();
+        p.agent(&[3; 20]);
+        run(&mut p, 0, &[1; 8]);
+        let mut out = Vec::new();
+        p.finish(&mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -85,11 +85,9 @@ impl Recorder {
         self.push(Feed::Mark(name));
     }
 
-    /// Twilio echoed a mark.
+    /// Twilio echoed a mark (the recording's own, or one the bridge told it about).
     pub fn echo(&self, name: &str) {
-        if name.starts_with(MARK_PREFIX) {
-            self.push(Feed::Echo(name.to_string()));
-        }
+        self.push(Feed::Echo(name.to_string()));
     }
 
     /// Never waits: a full queue loses the frame, and the loss is counted.
@@ -280,7 +278,10 @@ async fn write(
             pcm.clear();
         }
     }
-    // The call is over: what Twilio still held was never played.
+    // The call is over: what Twilio still held was never played, unless a mark said so.
+    pairs.clear();
+    playout.finish(&mut pairs);
+    wav::encode_pairs(&pairs, &mut pcm);
     file.append(&pcm).await?;
     let path = file.path.display().to_string();
     file.close().await?;

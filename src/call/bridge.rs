@@ -1211,15 +1211,12 @@ async fn send_agent<AO: Sink<Frame> + Unpin>(
     agent_out: &mut AO,
     msg: String,
 ) -> Result<(), BridgeEnd> {
-    agent_out
-        .send(Frame::text(msg))
-        .await
-        .map_err(|_| {
-            BridgeEnd::AgentFailed(AgentFailure::Lost {
-                frame: None,
-                last_error: None,
-            })
+    agent_out.send(Frame::text(msg)).await.map_err(|_| {
+        BridgeEnd::AgentFailed(AgentFailure::Lost {
+            frame: None,
+            last_error: None,
         })
+    })
 }
 
 /// A mark after the audio sent so far; its echo ends the call (voicemail, hand-off).
@@ -1346,6 +1343,10 @@ mod tests {
     use serde_json::Value;
     use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+    /// Voicemail, keypad and transfer, in a file of their own.
+    #[path = "voice.rs"]
+    mod voice;
+
     struct Leg {
         /// Frames the test feeds to the bridge.
         to_bridge: UnboundedSender<Frame>,
@@ -1439,6 +1440,25 @@ mod tests {
         silence: Duration,
         spares: usize,
     ) -> Outcome {
+        start_full(
+            tools,
+            limit,
+            silence,
+            spares,
+            AgentConfig::default(),
+            Verdicts::none(),
+        )
+    }
+
+    /// The same, with this agent and these verdicts.
+    fn start_full(
+        tools: &'static dyn ToolHandler,
+        limit: Duration,
+        silence: Duration,
+        spares: usize,
+        agent_cfg: AgentConfig,
+        verdicts: Verdicts,
+    ) -> Outcome {
         let (twilio, mut t_in, mut t_out) = leg();
         let (agent, mut a_in, mut a_out) = leg();
         let (spare_legs, spare_conns): (Vec<Leg>, Vec<(In, Out)>) = (0..spares)
@@ -1452,7 +1472,6 @@ mod tests {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let handle = tokio::spawn(async move {
-            let agent_cfg = AgentConfig::default();
             let setup = BridgeSetup {
                 to: "+12025550100",
                 stream_sid: "MZ1",
@@ -1463,6 +1482,7 @@ mod tests {
                 mark_timeout: Duration::from_secs(30),
                 deadline: tokio::time::Instant::now() + limit,
                 agent_silence: silence,
+                verdicts,
             };
             run(
                 &mut t_in, &mut t_out, &mut a_in, &mut a_out, &mut again, &setup, &ev_tx, &c,

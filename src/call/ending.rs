@@ -195,7 +195,11 @@ mod tests {
     #[test]
     fn machines_are_hung_up_and_transfers_dialed() {
         use crate::call::voicemail::MachineEnd;
-        for end in [MachineEnd::VoicemailLeft, MachineEnd::Voicemail, MachineEnd::Fax] {
+        for end in [
+            MachineEnd::VoicemailLeft,
+            MachineEnd::Voicemail,
+            MachineEnd::Fax,
+        ] {
             let e = Ending::after_bridge(&BridgeEnd::Machine(end), LIMIT);
             assert_eq!((e.by, e.at_twilio), (EndedBy::Agent, AtTwilio::HangUp));
             assert_eq!(e.reason, end.reason());

@@ -409,12 +409,7 @@ impl CallService {
             Some((_, reason)) => reason.to_string(),
             None => String::new(),
         };
-        let target = call
-            .req
-            .agent
-            .transfer_to
-            .as_deref()
-            .map(Target::parse);
+        let target = call.req.agent.transfer_to.as_deref().map(Target::parse);
         let (Some(Ok(target)), Some(sid)) = (target, call.state.sid().map(str::to_string)) else {
             call.finish(&ending);
             self.hang_up(call).await;
@@ -535,59 +530,60 @@ impl CallService {
         let events = call.events;
         let to = call.to.clone();
         let report = {
-        let talk = async {
-            match agent::client::connect(&self.endpoints.agent_url, &self.endpoints.agent_key)
-                .await
-            {
-            Ok((mut a_in, mut a_out)) => {
-                let (a_in, a_out): (&mut FrameStream, &mut FrameSink) = (&mut a_in, &mut a_out);
-                let setup = BridgeSetup {
-                    to: &call.to,
-                    stream_sid: &start.stream_sid,
-                    agent: &call.req.agent,
-                    tools: call.req.tools.as_ref(),
-                    answered_at: call.answered_at.unwrap_or_else(Instant::now),
-                    setup_timeout: self.timings.agent_setup,
-                    mark_timeout: self.timings.goodbye_mark,
-                    deadline: TokioInstant::now() + call.req.time_limit,
-                    agent_silence: self.timings.agent_silence,
-                    verdicts: Verdicts::new(verdict_rx),
-                };
-                let mut again = AgentLink {
-                    url: &self.endpoints.agent_url,
-                    key: &self.endpoints.agent_key,
-                };
-                bridge::run(
-                    &mut t_in,
-                    &mut t_out,
-                    a_in,
-                    a_out,
-                    &mut again,
-                    &setup,
-                    call.events,
-                    cancel,
-                )
-                .await
-            }
-            Err(e) => BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
-            }
-        };
-        tokio::pin!(talk);
-        loop {
-            tokio::select! {
-                report = &mut talk => break report,
-                signal = signals.recv() => match signal {
-                    Some(CallSignal::AnsweredBy(verdict)) => {
-                        let _ = events.send(CallEvent::AnsweredBy { to: to.clone(), answered_by: verdict.clone() });
-                        let _ = verdict_tx.send(verdict.clone());
-                        verdicts_seen.push(verdict);
+            let talk = async {
+                match agent::client::connect(&self.endpoints.agent_url, &self.endpoints.agent_key)
+                    .await
+                {
+                    Ok((mut a_in, mut a_out)) => {
+                        let (a_in, a_out): (&mut FrameStream, &mut FrameSink) =
+                            (&mut a_in, &mut a_out);
+                        let setup = BridgeSetup {
+                            to: &call.to,
+                            stream_sid: &start.stream_sid,
+                            agent: &call.req.agent,
+                            tools: call.req.tools.as_ref(),
+                            answered_at: call.answered_at.unwrap_or_else(Instant::now),
+                            setup_timeout: self.timings.agent_setup,
+                            mark_timeout: self.timings.goodbye_mark,
+                            deadline: TokioInstant::now() + call.req.time_limit,
+                            agent_silence: self.timings.agent_silence,
+                            verdicts: Verdicts::new(verdict_rx),
+                        };
+                        let mut again = AgentLink {
+                            url: &self.endpoints.agent_url,
+                            key: &self.endpoints.agent_key,
+                        };
+                        bridge::run(
+                            &mut t_in,
+                            &mut t_out,
+                            a_in,
+                            a_out,
+                            &mut again,
+                            &setup,
+                            call.events,
+                            cancel,
+                        )
+                        .await
                     }
-                    Some(other) => later.push(other),
-                    // Held by the registry until the call is over: not while it is bridged.
-                    None => {}
-                },
+                    Err(e) => BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
+                }
+            };
+            tokio::pin!(talk);
+            loop {
+                tokio::select! {
+                    report = &mut talk => break report,
+                    signal = signals.recv() => match signal {
+                        Some(CallSignal::AnsweredBy(verdict)) => {
+                            let _ = events.send(CallEvent::AnsweredBy { to: to.clone(), answered_by: verdict.clone() });
+                            let _ = verdict_tx.send(verdict.clone());
+                            verdicts_seen.push(verdict);
+                        }
+                        Some(other) => later.push(other),
+                        // Held by the registry until the call is over: not while it is bridged.
+                        None => {}
+                    },
+                }
             }
-        }
         };
         if let Some(verdict) = verdicts_seen.pop() {
             call.answered_by = Some(verdict);

@@ -289,7 +289,9 @@ mod tests {
         assert!(
             run(vec![
                 Input::Created { sid: "CA1".into() },
-                Input::Transferred { reason: String::new() }
+                Input::Transferred {
+                    reason: String::new()
+                }
             ])
             .is_err()
         );

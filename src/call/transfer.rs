@@ -43,7 +43,9 @@ impl Target {
         {
             let valid = rest.split_once('@').is_some_and(|(user, host)| {
                 !user.is_empty() && !host.is_empty() && !host.contains('@')
-            }) && !rest.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == '"');
+            }) && !rest
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == '"');
             return if valid {
                 Ok(Self::Sip(format!("sip:{rest}")))
             } else {
@@ -147,9 +149,16 @@ pub(crate) fn person_answered(dial_call_status: &str) -> bool {
 pub(crate) enum HandOff {
     #[default]
     None,
-    Requested { reason: String },
-    Announcing { reason: String, started: bool },
-    Marked { reason: String },
+    Requested {
+        reason: String,
+    },
+    Announcing {
+        reason: String,
+        started: bool,
+    },
+    Marked {
+        reason: String,
+    },
 }
 
 impl HandOff {
@@ -247,7 +256,15 @@ mod tests {
             Target::parse("sip:desk@pbx.example.com").unwrap(),
             Target::Sip("sip:desk@pbx.example.com".into())
         );
-        for bad in ["", "desk", "sip:", "sip:desk", "sip:@host", "sip:a b@host", "12345"] {
+        for bad in [
+            "",
+            "desk",
+            "sip:",
+            "sip:desk",
+            "sip:@host",
+            "sip:a b@host",
+            "12345",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -279,7 +296,12 @@ mod tests {
         assert!(!h.reply_done(), "not before the hand-off line started");
         assert!(h.reply_started());
         assert!(h.reply_done());
-        assert_eq!(h, HandOff::Marked { reason: "asked for a person".into() });
+        assert_eq!(
+            h,
+            HandOff::Marked {
+                reason: "asked for a person".into()
+            }
+        );
         assert_eq!(h.reason(), "asked for a person");
     }
 

@@ -141,11 +141,7 @@ impl Voicemail {
     pub(crate) fn agent_audio_passes(&self) -> bool {
         matches!(
             self.phase,
-            Phase::Open
-                | Phase::Leaving {
-                    started: true,
-                    ..
-                }
+            Phase::Open | Phase::Leaving { started: true, .. }
         )
     }
 
@@ -305,10 +301,7 @@ mod tests {
         assert!(!v.reply_done());
         let a = v.verdict(&AnsweredBy::MachineEndBeep);
         assert!(a.clear && a.end.is_none());
-        assert_eq!(
-            message_in(&a.create.unwrap()),
-            Some("Please call us back.")
-        );
+        assert_eq!(message_in(&a.create.unwrap()), Some("Please call us back."));
         assert!(!v.agent_audio_passes(), "until the message's reply starts");
         assert_eq!(v.reply_started(), None);
         assert!(v.agent_audio_passes());

@@ -884,6 +884,7 @@ mod tests {
             no_answer: r(2, 60),
             failed: r(2, 30),
             voicemail: r(2, 240),
+            voicemail_left: r(1, 1440),
         }
     }
 
@@ -926,6 +927,40 @@ mod tests {
             notes: String::new(),
         });
         assert_eq!(verdict(&o, 1, &policy(), now()).status, LeadStatus::Retry);
+    }
+
+    #[test]
+    fn a_message_left_and_a_transfer_are_their_own_statuses() {
+        let mut o = outcome(FinalStatus::Completed);
+        o.answered_by = Some("machine_end_beep".into());
+        o.machine = Some(MachineEnd::VoicemailLeft);
+        // One attempt by default: the message is not left twice.
+        assert_eq!(
+            verdict(&o, 1, &policy(), now()).status,
+            LeadStatus::VoicemailLeft
+        );
+        let mut twice = policy();
+        twice.voicemail_left.attempts = 2;
+        assert_eq!(verdict(&o, 1, &twice, now()).status, LeadStatus::Retry);
+        o.machine = Some(MachineEnd::Voicemail);
+        assert_eq!(verdict(&o, 1, &policy(), now()).status, LeadStatus::Retry);
+        assert_eq!(
+            verdict(&o, 2, &policy(), now()).status,
+            LeadStatus::Voicemail
+        );
+        let mut o = outcome(FinalStatus::Completed);
+        o.answered_by = Some("human".into());
+        o.transfer = Some(crate::events::TransferOutcome {
+            to: "+12025550150".into(),
+            reason: "asked for a person".into(),
+            answered: Some(false),
+            dial_status: Some("no-answer".into()),
+            dial_duration_secs: None,
+        });
+        assert_eq!(
+            verdict(&o, 1, &policy(), now()).status,
+            LeadStatus::Transferred
+        );
     }
 
     #[test]

@@ -35,7 +35,11 @@ impl CampaignTools {
     }
 
     /// The campaign's `[dtmf]` table and `[transfer] on` list.
-    pub(crate) fn with_keys(mut self, keys: Vec<(String, String)>, transfer_on: Vec<String>) -> Self {
+    pub(crate) fn with_keys(
+        mut self,
+        keys: Vec<(String, String)>,
+        transfer_on: Vec<String>,
+    ) -> Self {
         self.keys = keys;
         self.transfer_on = transfer_on;
         self

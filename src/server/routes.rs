@@ -181,7 +181,9 @@ fn dial(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Reje
             status,
             duration_secs: form.get("DialCallDuration").and_then(|s| s.parse().ok()),
         };
-        let _ = state.registry.deliver(&form.token, CallSignal::Dial(result));
+        let _ = state
+            .registry
+            .deliver(&form.token, CallSignal::Dial(result));
         warp::reply::with_header(
             transfer::after_dial_twiml(answered),
             "content-type",

@@ -28,6 +28,18 @@ pub(super) enum Verb {
         url: String,
         method: String,
     },
+    Dial(Dial),
+}
+
+/// `<Dial>` with one `<Number>` or `<Sip>` (or the number as its text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Dial {
+    pub target: String,
+    /// Seconds to ring (`timeout`, 5–600, default 30).
+    pub timeout: u64,
+    pub action: Option<String>,
+    pub method: String,
+    pub caller_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +61,7 @@ pub(super) struct StreamNoun {
 
 /// Verbs Twilio has that the simulator does not run.
 const NOT_SIMULATED: &[&str] = &[
-    "Play", "Dial", "Gather", "Record", "Reject", "Enqueue", "Leave", "Sms", "Message", "Start",
+    "Play", "Gather", "Record", "Reject", "Enqueue", "Leave", "Sms", "Message", "Start",
     "Stop", "Pay", "Prompt", "Refer", "Echo", "Queue",
 ];
 
@@ -119,6 +131,11 @@ pub(super) fn parse(text: &str) -> Result<Document, String> {
                     });
                 }
             }
+            "Dial" => {
+                if let Some(d) = dial(el, &mut doc.warnings) {
+                    doc.verbs.push(Verb::Dial(d));
+                }
+            }
             "Connect" => {
                 if let Some(c) = connect(el, &mut doc.warnings) {
                     doc.verbs.push(Verb::Connect(c));
@@ -134,6 +151,41 @@ pub(super) fn parse(text: &str) -> Result<Document, String> {
         }
     }
     Ok(doc)
+}
+
+fn dial(el: &Element, warnings: &mut Vec<String>) -> Option<Dial> {
+    let mut target = None;
+    for child in el.elements() {
+        match child.name.as_str() {
+            "Number" | "Sip" if target.is_none() => target = Some(child.text().trim().to_string()),
+            other => warnings.push(format!(
+                "12200 Dial: <{}> is not simulated; skipped",
+                shown(other)
+            )),
+        }
+    }
+    let target = target.unwrap_or_else(|| el.text().trim().to_string());
+    if target.is_empty() {
+        warnings.push("12200 Dial: nothing to dial; skipped".into());
+        return None;
+    }
+    let timeout = match el.attr("timeout") {
+        None => 30,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (5..=600).contains(&n) => n,
+            _ => {
+                warnings.push(format!("13212 Dial: invalid timeout {:?}", clip(v)));
+                30
+            }
+        },
+    };
+    Some(Dial {
+        target,
+        timeout,
+        action: el.attr("action").map(str::to_string),
+        method: el.attr("method").unwrap_or("POST").to_string(),
+        caller_id: el.attr("callerId").map(str::to_string),
+    })
 }
 
 fn connect(el: &Element, warnings: &mut Vec<String>) -> Option<Connect> {

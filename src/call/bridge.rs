@@ -281,6 +281,9 @@ struct State<'a> {
     /// When the keys pressed so far form a complete entry (armed by a key, never by audio).
     keypad_due: Option<tokio::time::Instant>,
     hand_off: HandOff,
+    /// The disposition came from keys the callee pressed (`[dtmf]`): their own answer, which
+    /// the agent's later `record_outcome` does not overwrite.
+    keyed: bool,
     /// When a voicemail message or a hand-off line is given up on.
     voice_due: Option<tokio::time::Instant>,
     /// Where outgoing audio messages are written. Each is split off as the frame's bytes and
@@ -325,6 +328,7 @@ where
         keypad: Keypad::default(),
         keypad_due: None,
         hand_off: HandOff::default(),
+        keyed: false,
         voice_due: None,
         scratch: BytesMut::with_capacity(SCRATCH),
     };
@@ -1088,7 +1092,7 @@ where
                 arguments,
                 ok: !reply.is_error,
             });
-            if let Some(d) = &reply.disposition {
+            if let Some(d) = reply.disposition.as_ref().filter(|_| !st.keyed) {
                 st.report.disposition = Some(d.clone());
                 let _ = st.events.send(CallEvent::Disposition {
                     to: to.to_string(),
@@ -1310,6 +1314,7 @@ async fn on_keys<AO: Sink<Frame> + Unpin>(
     });
     push_line(st, Speaker::Callee, keypad::line(&keys), false);
     if let Some(d) = st.setup.tools.keypad(&keys) {
+        st.keyed = true;
         st.report.disposition = Some(d.clone());
         let _ = st.events.send(CallEvent::Disposition {
             to: to.to_string(),

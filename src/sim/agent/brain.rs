@@ -731,7 +731,9 @@ mod tests {
     fn reply_create_instructions_are_followed() {
         let mut b = Brain::new();
         let said = b.reply_create(
-            Some(&crate::call::voicemail::instructions("Please call us back.")),
+            Some(&crate::call::voicemail::instructions(
+                "Please call us back.",
+            )),
             &tools(),
         );
         assert_eq!(said.speech.as_deref(), Some("Please call us back."));
@@ -741,7 +743,9 @@ mod tests {
         assert_eq!(keys.calls[0].1["disposition"], "confirmed");
         let mut b = Brain::new();
         assert_eq!(
-            b.reply_create(Some("Say something nice"), &tools()).speech.as_deref(),
+            b.reply_create(Some("Say something nice"), &tools())
+                .speech
+                .as_deref(),
             Some("One moment, please.")
         );
     }
@@ -750,10 +754,14 @@ mod tests {
     fn a_caller_who_asks_for_a_person_is_transferred_when_the_tool_is_offered() {
         let mut with = tools();
         with.push(json!({"type":"function","name":"transfer_call","parameters":{"type":"object","properties":{"reason":{"type":"string"}},"required":["reason"]}}));
-        let p = Brain::new().hear("Can I talk to a real person?", &with).unwrap();
+        let p = Brain::new()
+            .hear("Can I talk to a real person?", &with)
+            .unwrap();
         assert_eq!(p.calls[0].0, "transfer_call");
         assert_eq!(p.then.unwrap().speech.as_deref(), Some(HAND_OFF_LINE));
-        let p = Brain::new().hear("Can I talk to a real person?", &tools()).unwrap();
+        let p = Brain::new()
+            .hear("Can I talk to a real person?", &tools())
+            .unwrap();
         assert!(p.ends && p.calls.iter().all(|(n, _)| n == "end_call"));
     }
 

@@ -928,6 +928,9 @@ impl Conn {
                     .await;
             }
         };
+        self.rec()
+            .reply_creates
+            .push(instructions.clone().unwrap_or_default());
         let tools = self.tools();
         let plan = self.brain.reply_create(instructions.as_deref(), &tools);
         if self.reply.is_some() {

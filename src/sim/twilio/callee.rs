@@ -37,11 +37,25 @@ pub(super) struct Frame {
 
 #[derive(Debug)]
 enum Activity {
-    Say { audio: Vec<u8>, pos: usize },
-    Pause { left_ms: u64 },
-    Listen { heard: bool },
-    AgentSpeaks { need_ms: u64, got_ms: u64 },
-    Press { keys: &'static str, next: usize, wait_ms: u64 },
+    Say {
+        audio: Vec<u8>,
+        pos: usize,
+    },
+    Pause {
+        left_ms: u64,
+    },
+    Listen {
+        heard: bool,
+    },
+    AgentSpeaks {
+        need_ms: u64,
+        got_ms: u64,
+    },
+    Press {
+        keys: &'static str,
+        next: usize,
+        wait_ms: u64,
+    },
 }
 
 /// Time between two keys of one `Press`.

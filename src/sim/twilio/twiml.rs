@@ -61,8 +61,8 @@ pub(super) struct StreamNoun {
 
 /// Verbs Twilio has that the simulator does not run.
 const NOT_SIMULATED: &[&str] = &[
-    "Play", "Gather", "Record", "Reject", "Enqueue", "Leave", "Sms", "Message", "Start",
-    "Stop", "Pay", "Prompt", "Refer", "Echo", "Queue",
+    "Play", "Gather", "Record", "Reject", "Enqueue", "Leave", "Sms", "Message", "Start", "Stop",
+    "Pay", "Prompt", "Refer", "Echo", "Queue",
 ];
 
 /// Parse a TwiML document. `Err` is the parse failure's description (error 12100).

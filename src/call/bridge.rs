@@ -1106,16 +1106,15 @@ where
                 && st.setup.agent.transfer_to.is_some()
                 && !reply.is_error
                 && st.hand_off.request(reason)
+                && let serde_json::Value::Object(fields) = &mut reply.result
             {
-                if let serde_json::Value::Object(fields) = &mut reply.result {
-                    fields.extend(
-                        transfer::hand_off_result()
-                            .as_object()
-                            .into_iter()
-                            .flatten()
-                            .map(|(k, v)| (k.clone(), v.clone())),
-                    );
-                }
+                fields.extend(
+                    transfer::hand_off_result()
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
             }
             st.pending_results.push((call_id, reply));
             // A slow tool finishing after `reply.done` sends its result straight away.

@@ -717,7 +717,9 @@ impl CallService {
                                 req.agent.voicemail_message.as_deref(),
                             );
                             call.answered_by = Some(answered_by);
-                            if let (Some(end), false) = (end, call.is_ending() || call.state.is_ended()) {
+                            // Only before any conversation: after one, the bridge decided.
+                            let early = call.bridge.is_none() && !call.is_ending() && !call.state.is_ended();
+                            if let (Some(end), true) = (end, early) {
                                 call.machine = Some(end);
                                 self.end(&mut call, Ending::machine(end)).await;
                             }

@@ -317,7 +317,7 @@ mod tests {
         );
         assert_eq!(end.0, "machine_end_beep");
         assert!(end.1 > Duration::from_secs(6));
-        let both = amd_verdicts(
+        let both = super::amd_verdicts(
             vm,
             &AmdSettings {
                 detect_message_end: true,

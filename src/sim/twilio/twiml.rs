@@ -818,6 +818,18 @@ mod tests {
             }
             Verb::Pause { seconds } => format!("<Pause length=\"{seconds}\"/>"),
             Verb::Hangup => "<Hangup/>".into(),
+            Verb::Dial(d) => format!(
+                "<Dial timeout=\"{}\" method=\"{}\"{}{}><Number>{}</Number></Dial>",
+                d.timeout,
+                escape(&d.method),
+                d.action
+                    .as_ref()
+                    .map_or(String::new(), |a| format!(" action=\"{}\"", escape(a))),
+                d.caller_id
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" callerId=\"{}\"", escape(c))),
+                escape(&d.target)
+            ),
             Verb::Redirect { url, method } => {
                 format!(
                     "<Redirect method=\"{}\">{}</Redirect>",
@@ -850,6 +862,26 @@ mod tests {
                 )
             }
         }
+    }
+
+    #[test]
+    fn dial_reads_its_number_or_sip_target_and_attributes() {
+        let doc = parse(r#"<Response><Dial callerId="+15005550006" timeout="20" action="https://x/t/dial/1" method="POST"><Number>+12025550100</Number></Dial><Dial>+12025550102</Dial><Dial timeout="2"><Sip>sip:a@b</Sip></Dial></Response>"#).unwrap();
+        assert_eq!(
+            doc.verbs[0],
+            Verb::Dial(Dial {
+                target: "+12025550100".into(),
+                timeout: 20,
+                action: Some("https://x/t/dial/1".into()),
+                method: "POST".into(),
+                caller_id: Some("+15005550006".into()),
+            })
+        );
+        assert!(
+            matches!(&doc.verbs[1], Verb::Dial(d) if d.target == "+12025550102" && d.timeout == 30)
+        );
+        assert!(matches!(&doc.verbs[2], Verb::Dial(d) if d.target == "sip:a@b" && d.timeout == 30));
+        assert_eq!(doc.warnings, ["13212 Dial: invalid timeout \"2\""]);
     }
 
     /// Any document the simulator can run, written out as TwiML with its text escaped, reads

@@ -30,6 +30,19 @@ fn audio(o: &Outcome, data: &str) {
     send(&o.agent, json!({"type":"reply.audio","data":data}));
 }
 
+/// Wait until the bridge has handled every agent frame sent so far: a partial transcript sent
+/// after them comes back as an event.
+async fn processed(o: &mut Outcome) {
+    send(&o.agent, json!({"type":"transcript.user.delta","text":"sync"}));
+    loop {
+        match o.events.recv().await {
+            Some(CallEvent::Partial { text, .. }) if text == "sync" => return,
+            Some(_) => {}
+            None => panic!("the bridge ended"),
+        }
+    }
+}
+
 /// Every frame the bridge sent Twilio so far, without waiting.
 fn sent_now(leg: &mut Leg) -> Vec<Value> {
     let mut out = Vec::new();
@@ -67,6 +80,8 @@ async fn the_agent_is_quiet_during_the_greeting_and_leaves_the_message_after_the
     send(&o.agent, json!({"type":"reply.started"}));
     audio(&o, "QUdBSU4=");
     send(&o.agent, json!({"type":"reply.done","status":"completed"}));
+    // The verdict and the agent's frames travel apart; the beep comes after all of these.
+    processed(&mut o).await;
     verdicts.send(AnsweredBy::MachineEndBeep).unwrap();
     assert_eq!(next_json(&mut o.twilio).await["event"], "clear");
     let create = next_json(&mut o.agent).await;

@@ -40,6 +40,9 @@ pub enum Command {
     Campaign(CampaignArgs),
     /// Run only the webhook server (status callbacks, TwiML, Media Streams) until Ctrl-C.
     Serve(ServeArgs),
+    /// Check every setting against Twilio and AssemblyAI, and that PUBLIC_URL reaches this
+    /// machine: one line per check; the exit code is 7 when any check failed.
+    Doctor(DoctorArgs),
     /// Run the Twilio and Voice Agent simulators alone until Ctrl-C, printing the settings that
     /// point dialer (or anything else) at them.
     #[cfg(feature = "simulate")]
@@ -178,6 +181,16 @@ pub struct SimulatorsArgs {
     /// Run this many times faster than real time.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = speed_factor)]
     pub sim_speed: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// The agent whose trial session checks the AssemblyAI key.
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 #[derive(Debug, Args)]

@@ -143,6 +143,8 @@ pub struct App {
     pub settings: Settings,
     pub urls: PublicUrls,
     pub server_addr: SocketAddr,
+    /// This process's id, as the server's `/health` answers it.
+    pub instance: String,
     pub simulation: Option<Simulation>,
     server_token: CancellationToken,
     server: JoinHandle<()>,
@@ -169,10 +171,14 @@ impl App {
             settings.public_url.clone()
         });
         let registry = Arc::new(Registry::new());
+        // Random, so that two processes (a restart, another machine behind the same tunnel)
+        // never answer alike; 64 bits is plenty to tell a handful apart.
+        let instance = format!("{:016x}", rand::random::<u64>());
         let state = ServerState {
             registry: registry.clone(),
             auth_token: settings.twilio_auth_token.clone(),
             urls: urls.clone(),
+            instance: instance.clone(),
         };
         let server_token = shutdown.child();
         let server = shutdown.spawn(server::serve(
@@ -203,6 +209,7 @@ impl App {
             settings,
             urls,
             server_addr,
+            instance,
             simulation,
             server_token,
             server,

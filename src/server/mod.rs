@@ -1,6 +1,7 @@
 //! The embedded HTTP/WebSocket server Twilio talks to: status and answering-machine callbacks,
-//! the Media Stream socket, and a health check. Every Twilio request is checked against
-//! `X-Twilio-Signature` before it changes anything. This module is the only one that knows warp.
+//! the Media Stream socket, and a health check that names this process. Every Twilio request
+//! is checked against `X-Twilio-Signature` before it changes anything. This module is the only
+//! one that knows warp.
 
 mod accept;
 mod convert;
@@ -24,6 +25,9 @@ pub(crate) struct ServerState {
     pub auth_token: Secret,
     /// The URLs Twilio was given: signatures are computed over them.
     pub urls: PublicUrls,
+    /// This process's id, which `/health` answers with: whoever knows it (`dialer doctor`)
+    /// can tell this process from another one behind the same address.
+    pub instance: String,
 }
 
 /// Bind the server's listener (port 0 picks a free port).

@@ -33,7 +33,10 @@ fn audio(o: &Outcome, data: &str) {
 /// Wait until the bridge has handled every agent frame sent so far: a partial transcript sent
 /// after them comes back as an event.
 async fn processed(o: &mut Outcome) {
-    send(&o.agent, json!({"type":"transcript.user.delta","text":"sync"}));
+    send(
+        &o.agent,
+        json!({"type":"transcript.user.delta","text":"sync"}),
+    );
     loop {
         match o.events.recv().await {
             Some(CallEvent::Partial { text, .. }) if text == "sync" => return,

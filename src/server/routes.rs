@@ -469,6 +469,66 @@ mod tests {
         );
     }
 
+    /// A transfer's `<Dial action>`: signed, it tells the call how the transfer went and
+    /// answers with what Twilio does next; forged, it is refused and changes nothing.
+    #[tokio::test]
+    async fn the_dial_action_reports_the_transfer_and_answers_with_twiml() {
+        let registry = Arc::new(Registry::new());
+        let (token, mut signals) = registry.register();
+        let urls = PublicUrls::new("https://example.test");
+        let state = ServerState {
+            registry: registry.clone(),
+            auth_token: Secret::new(AUTH_TOKEN),
+            urls: urls.clone(),
+            instance: "0123456789abcdef".into(),
+        };
+        let service = TowerToHyperService::new(warp::service(routes(state)));
+        let path = format!("/{}/{}/{token}", paths::PREFIX, paths::DIAL);
+        for (status, says) in [("no-answer", true), ("completed", false)] {
+            let params = vec![
+                ("CallSid".to_string(), "CA1".to_string()),
+                ("DialCallStatus".to_string(), status.to_string()),
+                ("DialCallDuration".to_string(), "7".to_string()),
+            ];
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&params)
+                .finish()
+                .into_bytes();
+            let signature = signature::compute(AUTH_TOKEN, &urls.http(&path), &params);
+            assert_eq!(
+                post(&service, &path, body.clone(), "forged").await,
+                StatusCode::FORBIDDEN
+            );
+            assert!(signals.try_recv().is_err());
+            let request = warp::http::Request::post(path.as_str())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", body.len())
+                .header("x-twilio-signature", signature)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let response = match hyper::service::Service::call(&service, request).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["content-type"], "text/xml");
+            let twiml = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let twiml = String::from_utf8_lossy(&twiml);
+            assert_eq!(twiml.contains("<Say>"), says, "{twiml}");
+            assert!(twiml.ends_with("<Hangup/></Response>"), "{twiml}");
+            match signals.try_recv() {
+                Ok(CallSignal::Dial(result)) => {
+                    assert_eq!(result.status, status);
+                    assert_eq!(result.duration_secs, Some(7));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
     /// Whatever form reaches a callback route, signed, it is read field by field as documented:
     /// a status or verdict that is not a documented one is `Other` with its text, a counter
     /// that is not a plain number is `None`, the first of repeated fields counts, and the

@@ -569,18 +569,20 @@ impl CallService {
                 }
             };
             tokio::pin!(talk);
+            let mut open = true;
             loop {
                 tokio::select! {
                     report = &mut talk => break report,
-                    signal = signals.recv() => match signal {
+                    signal = signals.recv(), if open => match signal {
                         Some(CallSignal::AnsweredBy(verdict)) => {
                             let _ = events.send(CallEvent::AnsweredBy { to: to.clone(), answered_by: verdict.clone() });
                             let _ = verdict_tx.send(verdict.clone());
                             verdicts_seen.push(verdict);
                         }
                         Some(other) => later.push(other),
-                        // Held by the registry until the call is over: not while it is bridged.
-                        None => {}
+                        // The registry holds the sender until the call is over, so this is not
+                        // expected; a closed channel must not spin the loop.
+                        None => open = false,
                     },
                 }
             }

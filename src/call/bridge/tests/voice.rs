@@ -423,3 +423,15 @@ async fn a_disposition_that_requires_a_person_transfers_the_call() {
     );
     assert_eq!(report.disposition.unwrap().name, "interested");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_message_that_never_comes_is_given_up_on_as_no_message_left() {
+    let (mut o, verdicts) = start_machine(voicemail_agent());
+    ready(&mut o).await;
+    send(&o.agent, json!({"type":"reply.started"}));
+    verdicts.send(AnsweredBy::MachineEndBeep).unwrap();
+    assert_eq!(next_json(&mut o.agent).await["type"], "reply.create");
+    // The agent never starts the message: after the mark timeout the call is hung up.
+    let report = o.handle.await.unwrap();
+    assert_eq!(report.end, BridgeEnd::Machine(MachineEnd::Voicemail));
+}

@@ -80,6 +80,7 @@ fn main() {
                 deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
                 agent_silence: Duration::from_secs(3600),
                 recorder: recorder.as_ref(),
+                verdicts: dialer::call::voicemail::Verdicts::none(),
             };
             bridge::run(
                 &mut t_in,

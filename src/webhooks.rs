@@ -9,6 +9,7 @@ pub(crate) mod paths {
     pub(crate) const AMD: &str = "amd";
     pub(crate) const MEDIA: &str = "media";
     pub(crate) const RECORDING: &str = "recording";
+    pub(crate) const DIAL: &str = "dial";
 }
 
 /// The public base URL and what is derived from it.
@@ -57,6 +58,11 @@ impl PublicUrls {
         )
     }
 
+    /// The `<Dial action>` of a transferred call with this token.
+    pub fn dial(&self, token: &str) -> String {
+        format!("{}/{}/{}/{token}", self.base, paths::PREFIX, paths::DIAL)
+    }
+
     /// The Media Stream URL (`wss://…`), the same for every call: Twilio signs the handshake
     /// over it as written, so the token travels as a stream parameter instead.
     pub fn media(&self) -> String {
@@ -89,6 +95,7 @@ mod tests {
             u.recording("r1"),
             "https://abc.ngrok.app/twilio/recording/r1"
         );
+        assert_eq!(u.dial("t1"), "https://abc.ngrok.app/twilio/dial/t1");
         assert_eq!(u.media(), "wss://abc.ngrok.app/twilio/media");
         assert_eq!(u.ws("/twilio/media"), "wss://abc.ngrok.app/twilio/media");
         assert_eq!(

@@ -11,3 +11,4 @@ mod fail_closed;
 mod faults;
 mod helpers;
 mod recording;
+mod voice;

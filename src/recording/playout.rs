@@ -23,7 +23,8 @@
 //!
 //! Everything before "now" is final and handed out; audio queued after it waits for the
 //! callee frames that bring the clock forward (or is dropped by a `clear`, or by the end of
-//! the call, when Twilio stops playing).
+//! the call, when Twilio stops playing, except what the echo of a mark behind it says was
+//! heard: the goodbye before the call ends on its mark).
 
 use std::collections::VecDeque;
 

@@ -16,6 +16,9 @@
 //! - [`call`]: one call's state machine, the audio bridge, the service that places calls.
 //! - [`campaign`]: many calls from a CSV of leads, paced, retried, persisted.
 //! - [`server`]: the webhook and Media Stream server (the only module that knows warp).
+//! - [`inbound`]: calls Twilio brings to `dialer serve`: who may call in, the agent they reach,
+//!   the drain before shutdown.
+//! - [`metrics`]: the process's counters, lock-free, and their Prometheus text.
 //! - [`sim`]: local simulators of Twilio and the Voice Agent API (feature `simulate`).
 //! - [`shutdown`]: the one shutdown tree, its task tracker, and the operator's interrupts.
 //! - [`startup`]: builds the running application from settings (or the simulators).
@@ -33,6 +36,8 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod inbound;
+pub mod metrics;
 pub mod phone;
 #[cfg(test)]
 mod props;

@@ -7,6 +7,8 @@ use crate::call::registry::Registry;
 use crate::call::service::{CallService, Endpoints};
 use crate::cli::ServerArgs;
 use crate::error::AppError;
+use crate::inbound::Reception;
+use crate::metrics::Metrics;
 use crate::server::{self, ServerState};
 use crate::settings::{RawSettings, Settings, Sources};
 use crate::shutdown::Shutdown;
@@ -144,6 +146,10 @@ pub struct App {
     pub urls: PublicUrls,
     pub server_addr: SocketAddr,
     pub simulation: Option<Simulation>,
+    /// The process's counters, shown at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Answers incoming calls; refuses them until `dialer serve` opens it.
+    pub reception: Arc<Reception>,
     server_token: CancellationToken,
     server: JoinHandle<()>,
 }
@@ -169,10 +175,19 @@ impl App {
             settings.public_url.clone()
         });
         let registry = Arc::new(Registry::new());
+        let metrics = Arc::new(Metrics::new());
+        let reception = Arc::new(Reception::new(
+            registry.clone(),
+            metrics.clone(),
+            urls.clone(),
+            shutdown.child(),
+        ));
         let state = ServerState {
             registry: registry.clone(),
             auth_token: settings.twilio_auth_token.clone(),
             urls: urls.clone(),
+            metrics: metrics.clone(),
+            reception: reception.clone(),
         };
         let server_token = shutdown.child();
         let server = shutdown.spawn(server::serve(
@@ -195,7 +210,8 @@ impl App {
                 agent_key: settings.assemblyai_api_key.clone(),
             },
             registry.clone(),
-        );
+        )
+        .with_metrics(metrics.clone());
         tracing::info!(%server_addr, public_url = urls.base(), simulate = simulation.is_some(), "webhook server listening");
         Ok(App {
             service: Arc::new(service),
@@ -204,6 +220,8 @@ impl App {
             urls,
             server_addr,
             simulation,
+            metrics,
+            reception,
             server_token,
             server,
         })

@@ -1,14 +1,18 @@
-//! The embedded HTTP/WebSocket server Twilio talks to: status and answering-machine callbacks,
-//! the Media Stream socket, and a health check. Every Twilio request is checked against
-//! `X-Twilio-Signature` before it changes anything. This module is the only one that knows warp.
+//! The embedded HTTP/WebSocket server Twilio talks to: incoming calls' Voice URL, status and
+//! answering-machine callbacks, the Media Stream socket, and the operator's health, readiness
+//! and metrics. Every Twilio request is checked against `X-Twilio-Signature`, computed over
+//! `PUBLIC_URL`, before it changes anything. This module is the only one that knows warp.
 
 mod accept;
 mod convert;
+pub(crate) mod metrics;
 mod routes;
 
 pub(crate) use accept::Limits;
 
 use crate::call::registry::Registry;
+use crate::inbound::Reception;
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::webhooks::PublicUrls;
 use std::net::SocketAddr;
@@ -24,6 +28,9 @@ pub(crate) struct ServerState {
     pub auth_token: Secret,
     /// The URLs Twilio was given: signatures are computed over them.
     pub urls: PublicUrls,
+    pub metrics: Arc<Metrics>,
+    /// Answers incoming calls (refusing them in a process that does not serve).
+    pub reception: Arc<Reception>,
 }
 
 /// Bind the server's listener (port 0 picks a free port).

@@ -1,10 +1,12 @@
 //! One filter per route, and the handlers at their ends. Every Twilio route goes through
-//! [`signed_form`] (or the signed handshake of [`media_stream`]), so no handler runs for a
-//! request whose `X-Twilio-Signature` does not check out; refusals are rejections, turned into
-//! responses in one place, [`recover`].
+//! [`signed_form`] or [`signed_form_bare`] (or the signed handshake of [`media_stream`]), so no
+//! handler runs for a request whose `X-Twilio-Signature` does not check out; refusals are
+//! rejections, turned into responses in one place, [`recover`]. Signatures are computed over
+//! `PUBLIC_URL` and the path and query received, never over the `Host` a proxy forwarded.
 
 use super::{ServerState, convert};
 use crate::call::registry::{CallSignal, IncomingStream, StatusUpdate};
+use crate::inbound::Ringing;
 use crate::twilio::media::{self, TwilioMessage};
 use crate::twilio::signature;
 use crate::webhooks::paths;
@@ -27,7 +29,11 @@ pub(super) fn routes(
     state: ServerState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     health()
+        .or(ready(state.clone()))
+        .or(super::metrics::route(state.metrics.clone()))
+        .or(voice(state.clone()))
         .or(status(state.clone()))
+        .or(number_status(state.clone()))
         .or(amd(state.clone()))
         .or(media_stream(state))
         .recover(recover)
@@ -83,6 +89,7 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
+/// A Twilio form POST to `/twilio/{kind}/{token}` whose signature checked out.
 fn signed_form(
     kind: &'static str,
     state: ServerState,
@@ -92,15 +99,50 @@ fn signed_form(
         .and(warp::path(kind))
         .and(warp::path::param::<String>())
         .and(warp::path::end())
-        .and(warp::body::content_length_limit(MAX_FORM))
+        .and(signed_body(kind, state))
+        .map(|token: String, params: Vec<(String, String)>, state: ServerState| {
+            (SignedForm { token, params }, state)
+        })
+        .untuple_one()
+}
+
+/// A Twilio form POST to `/twilio/{kind}`, a URL with no token (a phone number's Voice URL and
+/// status callback, set once in the Console), whose signature checked out.
+fn signed_form_bare(
+    kind: &'static str,
+    state: ServerState,
+) -> impl Filter<Extract = (SignedForm, ServerState), Error = Rejection> + Clone {
+    warp::post()
+        .and(warp::path(paths::PREFIX))
+        .and(warp::path(kind))
+        .and(warp::path::end())
+        .and(signed_body(kind, state))
+        .map(|params: Vec<(String, String)>, state: ServerState| {
+            (
+                SignedForm {
+                    token: String::new(),
+                    params,
+                },
+                state,
+            )
+        })
+        .untuple_one()
+}
+
+/// The form of a request whose `X-Twilio-Signature` checks out against `PUBLIC_URL` plus the
+/// path and query received; anything else is refused, and counted.
+fn signed_body(
+    kind: &'static str,
+    state: ServerState,
+) -> impl Filter<Extract = (Vec<(String, String)>, ServerState), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_FORM)
         .and(warp::body::bytes())
         .and(warp::header::optional::<String>("x-twilio-signature"))
         .and(warp::path::full())
         .and(raw_query())
         .and(with_state(state))
         .and_then(
-            move |token: String,
-                  body: Bytes,
+            move |body: Bytes,
                   sig: Option<String>,
                   path: warp::path::FullPath,
                   query: String,
@@ -117,9 +159,10 @@ fn signed_form(
                     signature::is_valid(state.auth_token.expose(), &url, &params, sig)
                 });
                 if valid {
-                    Ok((SignedForm { token, params }, state))
+                    Ok((params, state))
                 } else {
-                    // The path ends in the call's token: log the route only.
+                    state.metrics.signature_rejected();
+                    // The path may end in the call's token: log the route only.
                     tracing::warn!(
                         route = kind,
                         "request with a wrong X-Twilio-Signature refused"
@@ -138,21 +181,74 @@ fn health() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})))
 }
 
+/// `/ready`: 200 while calls are taken; 503 with the reason while they are not.
+fn ready(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("ready"))
+        .and(warp::path::end())
+        .map(move || match state.reception.readiness() {
+            Ok(()) => warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({"status": "ready"})),
+                StatusCode::OK,
+            ),
+            Err(why) => warp::reply::with_status(
+                warp::reply::json(
+                    &serde_json::json!({"status": "not ready", "reason": why.to_string()}),
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        })
+}
+
+/// `/twilio/voice`: a phone number's Voice URL. The answer is TwiML: the call connected to a
+/// Media Stream with a fresh one-time token, or a short message and a hang-up.
+fn voice(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    signed_form_bare(paths::VOICE, state).map(|form: SignedForm, state: ServerState| {
+        let ringing = Ringing {
+            call_sid: form.get("CallSid").unwrap_or_default().to_string(),
+            from: form.get("From").unwrap_or_default().to_string(),
+            to: form.get("To").unwrap_or_default().to_string(),
+        };
+        let answer = state.reception.answer(ringing);
+        warp::reply::with_header(answer.twiml, "content-type", "text/xml; charset=utf-8")
+    })
+}
+
+fn status_update(form: &SignedForm) -> StatusUpdate {
+    StatusUpdate {
+        call_sid: form.get("CallSid").unwrap_or_default().to_string(),
+        status: form.get("CallStatus").unwrap_or_default().into(),
+        sequence: form.get("SequenceNumber").and_then(|s| s.parse().ok()),
+        duration_secs: form.get("CallDuration").and_then(|s| s.parse().ok()),
+        answered_by: form.get("AnsweredBy").map(Into::into),
+        error_code: form.get("ErrorCode").map(str::to_string),
+        error_message: form.get("ErrorMessage").map(str::to_string),
+    }
+}
+
 fn status(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     signed_form(paths::STATUS, state).map(|form: SignedForm, state: ServerState| {
-        let update = StatusUpdate {
-            call_sid: form.get("CallSid").unwrap_or_default().to_string(),
-            status: form.get("CallStatus").unwrap_or_default().into(),
-            sequence: form.get("SequenceNumber").and_then(|s| s.parse().ok()),
-            duration_secs: form.get("CallDuration").and_then(|s| s.parse().ok()),
-            answered_by: form.get("AnsweredBy").map(Into::into),
-            error_code: form.get("ErrorCode").map(str::to_string),
-            error_message: form.get("ErrorMessage").map(str::to_string),
-        };
+        let update = status_update(&form);
         // A callback for a call that is already over is acknowledged and ignored.
         let _ = state
             .registry
             .deliver(&form.token, CallSignal::Status(update));
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// `/twilio/status` with no token: a phone number's status callback, which Twilio sends for
+/// the inbound calls to that number. The call is found by its CallSid.
+fn number_status(
+    state: ServerState,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    signed_form_bare(paths::STATUS, state).map(|form: SignedForm, state: ServerState| {
+        let update = status_update(&form);
+        let sid = update.call_sid.clone();
+        // Calls this process did not answer (another instance's, or over) are acknowledged.
+        let _ = state
+            .registry
+            .deliver_by_sid(&sid, CallSignal::Status(update));
         StatusCode::NO_CONTENT
     })
 }
@@ -188,6 +284,7 @@ fn media_stream(
                 if valid {
                     Ok(state)
                 } else {
+                    state.metrics.signature_rejected();
                     tracing::warn!(
                         "media stream handshake with a missing or wrong signature refused"
                     );
@@ -415,10 +512,18 @@ mod tests {
         let registry = Arc::new(Registry::new());
         let (token, mut signals) = registry.register();
         let urls = PublicUrls::new("https://example.test/base");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let state = ServerState {
             registry: registry.clone(),
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
+            metrics: metrics.clone(),
+            reception: Arc::new(crate::inbound::Reception::new(
+                registry.clone(),
+                metrics,
+                urls.clone(),
+                tokio_util::sync::CancellationToken::new(),
+            )),
         };
         let service = TowerToHyperService::new(warp::service(routes(state)));
         let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(51);

@@ -38,7 +38,8 @@ pub enum Command {
     Call(CallArgs),
     /// Work through a CSV of leads: pacing, retries, calling hours, do-not-call, resume.
     Campaign(CampaignArgs),
-    /// Run only the webhook server (status callbacks, TwiML, Media Streams) until Ctrl-C.
+    /// Answer incoming calls with the agent and serve Twilio's webhooks until Ctrl-C or SIGTERM
+    /// (which drains: live calls finish, new ones are turned away).
     Serve(ServeArgs),
     /// Run the Twilio and Voice Agent simulators alone until Ctrl-C, printing the settings that
     /// point dialer (or anything else) at them.
@@ -174,6 +175,30 @@ pub struct SimulatorsArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+
+    /// The inbound agent (default: the [agent] table of dialer.toml, else an assistant that
+    /// answers calls). Its greeting and prompt may use {{caller}} and {{called}}.
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// Most live calls, both ways; incoming calls past it are told the lines are busy
+    /// (MAX_CALLS; default 500 per core).
+    #[arg(long, value_name = "N")]
+    pub max_calls: Option<String>,
+
+    /// How long live calls may go on after the first Ctrl-C or SIGTERM before they are hung
+    /// up, e.g. 60s or 2m (DRAIN; default 60s).
+    #[arg(long, value_name = "TIME")]
+    pub drain: Option<String>,
+
+    /// Do-not-call list that callers who opt out are added to (DNC_FILE; default
+    /// do-not-call.txt).
+    #[arg(long, value_name = "FILE")]
+    pub dnc: Option<String>,
+
+    /// Longest an incoming call may last, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub time_limit: u64,
 }
 
 /// `--sim-speed`: a positive, finite factor.

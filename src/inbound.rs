@@ -114,8 +114,8 @@ pub struct Reception {
     metrics: Arc<Metrics>,
     urls: PublicUrls,
     desk: OnceLock<Desk>,
-    /// Set once the agent was checked at start; what went wrong, if it failed.
-    agent: OnceLock<Result<(), String>>,
+    /// Why the Voice Agent refused the agent, when its last check failed.
+    agent_problem: Mutex<Option<String>>,
     draining: AtomicBool,
     /// The calls' branch of the shutdown tree: cancelling it hangs up every call it runs.
     calls: CancellationToken,
@@ -136,7 +136,7 @@ impl Reception {
             metrics,
             urls,
             desk: OnceLock::new(),
-            agent: OnceLock::new(),
+            agent_problem: Mutex::new(None),
             draining: AtomicBool::new(false),
             calls,
             tasks: TaskTracker::new(),
@@ -148,9 +148,17 @@ impl Reception {
     pub fn open(&self, desk: Desk, agent_check: Result<(), String>) -> bool {
         let opened = self.desk.set(desk).is_ok();
         if opened {
-            let _ = self.agent.set(agent_check);
+            self.agent_checked(agent_check);
         }
         opened
+    }
+
+    /// The result of a later trial session (the first may have met an outage).
+    pub fn agent_checked(&self, check: Result<(), String>) {
+        *self
+            .agent_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = check.err();
     }
 
     /// A token for one call of the server (any source: inbound, or placed through an API):
@@ -164,8 +172,13 @@ impl Reception {
         if self.desk.get().is_none() {
             return Err(NotReady::NotServing);
         }
-        if let Some(Err(why)) = self.agent.get() {
-            return Err(NotReady::Agent(why.clone()));
+        if let Some(why) = self
+            .agent_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(NotReady::Agent(why));
         }
         if self.draining.load(Ordering::Acquire) {
             return Err(NotReady::Draining);

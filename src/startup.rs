@@ -28,6 +28,14 @@ pub use crate::sim::Simulation;
 #[derive(Debug)]
 pub enum Simulation {}
 
+/// `dialer serve`'s own settings.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub max_calls: usize,
+    pub drain: std::time::Duration,
+    pub dnc_file: std::path::PathBuf,
+}
+
 /// A command's settings, loaded once, and whether it runs against the simulators.
 #[derive(Debug)]
 pub struct Startup {
@@ -64,6 +72,15 @@ impl Startup {
         let mut prefixes = self.raw.allow_prefixes()?;
         prefixes.extend(extra.iter().cloned());
         crate::phone::AllowList::new(&prefixes).map_err(AppError::Input)
+    }
+
+    /// What `dialer serve` needs beyond the server: `MAX_CALLS`, `DRAIN`, `DNC_FILE`.
+    pub fn serve_settings(&self) -> Result<ServeSettings, AppError> {
+        Ok(ServeSettings {
+            max_calls: self.raw.max_calls()?,
+            drain: self.raw.drain()?,
+            dnc_file: self.raw.dnc_file(),
+        })
     }
 
     /// Simulated seconds per real second, when running against the simulators.

@@ -74,9 +74,14 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
 
 /// The agent from an agent file, then flags on top.
 fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
+    agent_config_or(args, AgentConfig::default())
+}
+
+/// The agent from an agent file, else `base`, then flags on top.
+pub(super) fn agent_config_or(args: &AgentArgs, base: AgentConfig) -> Result<AgentConfig, AppError> {
     let mut agent = match &args.agent {
         Some(path) => AgentConfig::from_file(path).map_err(|e| AppError::Input(e.to_string()))?,
-        None => AgentConfig::default(),
+        None => base,
     };
     if let Some(p) = &args.prompt {
         agent.system_prompt = p.clone();

@@ -6,6 +6,7 @@ pub(crate) mod call;
 pub(crate) mod campaign;
 pub(crate) mod format;
 mod printer;
+pub(crate) mod serve;
 
 pub use printer::{LogWriter, Printer};
 

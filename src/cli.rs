@@ -169,6 +169,29 @@ pub struct SimulatorsArgs {
     /// Run this many times faster than real time.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = speed_factor)]
     pub sim_speed: f64,
+
+    /// Instead of starting simulators, have the running fake Twilio at --twilio ring this Voice
+    /// URL (a `dialer serve`'s /twilio/voice) as an inbound caller, and wait for the call to end.
+    #[arg(long, value_name = "VOICE_URL", requires = "twilio")]
+    pub ring: Option<String>,
+
+    /// The running fake Twilio's base URL (what `dialer serve --simulate` or `dialer
+    /// simulators` printed as TWILIO_API_BASE_URL).
+    #[arg(long, value_name = "URL", requires = "ring")]
+    pub twilio: Option<String>,
+
+    /// With --ring: who calls, by persona name (agrees, opts-out, reschedules…; see README).
+    #[arg(long, value_name = "NAME", requires = "ring", conflicts_with = "from")]
+    pub persona: Option<String>,
+
+    /// With --ring: the caller's number (its last two digits pick the persona).
+    #[arg(long, value_name = "NUMBER", requires = "ring")]
+    pub from: Option<String>,
+
+    /// With --ring: the number's status callback (default: the Voice URL's sibling
+    /// /twilio/status).
+    #[arg(long, value_name = "URL", requires = "ring")]
+    pub status_callback: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -123,11 +123,30 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
     if let Some(task) = recheck {
         task.abort();
     }
+    settle_simulation(&app).await;
     app.stop().await;
     view_stop.cancel();
     let _ = view.await;
     Ok(Exit::Success)
 }
+
+/// With `--simulate` the fake Twilio stops with this process: let the calls it is still
+/// carrying (a caller turned away mid-message) end, and its answers to whoever rang it from
+/// another process reach them, before it goes.
+async fn settle_simulation(app: &App) {
+    #[cfg(feature = "simulate")]
+    if let Some(sim) = &app.simulation {
+        let _ = tokio::time::timeout(SIM_SETTLE, sim.twilio.wait_idle()).await;
+        // The ring's answer is written just after its call is over.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    #[cfg(not(feature = "simulate"))]
+    let _ = app;
+}
+
+/// The longest wait for the simulated calls to end after the drain.
+#[cfg(feature = "simulate")]
+const SIM_SETTLE: Duration = Duration::from_secs(15);
 
 /// The inbound agent's starting point: the `[agent]` table of `dialer.toml` when it has one,
 /// else the inbound defaults.

@@ -28,8 +28,9 @@ const MAX_WS_MESSAGE: usize = 64 * 1024;
 pub(super) fn routes(
     state: ServerState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    health()
-        .or(ready(state.clone()))
+    // Outside the request log: warp's trace logs every 5xx as an error, and a draining
+    // server's 503 here is the answer it means to give.
+    ready(state.clone()).or(health()
         .or(super::metrics::route(state.metrics.clone()))
         .or(voice(state.clone()))
         .or(status(state.clone()))
@@ -39,7 +40,7 @@ pub(super) fn routes(
         .recover(recover)
         .with(warp::trace(|info| {
             tracing::info_span!("request", method = %info.method(), route = %route(info.path()))
-        }))
+        })))
 }
 
 /// A request's path for the logs: the segment after `/twilio/{kind}/` is a call's one-time

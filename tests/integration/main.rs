@@ -8,3 +8,4 @@ mod cli_campaign;
 mod fail_closed;
 mod faults;
 mod helpers;
+mod serve;

@@ -328,6 +328,50 @@ async fn ready_says_whether_calls_are_taken_and_metrics_are_prometheus_text() {
     );
 }
 
+#[tokio::test]
+async fn with_the_agent_key_rejected_callers_hear_the_assistant_is_unavailable() {
+    let app =
+        TestApp::start_with(|s| s.assemblyai_api_key = dialer::secret::Secret::new("wrong-key"))
+            .await;
+    let check = app
+        .app
+        .service
+        .check_agent(&AgentConfig::default())
+        .await
+        .map_err(|e| e.to_string());
+    assert!(check.is_err());
+    let (events, _rx) = mpsc::unbounded_channel();
+    let dir = tempfile::tempdir().unwrap();
+    app.app.reception.open(
+        Desk {
+            service: app.app.service.clone(),
+            agent: AgentConfig::default(),
+            dnc: Arc::new(Mutex::new(
+                DncList::load(&[dir.path().join("dnc.txt")], None).unwrap(),
+            )),
+            events,
+            max_calls: 10,
+            time_limit: Duration::from_secs(300),
+        },
+        check,
+    );
+    let (status, body) = get(&format!("{}/ready", app.app.urls.base())).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("Voice Agent"), "{body}");
+    let sid = ring(&app, "+12025550100");
+    let call = ended(&app, &sid).await;
+    assert!(
+        call.twiml
+            .unwrap()
+            .contains("<Say>Sorry, our assistant is unavailable"),
+    );
+    assert!(call.stream.is_none());
+    assert!(app.app.registry.is_empty());
+    // Once a later check passes, calls are taken again.
+    app.app.reception.agent_checked(Ok(()));
+    assert_eq!(get(&format!("{}/ready", app.app.urls.base())).await.0, 200);
+}
+
 /// A `dialer` child process whose stdout lines are read on a thread.
 struct Process {
     child: Child,
@@ -474,5 +518,53 @@ fn sigterm_drains_the_real_server_live_calls_finish_and_new_callers_are_turned_a
     let status = serve
         .wait_exit(Duration::from_secs(30))
         .expect("the server exits once drained");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn when_the_drain_runs_out_the_calls_left_are_hung_up_and_the_server_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let speed = SPEED.to_string();
+    let mut serve = Process::spawn(
+        dir.path(),
+        &[
+            "serve",
+            "--simulate",
+            "--sim-speed",
+            &speed,
+            "--json",
+            "--drain",
+            "1s",
+        ],
+    );
+    let serving = serve.wait_for("the serving line", |v| v["event"] == "serving");
+    let live = Process::spawn(
+        dir.path(),
+        &[
+            "simulators",
+            "--json",
+            "--twilio",
+            serving["twilio_api_base_url"].as_str().unwrap(),
+            "--ring",
+            serving["voice_url"].as_str().unwrap(),
+            // Says nothing and stays on the line: only the drain's end stops it.
+            "--persona",
+            "silent",
+        ],
+    );
+    serve.wait_for("the call to connect", |v| v["event"] == "connected");
+    let term = Command::new("kill")
+        .args(["-TERM", &serve.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let outcome = serve.wait_for("the outcome", |v| v["event"] == "ended");
+    assert_eq!(outcome["outcome"]["ended_by"], "operator", "{outcome}");
+    assert_eq!(outcome["outcome"]["status"], "completed");
+    let ended = live.wait_for("the call's end at Twilio", |v| v["sid"].is_string());
+    assert_eq!(ended["ended_by"], "api", "hung up through the API: {ended}");
+    let status = serve
+        .wait_exit(Duration::from_secs(30))
+        .expect("the server exits");
     assert!(status.success(), "{status:?}");
 }

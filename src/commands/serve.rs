@@ -144,6 +144,17 @@ async fn settle_simulation(app: &App) {
     let _ = app;
 }
 
+/// The in-process fake Twilio's base URL, with `--simulate`.
+fn simulated_twilio(app: &App) -> Option<String> {
+    #[cfg(feature = "simulate")]
+    return app.simulation.as_ref().map(|sim| sim.twilio.base_url());
+    #[cfg(not(feature = "simulate"))]
+    {
+        let _ = app;
+        None
+    }
+}
+
 /// The longest wait for the simulated calls to end after the drain.
 #[cfg(feature = "simulate")]
 const SIM_SETTLE: Duration = Duration::from_secs(15);
@@ -191,8 +202,7 @@ fn announce(app: &App, serve: &crate::startup::ServeSettings, ctx: &Context<'_>)
         "max_calls": serve.max_calls,
         "drain_secs": serve.drain.as_secs(),
     });
-    let ring = app.simulation.as_ref().map(|sim| {
-        let twilio = sim.twilio.base_url();
+    let ring = simulated_twilio(app).map(|twilio| {
         serving["twilio_api_base_url"] = twilio.clone().into();
         format!("dialer simulators --twilio {twilio} --ring {voice} --persona agrees")
     });

@@ -167,6 +167,12 @@ impl Reception {
         self.calls.child_token()
     }
 
+    /// Where the server's calls report their events, once it serves: every call source of the
+    /// server (inbound calls, calls placed through an API) sends into this one view.
+    pub fn events(&self) -> Option<mpsc::UnboundedSender<CallEvent>> {
+        self.desk.get().map(|d| d.events.clone())
+    }
+
     /// Whether calls are taken, and if not why.
     pub fn readiness(&self) -> Result<(), NotReady> {
         if self.desk.get().is_none() {

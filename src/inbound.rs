@@ -155,10 +155,7 @@ impl Reception {
 
     /// The result of a later trial session (the first may have met an outage).
     pub fn agent_checked(&self, check: Result<(), String>) {
-        *self
-            .agent_problem
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = check.err();
+        *self.agent_problem.lock().unwrap_or_else(|e| e.into_inner()) = check.err();
     }
 
     /// A token for one call of the server (any source: inbound, or placed through an API):
@@ -420,7 +417,10 @@ mod tests {
         assert!(check_agent(&agent).is_ok());
         agent.system_prompt = "About {{first_name}}".into();
         let e = check_agent(&agent).unwrap_err();
-        assert!(e.contains("{{first_name}}") && e.contains("system_prompt"), "{e}");
+        assert!(
+            e.contains("{{first_name}}") && e.contains("system_prompt"),
+            "{e}"
+        );
     }
 
     #[test]

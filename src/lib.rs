@@ -3,7 +3,8 @@
 //! # Layout
 //! Lower modules never import higher ones: `sim` imports nothing of the client's; `agent`
 //! does not know calls; `call` does not know the server; `server` hands signals to calls
-//! through `call::registry`; only `startup` wires them together.
+//! through `call::registry` and incoming calls to `inbound::Reception`; only `startup` wires
+//! them together.
 //!
 //! - [`secret`]: strings that never print (keys, tokens).
 //! - [`phone`]: phone numbers in E.164, and numbers never to dial.

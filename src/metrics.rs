@@ -362,7 +362,10 @@ mod tests {
         assert_eq!(v("dialer_webhook_signature_rejections_total"), Some(1.0));
         assert_eq!(v(r#"dialer_api_requests_total{status="401"}"#), Some(2.0));
         assert_eq!(v(r#"dialer_api_requests_total{status="201"}"#), Some(1.0));
-        assert_eq!(v(r#"dialer_inbound_refused_total{reason="full"}"#), Some(1.0));
+        assert_eq!(
+            v(r#"dialer_inbound_refused_total{reason="full"}"#),
+            Some(1.0)
+        );
         drop(live);
         assert_eq!(
             sample(&m.render(), r#"dialer_live_calls{direction="inbound"}"#),
@@ -378,11 +381,26 @@ mod tests {
         }
         let text = m.render();
         let v = |s: &str| sample(&text, s);
-        assert_eq!(v(r#"dialer_agent_setup_seconds_bucket{le="0.05"}"#), Some(1.0));
-        assert_eq!(v(r#"dialer_agent_setup_seconds_bucket{le="0.1"}"#), Some(3.0));
-        assert_eq!(v(r#"dialer_agent_setup_seconds_bucket{le="0.5"}"#), Some(4.0));
-        assert_eq!(v(r#"dialer_agent_setup_seconds_bucket{le="10"}"#), Some(4.0));
-        assert_eq!(v(r#"dialer_agent_setup_seconds_bucket{le="+Inf"}"#), Some(5.0));
+        assert_eq!(
+            v(r#"dialer_agent_setup_seconds_bucket{le="0.05"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            v(r#"dialer_agent_setup_seconds_bucket{le="0.1"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            v(r#"dialer_agent_setup_seconds_bucket{le="0.5"}"#),
+            Some(4.0)
+        );
+        assert_eq!(
+            v(r#"dialer_agent_setup_seconds_bucket{le="10"}"#),
+            Some(4.0)
+        );
+        assert_eq!(
+            v(r#"dialer_agent_setup_seconds_bucket{le="+Inf"}"#),
+            Some(5.0)
+        );
         assert_eq!(v("dialer_agent_setup_seconds_count"), Some(5.0));
         assert_eq!(v("dialer_agent_setup_seconds_sum"), Some(20.53));
         assert_eq!(

@@ -171,15 +171,17 @@ impl RawSettings {
     pub fn drain(&self) -> Result<std::time::Duration, SettingsError> {
         match self.drain.as_deref().map(str::trim) {
             None | Some("") => Ok(DEFAULT_DRAIN),
-            Some(v) => parse_drain(v)
-                .filter(|d| *d <= MAX_DRAIN)
-                .ok_or_else(|| SettingsError::Invalid {
-                    name: "DRAIN",
-                    why: format!(
-                        "'{}' is not a time from 0s to 60m (e.g. 60s or 2m)",
-                        printable(v)
-                    ),
-                }),
+            Some(v) => {
+                parse_drain(v)
+                    .filter(|d| *d <= MAX_DRAIN)
+                    .ok_or_else(|| SettingsError::Invalid {
+                        name: "DRAIN",
+                        why: format!(
+                            "'{}' is not a time from 0s to 60m (e.g. 60s or 2m)",
+                            printable(v)
+                        ),
+                    })
+            }
         }
     }
 
@@ -761,7 +763,12 @@ mod tests {
         assert_eq!(raw.max_calls().unwrap(), 25);
         assert_eq!(raw.drain().unwrap(), std::time::Duration::from_secs(120));
         assert_eq!(raw.dnc_file(), PathBuf::from("lists/dnc.txt"));
-        for (v, secs) in [("0", Some(0)), ("45s", Some(45)), ("45", Some(45)), ("1m", Some(60))] {
+        for (v, secs) in [
+            ("0", Some(0)),
+            ("45s", Some(45)),
+            ("45", Some(45)),
+            ("1m", Some(60)),
+        ] {
             assert_eq!(parse_drain(v).map(|d| d.as_secs()), secs, "{v}");
         }
         for bad in ["", "s", "-1", "1.5s", "1h", "m5"] {

@@ -254,7 +254,10 @@ mod tests {
         r.remove(&t);
         assert!(!r.deliver_by_sid("CA1", CallSignal::AnsweredBy("human".into())));
         assert!(r.is_empty());
-        assert!(r.register_inbound("CA1", 10).is_ok(), "a removed sid is free again");
+        assert!(
+            r.register_inbound("CA1", 10).is_ok(),
+            "a removed sid is free again"
+        );
     }
 
     #[test]

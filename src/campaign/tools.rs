@@ -89,7 +89,9 @@ pub(crate) fn opt_out(dnc: &Mutex<DncList>, number: &E164) -> ToolReply {
 pub(crate) fn opt_out_spec() -> ToolSpec {
     ToolSpec {
         name: OPT_OUT.into(),
-        description: "The person asked not to be called again: put this number on the do-not-call list.".into(),
+        description:
+            "The person asked not to be called again: put this number on the do-not-call list."
+                .into(),
         parameters: json!({ "type": "object", "properties": {} }),
     }
 }

@@ -78,7 +78,10 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
 }
 
 /// The agent from an agent file, else `base`, then flags on top.
-pub(super) fn agent_config_or(args: &AgentArgs, base: AgentConfig) -> Result<AgentConfig, AppError> {
+pub(super) fn agent_config_or(
+    args: &AgentArgs,
+    base: AgentConfig,
+) -> Result<AgentConfig, AppError> {
     let mut agent = match &args.agent {
         Some(path) => AgentConfig::from_file(path).map_err(|e| AppError::Input(e.to_string()))?,
         None => base,

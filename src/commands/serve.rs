@@ -41,8 +41,11 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
     }
     let startup = Startup::load(sources, &args.server)?;
     let serve = startup.serve_settings()?;
-    let dnc = DncList::load(std::slice::from_ref(&serve.dnc_file), startup.default_region())
-        .map_err(|e| AppError::Input(e.to_string()))?;
+    let dnc = DncList::load(
+        std::slice::from_ref(&serve.dnc_file),
+        startup.default_region(),
+    )
+    .map_err(|e| AppError::Input(e.to_string()))?;
     let app = startup.start(ctx.shutdown).await?;
 
     let (events, rx) = mpsc::unbounded_channel();
@@ -167,7 +170,11 @@ fn base_agent(sources: &Sources) -> Result<AgentConfig, AppError> {
         greeting: inbound::DEFAULT_GREETING.into(),
         ..AgentConfig::default()
     };
-    let Some(path) = sources.config_file.as_deref().filter(|p| has_agent_table(p)) else {
+    let Some(path) = sources
+        .config_file
+        .as_deref()
+        .filter(|p| has_agent_table(p))
+    else {
         return Ok(defaults);
     };
     AgentConfig::from_file(path).map_err(|e| AppError::Input(e.to_string()))

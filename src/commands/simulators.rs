@@ -87,13 +87,16 @@ async fn ring(
     })?;
     if !status.is_success() {
         let why = body["message"].as_str().unwrap_or("no reason given");
-        return Err(AppError::Input(format!("the fake Twilio refused to ring: {why}")));
+        return Err(AppError::Input(format!(
+            "the fake Twilio refused to ring: {why}"
+        )));
     }
     if ctx.printer.style() == Style::Json {
         ctx.printer.out(&body.to_string());
     } else {
         for line in body["said"].as_array().into_iter().flatten() {
-            ctx.printer.out(&format!("  caller › {}", line.as_str().unwrap_or_default()));
+            ctx.printer
+                .out(&format!("  caller › {}", line.as_str().unwrap_or_default()));
         }
         let refused = !body["stream_opened"].as_bool().unwrap_or(false);
         ctx.printer.out(&format!(

@@ -95,7 +95,10 @@ fn line(event: &CallEvent) -> Option<String> {
             ok,
             ..
         } if name != "end_call" => {
-            format!("tool {name}({arguments}){}", if *ok { "" } else { " failed" })
+            format!(
+                "tool {name}({arguments}){}",
+                if *ok { "" } else { " failed" }
+            )
         }
         CallEvent::Tool { .. } => return None,
         CallEvent::Disposition { disposition, .. } => {
@@ -144,7 +147,10 @@ mod tests {
             outcome: Box::new(outcome),
         })
         .unwrap();
-        assert!(ended.starts_with("✔ completed") && ended.contains("opted out"), "{ended}");
+        assert!(
+            ended.starts_with("✔ completed") && ended.contains("opted out"),
+            "{ended}"
+        );
 
         let mut view = View::default();
         let printer = Printer::new(Style::Plain);

@@ -16,7 +16,5 @@ pub(super) fn route(
     warp::get()
         .and(warp::path("metrics"))
         .and(warp::path::end())
-        .map(move || {
-            warp::reply::with_header(metrics.render(), "content-type", CONTENT_TYPE)
-        })
+        .map(move || warp::reply::with_header(metrics.render(), "content-type", CONTENT_TYPE))
 }

@@ -101,9 +101,11 @@ fn signed_form(
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(signed_body(kind, state))
-        .map(|token: String, params: Vec<(String, String)>, state: ServerState| {
-            (SignedForm { token, params }, state)
-        })
+        .map(
+            |token: String, params: Vec<(String, String)>, state: ServerState| {
+                (SignedForm { token, params }, state)
+            },
+        )
         .untuple_one()
 }
 
@@ -502,6 +504,55 @@ mod tests {
             Ok(response) => response.status(),
             Err(never) => match never {},
         }
+    }
+
+    /// A number's status callback carries no token: it reaches the inbound call with its
+    /// CallSid, only when signed over PUBLIC_URL, and reaches no call placed by token.
+    #[tokio::test]
+    async fn the_numbers_status_callback_finds_the_inbound_call_by_its_sid() {
+        let registry = Arc::new(Registry::new());
+        let (_token, mut inbound) = registry.register_inbound("CA1", 10).unwrap();
+        let (_placed, mut placed) = registry.register();
+        let urls = PublicUrls::new("https://example.test");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let state = ServerState {
+            registry: registry.clone(),
+            auth_token: Secret::new(AUTH_TOKEN),
+            urls: urls.clone(),
+            metrics: metrics.clone(),
+            reception: Arc::new(crate::inbound::Reception::new(
+                registry,
+                metrics.clone(),
+                urls.clone(),
+                tokio_util::sync::CancellationToken::new(),
+            )),
+        };
+        let service = TowerToHyperService::new(warp::service(routes(state)));
+        let path = "/twilio/status";
+        let body = b"CallSid=CA1&CallStatus=completed&CallDuration=12&Direction=inbound".to_vec();
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        let forged =
+            signature::compute(AUTH_TOKEN, "https://proxy.internal/twilio/status", &params);
+        assert_eq!(
+            post(&service, path, body.clone(), &forged).await,
+            StatusCode::FORBIDDEN
+        );
+        assert!(inbound.try_recv().is_err());
+        assert_eq!(metrics.signature_rejections(), 1);
+        let signed = signature::compute(AUTH_TOKEN, &urls.http(path), &params);
+        assert_eq!(
+            post(&service, path, body, &signed).await,
+            StatusCode::NO_CONTENT
+        );
+        match inbound.try_recv() {
+            Ok(CallSignal::Status(update)) => {
+                assert_eq!(update.status, CallStatus::Completed);
+                assert_eq!(update.duration_secs, Some(12));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(placed.try_recv().is_err());
     }
 
     /// Whatever form reaches a callback route, signed, it is read field by field as documented:

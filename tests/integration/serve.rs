@@ -81,7 +81,10 @@ async fn until_ended(rx: &mut mpsc::UnboundedReceiver<CallEvent>) -> (Vec<CallEv
 
 async fn get(url: &str) -> (u16, String) {
     let resp = reqwest::get(url).await.expect("server answers");
-    (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
 }
 
 /// The value of one Prometheus sample.
@@ -116,7 +119,9 @@ async fn an_inbound_caller_who_asks_to_be_removed_is_heard_listed_and_the_call_e
     let greeting = &outcome.transcript[0];
     assert_eq!(greeting.speaker, Speaker::Agent);
     assert!(
-        greeting.text.starts_with("Hello +12025550106, this is an automated"),
+        greeting
+            .text
+            .starts_with("Hello +12025550106, this is an automated"),
         "{greeting:?}"
     );
     assert!(
@@ -168,7 +173,10 @@ async fn an_inbound_caller_who_asks_to_be_removed_is_heard_listed_and_the_call_e
     );
     assert!(sample(&metrics, r#"dialer_bridge_frames_total{to="agent"}"#).unwrap() > 0.0);
     assert!(sample(&metrics, r#"dialer_bridge_frames_total{to="phone"}"#).unwrap() > 0.0);
-    assert_eq!(sample(&metrics, "dialer_agent_setup_seconds_count"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "dialer_agent_setup_seconds_count"),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -294,7 +302,9 @@ async fn ready_says_whether_calls_are_taken_and_metrics_are_prometheus_text() {
     let sid = ring(&app, "+12025550100");
     let call = ended(&app, &sid).await;
     assert!(
-        call.twiml.unwrap().contains("<Say>Sorry, we cannot take your call"),
+        call.twiml
+            .unwrap()
+            .contains("<Say>Sorry, we cannot take your call"),
         "draining turns callers away with a message"
     );
 
@@ -319,7 +329,10 @@ async fn ready_says_whether_calls_are_taken_and_metrics_are_prometheus_text() {
         assert!(text.contains(&format!("# TYPE {family}")), "{family}");
     }
     assert_eq!(
-        sample(&text, r#"dialer_inbound_refused_total{reason="not_serving"}"#),
+        sample(
+            &text,
+            r#"dialer_inbound_refused_total{reason="not_serving"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(

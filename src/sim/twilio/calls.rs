@@ -97,7 +97,12 @@ pub(super) fn place(shared: &Arc<Shared>, spec: CallSpec) -> String {
             to: spec.to.clone(),
             from: spec.from.clone(),
             status: if spec.inbound { "ringing" } else { "queued" }.into(),
-            direction: if spec.inbound { "inbound" } else { "outbound-api" }.into(),
+            direction: if spec.inbound {
+                "inbound"
+            } else {
+                "outbound-api"
+            }
+            .into(),
             created_at: Some(std::time::Instant::now()),
             ..SimCall::default()
         },

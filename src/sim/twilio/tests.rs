@@ -1750,7 +1750,11 @@ async fn a_rung_number_asks_its_voice_url_while_ringing_and_tells_its_status_cal
         .unwrap();
     let call = f.twilio.wait_ended(&sid).await.unwrap();
     assert_eq!(
-        (call.direction.as_str(), call.to.as_str(), call.from.as_str()),
+        (
+            call.direction.as_str(),
+            call.to.as_str(),
+            call.from.as_str()
+        ),
         ("inbound", FROM, "+12025550109")
     );
     assert_eq!(

@@ -534,8 +534,10 @@ fn sigterm_drains_the_real_server_live_calls_finish_and_new_callers_are_turned_a
     assert!(status.success(), "{status:?}");
 }
 
-#[test]
-fn when_the_drain_runs_out_the_calls_left_are_hung_up_and_the_server_exits() {
+/// Serve (simulated) with `drain`, ring it with a caller who never speaks, send SIGTERM
+/// `signals` times once the call is connected: the call must be hung up by the operator and
+/// the server must exit 0.
+fn silent_caller_hung_up(drain: &str, signals: usize) {
     let dir = tempfile::tempdir().unwrap();
     let speed = SPEED.to_string();
     let mut serve = Process::spawn(
@@ -547,7 +549,7 @@ fn when_the_drain_runs_out_the_calls_left_are_hung_up_and_the_server_exits() {
             &speed,
             "--json",
             "--drain",
-            "1s",
+            drain,
         ],
     );
     let serving = serve.wait_for("the serving line", |v| v["event"] == "serving");
@@ -560,17 +562,20 @@ fn when_the_drain_runs_out_the_calls_left_are_hung_up_and_the_server_exits() {
             serving["twilio_api_base_url"].as_str().unwrap(),
             "--ring",
             serving["voice_url"].as_str().unwrap(),
-            // Says nothing and stays on the line: only the drain's end stops it.
+            // Says nothing and stays on the line: only the operator's end stops it.
             "--persona",
             "silent",
         ],
     );
     serve.wait_for("the call to connect", |v| v["event"] == "connected");
-    let term = Command::new("kill")
-        .args(["-TERM", &serve.child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(term.success());
+    for _ in 0..signals {
+        let term = Command::new("kill")
+            .args(["-TERM", &serve.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(term.success());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let outcome = serve.wait_for("the outcome", |v| v["event"] == "ended");
     assert_eq!(outcome["outcome"]["ended_by"], "operator", "{outcome}");
     assert_eq!(outcome["outcome"]["status"], "completed");
@@ -580,4 +585,16 @@ fn when_the_drain_runs_out_the_calls_left_are_hung_up_and_the_server_exits() {
         .wait_exit(Duration::from_secs(30))
         .expect("the server exits");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn when_the_drain_runs_out_the_calls_left_are_hung_up_and_the_server_exits() {
+    silent_caller_hung_up("1s", 1);
+}
+
+#[test]
+fn a_second_signal_hangs_up_at_once() {
+    // With an hour's drain, an operator's end within the minute `wait_for` allows can only be
+    // the second signal's.
+    silent_caller_hung_up("60m", 2);
 }

@@ -93,7 +93,7 @@ pub struct Desk {
 pub enum NotReady {
     /// This process places calls only.
     NotServing,
-    /// The trial agent session at start failed.
+    /// The last trial Voice Agent session failed (a rejected key, an outage).
     Agent(String),
     Draining,
 }
@@ -102,7 +102,7 @@ impl std::fmt::Display for NotReady {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NotServing => f.write_str("this process does not answer calls"),
-            Self::Agent(why) => write!(f, "the Voice Agent refused the inbound agent: {why}"),
+            Self::Agent(why) => write!(f, "the trial Voice Agent session failed: {why}"),
             Self::Draining => f.write_str("draining before shutdown"),
         }
     }

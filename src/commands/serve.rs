@@ -55,10 +55,17 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
         ctx.printer.clone(),
         view_stop.clone(),
     ));
-    let check = check_agent(&app, &agent).await;
+    // The agent as a caller reaches it, with the account's number for both variables.
+    let from = app.settings.twilio_from_number.as_str();
+    let sample = inbound::agent_for(&agent, from, from);
+    let check = app
+        .service
+        .check_agent(&sample)
+        .await
+        .map_err(|e| e.to_string());
     if let Err(why) = &check {
         ctx.printer.error(&format!(
-            "the Voice Agent refused the inbound agent ({why}); incoming calls are told the assistant is unavailable, and the check is tried again every {} s",
+            "the trial Voice Agent session failed ({why}); incoming calls are told the assistant is unavailable, and the session is tried again every {} s",
             AGENT_RECHECK.as_secs()
         ));
     }
@@ -75,8 +82,8 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
         check,
     );
     let recheck = failed.then(|| {
-        let (app_reception, service, agent) =
-            (app.reception.clone(), app.service.clone(), agent.clone());
+        let (app_reception, service, sample) =
+            (app.reception.clone(), app.service.clone(), sample.clone());
         let stop = ctx.shutdown.child();
         tokio::spawn(async move {
             loop {
@@ -84,7 +91,6 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(AGENT_RECHECK) => {}
                 }
-                let sample = inbound::agent_for(&agent, "", "");
                 if service.check_agent(&sample).await.is_ok() {
                     app_reception.agent_checked(Ok(()));
                     tracing::warn!("the Voice Agent accepts the inbound agent now: taking calls");
@@ -108,6 +114,7 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
         () = tokio::time::sleep(serve.drain) => true,
         () = interrupts.next() => true,
     };
+    let mut quit_now = false;
     if forced {
         let live = app.reception.live();
         ctx.printer.message(&format!(
@@ -120,13 +127,15 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
             () = tokio::time::sleep(HANG_UP_WAIT) => {
                 ctx.printer.message("some calls did not confirm their end in time; stopping anyway");
             }
-            () = interrupts.next() => {}
+            () = interrupts.next() => quit_now = true,
         }
     }
     if let Some(task) = recheck {
         task.abort();
     }
-    settle_simulation(&app).await;
+    if !quit_now {
+        settle_simulation(&app).await;
+    }
     app.stop().await;
     view_stop.cancel();
     let _ = view.await;
@@ -185,16 +194,6 @@ fn has_agent_table(path: &Path) -> bool {
         .ok()
         .and_then(|text| text.parse::<toml::Table>().ok())
         .is_some_and(|table| table.contains_key("agent"))
-}
-
-/// A trial session with the agent as a caller would reach it.
-async fn check_agent(app: &App, agent: &AgentConfig) -> Result<(), String> {
-    let from = app.settings.twilio_from_number.as_str();
-    let sample = inbound::agent_for(agent, from, from);
-    app.service
-        .check_agent(&sample)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// Where Twilio should be pointed, and with `--simulate` how to ring the server.

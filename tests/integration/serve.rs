@@ -598,3 +598,34 @@ fn a_second_signal_hangs_up_at_once() {
     // the second signal's.
     silent_caller_hung_up("60m", 2);
 }
+
+#[test]
+fn bad_serve_settings_stop_it_with_one_line_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, starts) in [
+        (
+            vec!["serve", "--simulate", "--max-calls", "0"],
+            "dialer: error: MAX_CALLS is invalid:",
+        ),
+        (
+            vec!["serve", "--simulate", "--drain", "soon"],
+            "dialer: error: DRAIN is invalid:",
+        ),
+        (
+            vec!["serve", "--simulate", "--greeting", "Hi {{first_name}}"],
+            "dialer: error: agent greeting uses {{first_name}}",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(&args)
+            .env_clear()
+            .current_dir(dir.path())
+            .output()
+            .expect("dialer runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(starts), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}

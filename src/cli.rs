@@ -41,6 +41,9 @@ pub enum Command {
     /// Answer incoming calls with the agent and serve Twilio's webhooks until Ctrl-C or SIGTERM
     /// (which drains: live calls finish, new ones are turned away).
     Serve(ServeArgs),
+    /// Check every setting against Twilio and AssemblyAI, and that PUBLIC_URL reaches this
+    /// machine: one line per check; the exit code is 7 when any check failed.
+    Doctor(DoctorArgs),
     /// Run the Twilio and Voice Agent simulators alone until Ctrl-C, printing the settings that
     /// point dialer (or anything else) at them.
     #[cfg(feature = "simulate")]
@@ -192,6 +195,16 @@ pub struct SimulatorsArgs {
     /// /twilio/status).
     #[arg(long, value_name = "URL", requires = "ring")]
     pub status_callback: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// The agent whose trial session checks the AssemblyAI key.
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 #[derive(Debug, Args)]

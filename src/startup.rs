@@ -162,6 +162,8 @@ pub struct App {
     pub settings: Settings,
     pub urls: PublicUrls,
     pub server_addr: SocketAddr,
+    /// This process's id, as the server's `/health` answers it.
+    pub instance: String,
     pub simulation: Option<Simulation>,
     /// The process's counters, shown at `/metrics`.
     pub metrics: Arc<Metrics>,
@@ -192,6 +194,9 @@ impl App {
             settings.public_url.clone()
         });
         let registry = Arc::new(Registry::new());
+        // Random, so that two processes (a restart, another machine behind the same tunnel)
+        // never answer alike; 64 bits is plenty to tell a handful apart.
+        let instance = format!("{:016x}", rand::random::<u64>());
         let metrics = Arc::new(Metrics::new());
         let reception = Arc::new(Reception::new(
             registry.clone(),
@@ -203,6 +208,7 @@ impl App {
             registry: registry.clone(),
             auth_token: settings.twilio_auth_token.clone(),
             urls: urls.clone(),
+            instance: instance.clone(),
             metrics: metrics.clone(),
             reception: reception.clone(),
         };
@@ -236,6 +242,7 @@ impl App {
             settings,
             urls,
             server_addr,
+            instance,
             simulation,
             metrics,
             reception,

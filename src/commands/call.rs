@@ -73,7 +73,7 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
 }
 
 /// The agent from an agent file, then flags on top.
-fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
+pub(super) fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
     agent_config_or(args, AgentConfig::default())
 }
 

@@ -1,7 +1,8 @@
 //! The embedded HTTP/WebSocket server Twilio talks to: incoming calls' Voice URL, status and
-//! answering-machine callbacks, the Media Stream socket, and the operator's health, readiness
-//! and metrics. Every Twilio request is checked against `X-Twilio-Signature`, computed over
-//! `PUBLIC_URL`, before it changes anything. This module is the only one that knows warp.
+//! answering-machine callbacks, the Media Stream socket, and the operator's health (naming
+//! this process), readiness and metrics. Every Twilio request is checked against
+//! `X-Twilio-Signature`, computed over `PUBLIC_URL`, before it changes anything. This module
+//! is the only one that knows warp.
 
 mod accept;
 mod convert;
@@ -31,6 +32,9 @@ pub(crate) struct ServerState {
     pub metrics: Arc<Metrics>,
     /// Answers incoming calls (refusing them in a process that does not serve).
     pub reception: Arc<Reception>,
+    /// This process's id, which `/health` answers with: whoever knows it (`dialer doctor`)
+    /// can tell this process from another one behind the same address.
+    pub instance: String,
 }
 
 /// Bind the server's listener (port 0 picks a free port).

@@ -30,7 +30,7 @@ pub(super) fn routes(
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     // Outside the request log: warp's trace logs every 5xx as an error, and a draining
     // server's 503 here is the answer it means to give.
-    ready(state.clone()).or(health()
+    ready(state.clone()).or(health(state.instance.clone())
         .or(super::metrics::route(state.metrics.clone()))
         .or(voice(state.clone()))
         .or(status(state.clone()))
@@ -177,11 +177,20 @@ fn signed_body(
         .untuple_one()
 }
 
-fn health() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+/// Liveness, for anyone (no secret in it): 200 and which process answered, so that a check made
+/// through a tunnel can tell this process from another one behind the same address. Never
+/// cached: a proxy's stored answer would vouch for a process that is gone.
+fn health(instance: String) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::get()
         .and(warp::path("health"))
         .and(warp::path::end())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})))
+        .map(move || {
+            warp::reply::with_header(
+                warp::reply::json(&serde_json::json!({"status": "ok", "instance": instance})),
+                "cache-control",
+                "no-store",
+            )
+        })
 }
 
 /// `/ready`: 200 while calls are taken; 503 with the reason while they are not.
@@ -519,6 +528,7 @@ mod tests {
             registry: registry.clone(),
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
+            instance: "test-instance".into(),
             metrics: metrics.clone(),
             reception: Arc::new(crate::inbound::Reception::new(
                 registry,
@@ -555,6 +565,46 @@ mod tests {
         assert!(placed.try_recv().is_err());
     }
 
+    /// `/health` says which process answered, is never cached, and carries no secret.
+    #[tokio::test]
+    async fn health_names_this_process_and_nothing_secret() {
+        let registry = Arc::new(Registry::new());
+        let urls = PublicUrls::new("https://example.test");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let state = ServerState {
+            registry: registry.clone(),
+            auth_token: Secret::new(AUTH_TOKEN),
+            urls: urls.clone(),
+            instance: "0123456789abcdef".into(),
+            metrics: metrics.clone(),
+            reception: Arc::new(crate::inbound::Reception::new(
+                registry,
+                metrics,
+                urls,
+                tokio_util::sync::CancellationToken::new(),
+            )),
+        };
+        let service = TowerToHyperService::new(warp::service(routes(state)));
+        let request = warp::http::Request::get("/health")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = match hyper::service::Service::call(&service, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": "ok", "instance": "0123456789abcdef"})
+        );
+    }
+
     /// Whatever form reaches a callback route, signed, it is read field by field as documented:
     /// a status or verdict that is not a documented one is `Other` with its text, a counter
     /// that is not a plain number is `None`, the first of repeated fields counts, and the
@@ -569,6 +619,7 @@ mod tests {
             registry: registry.clone(),
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
+            instance: "test-instance".into(),
             metrics: metrics.clone(),
             reception: Arc::new(crate::inbound::Reception::new(
                 registry.clone(),

@@ -5,6 +5,7 @@ mod calls;
 mod campaign;
 mod cli;
 mod cli_campaign;
+mod doctor;
 mod fail_closed;
 mod faults;
 mod helpers;

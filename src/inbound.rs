@@ -114,8 +114,9 @@ pub struct Reception {
     metrics: Arc<Metrics>,
     urls: PublicUrls,
     desk: OnceLock<Desk>,
-    /// Why the Voice Agent refused the agent, when its last check failed.
-    agent_problem: Mutex<Option<String>>,
+    /// Why the agent cannot be had, when its last trial session failed or a call's session
+    /// found the key refused. Shared with the call tasks, which set it.
+    agent_problem: Arc<Mutex<Option<String>>>,
     draining: AtomicBool,
     /// The calls' branch of the shutdown tree: cancelling it hangs up every call it runs.
     calls: CancellationToken,
@@ -136,7 +137,7 @@ impl Reception {
             metrics,
             urls,
             desk: OnceLock::new(),
-            agent_problem: Mutex::new(None),
+            agent_problem: Arc::new(Mutex::new(None)),
             draining: AtomicBool::new(false),
             calls,
             tasks: TaskTracker::new(),
@@ -266,10 +267,17 @@ impl Reception {
         let events = desk.events.clone();
         let cancel = self.call_token();
         let task_token = token.clone();
+        let agent_problem = self.agent_problem.clone();
         self.tasks.spawn(async move {
-            service
+            let outcome = service
                 .follow_inbound(inbound, task_token, signals, events, cancel)
                 .await;
+            // The key was revoked or changed while serving: the next callers would only hear
+            // an apology after a silence, so they are told at once until a check passes.
+            if let Some(why) = key_refused(&outcome) {
+                tracing::error!(reason = %why, "the Voice Agent refused the key; turning callers away until it accepts it");
+                *agent_problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            }
         });
         Answer {
             twiml: twiml::connect_stream(&self.urls.media(), &[("token", &token)]),
@@ -285,6 +293,13 @@ impl Reception {
             refused: Some(why),
         }
     }
+}
+
+/// The service's words when a call ended because it refused the key.
+fn key_refused(outcome: &crate::events::Outcome) -> Option<String> {
+    let error = outcome.error.as_ref()?;
+    let code = crate::agent::protocol::AgentErrorCode::from(error.code.as_deref()?);
+    code.refuses_key().then(|| error.message.clone())
 }
 
 /// The call's request: the agent filled in for this caller, the opt-out tool, the time limit.

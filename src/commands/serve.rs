@@ -69,7 +69,6 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
             AGENT_RECHECK.as_secs()
         ));
     }
-    let failed = check.is_err();
     app.reception.open(
         Desk {
             service: app.service.clone(),
@@ -81,24 +80,24 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
         },
         check,
     );
-    let recheck = failed.then(|| {
-        let (app_reception, service, sample) =
+    // While the agent cannot be had (the trial failed, or a call found the key refused),
+    // try again now and then, and take calls again once it works.
+    let recheck = {
+        let (reception, service, sample) =
             (app.reception.clone(), app.service.clone(), sample.clone());
-        let stop = ctx.shutdown.child();
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(AGENT_RECHECK) => {}
+                tokio::time::sleep(AGENT_RECHECK).await;
+                if !matches!(reception.readiness(), Err(inbound::NotReady::Agent(_))) {
+                    continue;
                 }
                 if service.check_agent(&sample).await.is_ok() {
-                    app_reception.agent_checked(Ok(()));
+                    reception.agent_checked(Ok(()));
                     tracing::warn!("the Voice Agent accepts the inbound agent now: taking calls");
-                    return;
                 }
             }
         })
-    });
+    };
     announce(&app, &serve, ctx);
 
     interrupts.next().await;
@@ -130,9 +129,7 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
             () = interrupts.next() => quit_now = true,
         }
     }
-    if let Some(task) = recheck {
-        task.abort();
-    }
+    recheck.abort();
     if !quit_now {
         settle_simulation(&app).await;
     }

@@ -385,6 +385,49 @@ async fn with_the_agent_key_rejected_callers_hear_the_assistant_is_unavailable()
     assert_eq!(get(&format!("{}/ready", app.app.urls.base())).await.0, 200);
 }
 
+#[tokio::test]
+async fn a_key_refused_mid_run_turns_the_next_callers_away_until_a_check_passes() {
+    use dialer::sim::agent::{AgentFault, ErrorAt, FakeAgentConfig, FaultRule};
+    // The first call's session finds the key refused, as after a revoked key.
+    let agent = FakeAgentConfig {
+        faults: vec![FaultRule::nth(
+            1,
+            AgentFault::Error {
+                code: "unauthorized",
+                at: ErrorAt::Setup,
+            },
+        )],
+        ..crate::helpers::agent_config()
+    };
+    let app = TestApp::start_faulty(crate::helpers::twilio_config(), agent, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = open(&app, 10, &dir.path().join("dnc.txt"));
+    let first = ring(&app, "+12025550100");
+    let (_, outcome) = until_ended(&mut rx).await;
+    assert_eq!(
+        outcome.error.as_ref().unwrap().code.as_deref(),
+        Some("unauthorized")
+    );
+    ended(&app, &first).await;
+    // Set by the call's task as it finishes, just after the outcome is sent.
+    eventually("the reception hears of the refused key", || {
+        app.app.reception.readiness().is_err()
+    })
+    .await;
+    let (status, body) = get(&format!("{}/ready", app.app.urls.base())).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("API key"), "{body}");
+    let next = ring(&app, "+12025550100");
+    let call = ended(&app, &next).await;
+    assert!(
+        call.twiml
+            .unwrap()
+            .contains("<Say>Sorry, our assistant is unavailable")
+    );
+    app.app.reception.agent_checked(Ok(()));
+    assert_eq!(get(&format!("{}/ready", app.app.urls.base())).await.0, 200);
+}
+
 /// A `dialer` child process whose stdout lines are read on a thread.
 struct Process {
     child: Child,

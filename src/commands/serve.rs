@@ -100,7 +100,11 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
     };
     announce(&app, &serve, ctx);
 
-    interrupts.next().await;
+    tokio::select! {
+        () = interrupts.next() => {}
+        // Nobody reads the calls' events any more: stop as on the first Ctrl-C, as `call` does.
+        () = ctx.printer.closed() => {}
+    }
     app.reception.drain();
     let live = app.reception.live();
     ctx.printer.message(&format!(

@@ -89,4 +89,13 @@ mod tests {
             "{doc}"
         );
     }
+
+    #[test]
+    fn a_refusal_says_its_words_then_hangs_up() {
+        assert_eq!(
+            say_and_hang_up("Busy <now> & later."),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>Busy &lt;now&gt; &amp; later.</Say><Hangup/></Response>"
+        );
+        assert!(empty().ends_with("<Response/>"));
+    }
 }

@@ -1,6 +1,8 @@
 //! What happens during a call, as plain data. The call path emits these; the terminal view,
 //! the JSON printer and the campaign runner consume them. Nothing here knows how it is shown.
 
+pub use crate::call::transfer::TransferOutcome;
+pub use crate::call::voicemail::MachineEnd;
 use crate::twilio::{AnsweredBy, CallStatus};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -107,6 +109,13 @@ pub struct Outcome {
     /// Each time the agent's connection was lost mid-call and came back.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reconnects: Vec<AgentReconnect>,
+    /// A machine answered: `voicemail-left` (the message was spoken after the beep),
+    /// `voicemail` (no message left) or `fax`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineEnd>,
+    /// The agent handed the call to a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferOutcome>,
 }
 
 /// The agent's connection was lost mid-call and the conversation went on.
@@ -151,6 +160,8 @@ impl Outcome {
             opted_out: false,
             transcript: vec![],
             reconnects: Vec::new(),
+            machine: None,
+            transfer: None,
         }
     }
 }
@@ -189,6 +200,14 @@ pub enum CallEvent {
         to: String,
         disposition: Disposition,
     },
+    /// The callee pressed keys (an entry: keys within a short pause, or up to `#`).
+    Keypad { to: String, keys: String },
+    /// The call was handed to a person (`answered` is not known yet).
+    Transferring {
+        to: String,
+        target: String,
+        reason: String,
+    },
     /// The agent's connection was lost and came back.
     Reconnected {
         to: String,
@@ -211,6 +230,8 @@ impl CallEvent {
             | Self::Line { to, .. }
             | Self::Tool { to, .. }
             | Self::Disposition { to, .. }
+            | Self::Keypad { to, .. }
+            | Self::Transferring { to, .. }
             | Self::Reconnected { to, .. } => to,
             Self::Ended { outcome } => &outcome.to,
         }

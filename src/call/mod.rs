@@ -3,7 +3,10 @@
 pub mod bridge;
 pub mod dialer;
 pub(crate) mod ending;
+pub mod keypad;
 pub mod registry;
 pub mod service;
 pub(crate) mod state;
 pub mod tools;
+pub mod transfer;
+pub mod voicemail;

@@ -17,6 +17,10 @@ pub(crate) struct CampaignTools {
     to: E164,
     dispositions: Arc<[String]>,
     dnc: Arc<Mutex<DncList>>,
+    /// `[dtmf]`: keys to dispositions.
+    keys: Vec<(String, String)>,
+    /// `[transfer] on`: dispositions that hand the call to a person.
+    transfer_on: Vec<String>,
 }
 
 impl CampaignTools {
@@ -25,7 +29,20 @@ impl CampaignTools {
             to,
             dispositions,
             dnc,
+            keys: Vec::new(),
+            transfer_on: Vec::new(),
         }
+    }
+
+    /// The campaign's `[dtmf]` table and `[transfer] on` list.
+    pub(crate) fn with_keys(
+        mut self,
+        keys: Vec<(String, String)>,
+        transfer_on: Vec<String>,
+    ) -> Self {
+        self.keys = keys;
+        self.transfer_on = transfer_on;
+        self
     }
 
     fn record_outcome(&self, args: &Value) -> ToolReply {
@@ -48,12 +65,20 @@ impl CampaignTools {
             .chars()
             .take(2000)
             .collect::<String>();
+        // The bridge hands the call over (and tells the agent to announce it) when the call
+        // has somewhere to transfer to.
+        let transfer = self
+            .transfer_on
+            .iter()
+            .any(|d| d == name)
+            .then(|| format!("disposition {name}"));
         ToolReply {
             result: json!({ "recorded": name }),
             disposition: Some(Disposition {
                 name: name.to_string(),
                 notes,
             }),
+            transfer,
             ..ToolReply::default()
         }
     }
@@ -128,6 +153,16 @@ impl ToolHandler for CampaignTools {
             OPT_OUT => Some(self.opt_out()),
             _ => None,
         }
+    }
+
+    fn keypad(&self, keys: &str) -> Option<Disposition> {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == keys)
+            .map(|(_, name)| Disposition {
+                name: name.clone(),
+                notes: format!("pressed {keys} on the keypad"),
+            })
     }
 }
 

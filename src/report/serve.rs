@@ -105,6 +105,13 @@ fn line(event: &CallEvent) -> Option<String> {
             format!("disposition: {}", disposition.name)
         }
         CallEvent::Reconnected { reconnect, .. } => format::reconnect(reconnect),
+        CallEvent::Keypad { keys, .. } => format!("keypad {keys}"),
+        CallEvent::Transferring { target, reason, .. } if reason.is_empty() => {
+            format!("transferring to {target}")
+        }
+        CallEvent::Transferring { target, reason, .. } => {
+            format!("transferring to {target} ({reason})")
+        }
         CallEvent::Ended { outcome } => format::outcome(outcome),
     })
 }

@@ -10,3 +10,4 @@ mod fail_closed;
 mod faults;
 mod helpers;
 mod serve;
+mod voice;

@@ -3,7 +3,8 @@
 //! # Layout
 //! Lower modules never import higher ones: `sim` imports nothing of the client's; `agent`
 //! does not know calls; `call` does not know the server; `server` hands signals to calls
-//! through `call::registry`; only `startup` wires them together.
+//! through `call::registry` and incoming calls to `inbound::Reception`; only `startup` wires
+//! them together.
 //!
 //! - [`secret`]: strings that never print (keys, tokens).
 //! - [`phone`]: phone numbers in E.164, and numbers never to dial.
@@ -17,6 +18,9 @@
 //! - [`recording`]: `--record`: Twilio's recording callbacks, and the local stereo WAV.
 //! - [`campaign`]: many calls from a CSV of leads, paced, retried, persisted.
 //! - [`server`]: the webhook and Media Stream server (the only module that knows warp).
+//! - [`inbound`]: calls Twilio brings to `dialer serve`: who may call in, the agent they reach,
+//!   the drain before shutdown.
+//! - [`metrics`]: the process's counters, lock-free, and their Prometheus text.
 //! - [`sim`]: local simulators of Twilio and the Voice Agent API (feature `simulate`).
 //! - [`shutdown`]: the one shutdown tree, its task tracker, and the operator's interrupts.
 //! - [`startup`]: builds the running application from settings (or the simulators).
@@ -37,6 +41,8 @@ pub mod commands;
 pub mod doctor;
 pub mod error;
 pub mod events;
+pub mod inbound;
+pub mod metrics;
 pub mod phone;
 #[cfg(test)]
 mod props;

@@ -30,10 +30,21 @@ pub const NAMES: &[&str] = &[
     "DEFAULT_REGION",
     "ALLOW_PREFIXES",
     "RECORDINGS_DIR",
+    "MAX_CALLS",
+    "DRAIN",
+    "DNC_FILE",
 ];
 
 /// Where `dialer call --record` writes its WAV files when `RECORDINGS_DIR` is not set.
 pub const DEFAULT_RECORDINGS_DIR: &str = "recordings";
+
+/// Live calls one core carries comfortably: BENCHMARKS.md measured 1,000 on a 2-core machine.
+const CALLS_PER_CORE: usize = 500;
+/// `DRAIN`'s default and its ceiling.
+pub const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
+const MAX_DRAIN: std::time::Duration = std::time::Duration::from_secs(3600);
+/// `DNC_FILE`'s default, for `dialer serve`.
+pub const DEFAULT_DNC_FILE: &str = "do-not-call.txt";
 
 /// Where settings come from. `env` is the process environment (or a test's map).
 #[derive(Debug, Default, Clone)]
@@ -81,6 +92,12 @@ pub struct RawSettings {
     pub allow_prefixes: Option<String>,
     /// Folder of `dialer call --record`'s WAV files.
     pub recordings_dir: Option<String>,
+    /// `dialer serve`: most live calls, both ways, before incoming calls are turned away.
+    pub max_calls: Option<String>,
+    /// `dialer serve`: how long live calls may go on after the first Ctrl-C or SIGTERM.
+    pub drain: Option<String>,
+    /// `dialer serve`: the do-not-call list inbound callers' opt-outs are written to.
+    pub dnc_file: Option<String>,
 }
 
 /// Validated settings.
@@ -148,6 +165,49 @@ impl RawSettings {
                 .filter(|d| !d.is_empty())
                 .unwrap_or(DEFAULT_RECORDINGS_DIR),
         )
+    }
+
+    /// `MAX_CALLS`, or what this machine carries: 500 live calls per core.
+    pub fn max_calls(&self) -> Result<usize, SettingsError> {
+        match self.max_calls.as_deref().map(str::trim) {
+            None | Some("") => Ok(default_max_calls()),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+                _ => Err(SettingsError::Invalid {
+                    name: "MAX_CALLS",
+                    why: format!(
+                        "'{}' is not a number of calls from 1 to 100000",
+                        printable(v)
+                    ),
+                }),
+            },
+        }
+    }
+
+    /// `DRAIN`: seconds (`60`, `60s`) or minutes (`2m`), at most an hour; 60 s by default.
+    pub fn drain(&self) -> Result<std::time::Duration, SettingsError> {
+        match self.drain.as_deref().map(str::trim) {
+            None | Some("") => Ok(DEFAULT_DRAIN),
+            Some(v) => {
+                parse_drain(v)
+                    .filter(|d| *d <= MAX_DRAIN)
+                    .ok_or_else(|| SettingsError::Invalid {
+                        name: "DRAIN",
+                        why: format!(
+                            "'{}' is not a time from 0s to 60m (e.g. 60s or 2m)",
+                            printable(v)
+                        ),
+                    })
+            }
+        }
+    }
+
+    /// `DNC_FILE`, or `do-not-call.txt` in the working directory.
+    pub fn dnc_file(&self) -> PathBuf {
+        match self.dnc_file.as_deref().map(str::trim) {
+            None | Some("") => PathBuf::from(DEFAULT_DNC_FILE),
+            Some(path) => PathBuf::from(path),
+        }
     }
 
     /// `DEFAULT_REGION`, when set to something.
@@ -261,6 +321,25 @@ impl RawSettings {
             default_region,
         })
     }
+}
+
+/// What this machine carries: 500 live calls per core it has.
+pub fn default_max_calls() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * CALLS_PER_CORE
+}
+
+/// `60`, `60s`, `2m`: whole seconds or minutes.
+pub fn parse_drain(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let (digits, unit) = match v.strip_suffix('m') {
+        Some(d) => (d, 60),
+        None => (v.strip_suffix('s').unwrap_or(v), 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(std::time::Duration::from_secs(n.checked_mul(unit)?))
 }
 
 fn required(name: &'static str, value: Option<String>) -> Result<String, SettingsError> {
@@ -680,6 +759,55 @@ mod tests {
             default_region: pick("US"),
             allow_prefixes: pick("+1900"),
             recordings_dir: pick("recordings"),
+            max_calls: pick("100"),
+            drain: pick("60s"),
+            dnc_file: pick("dnc.txt"),
+        }
+    }
+
+    #[test]
+    fn serve_settings_have_defaults_and_name_themselves_when_wrong() {
+        let raw = RawSettings::default();
+        assert_eq!(raw.max_calls().unwrap(), default_max_calls());
+        assert!(raw.max_calls().unwrap() >= CALLS_PER_CORE);
+        assert_eq!(raw.drain().unwrap(), DEFAULT_DRAIN);
+        assert_eq!(raw.dnc_file(), PathBuf::from(DEFAULT_DNC_FILE));
+        let raw = RawSettings {
+            max_calls: Some("25".into()),
+            drain: Some("2m".into()),
+            dnc_file: Some("lists/dnc.txt".into()),
+            ..RawSettings::default()
+        };
+        assert_eq!(raw.max_calls().unwrap(), 25);
+        assert_eq!(raw.drain().unwrap(), std::time::Duration::from_secs(120));
+        assert_eq!(raw.dnc_file(), PathBuf::from("lists/dnc.txt"));
+        for (v, secs) in [
+            ("0", Some(0)),
+            ("45s", Some(45)),
+            ("45", Some(45)),
+            ("1m", Some(60)),
+        ] {
+            assert_eq!(parse_drain(v).map(|d| d.as_secs()), secs, "{v}");
+        }
+        for bad in ["", "s", "-1", "1.5s", "1h", "m5"] {
+            assert_eq!(parse_drain(bad), None, "{bad}");
+        }
+        for (field, value, name) in [
+            ("max_calls", "0", "MAX_CALLS"),
+            ("max_calls", "lots", "MAX_CALLS"),
+            ("drain", "61m", "DRAIN"),
+            ("drain", "soon", "DRAIN"),
+        ] {
+            let mut raw = RawSettings::default();
+            match field {
+                "max_calls" => raw.max_calls = Some(value.into()),
+                _ => raw.drain = Some(value.into()),
+            }
+            let e = match field {
+                "max_calls" => raw.max_calls().map(|_| ()).unwrap_err(),
+                _ => raw.drain().map(|_| ()).unwrap_err(),
+            };
+            assert!(e.to_string().starts_with(name), "{e}");
         }
     }
 

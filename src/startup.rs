@@ -7,6 +7,8 @@ use crate::call::registry::Registry;
 use crate::call::service::{CallService, Endpoints};
 use crate::cli::ServerArgs;
 use crate::error::AppError;
+use crate::inbound::Reception;
+use crate::metrics::Metrics;
 use crate::server::{self, ServerState};
 use crate::settings::{RawSettings, Settings, Sources};
 use crate::shutdown::Shutdown;
@@ -25,6 +27,14 @@ pub use crate::sim::Simulation;
 #[cfg(not(feature = "simulate"))]
 #[derive(Debug)]
 pub enum Simulation {}
+
+/// `dialer serve`'s own settings.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub max_calls: usize,
+    pub drain: std::time::Duration,
+    pub dnc_file: std::path::PathBuf,
+}
 
 /// A command's settings, loaded once, and whether it runs against the simulators.
 #[derive(Debug)]
@@ -68,6 +78,15 @@ impl Startup {
     /// else `recordings`.
     pub fn recordings_dir(&self, flag: Option<&std::path::Path>) -> std::path::PathBuf {
         flag.map_or_else(|| self.raw.recordings_dir(), std::path::Path::to_path_buf)
+    }
+
+    /// What `dialer serve` needs beyond the server: `MAX_CALLS`, `DRAIN`, `DNC_FILE`.
+    pub fn serve_settings(&self) -> Result<ServeSettings, AppError> {
+        Ok(ServeSettings {
+            max_calls: self.raw.max_calls()?,
+            drain: self.raw.drain()?,
+            dnc_file: self.raw.dnc_file(),
+        })
     }
 
     /// Simulated seconds per real second, when running against the simulators.
@@ -152,6 +171,10 @@ pub struct App {
     /// This process's id, as the server's `/health` answers it.
     pub instance: String,
     pub simulation: Option<Simulation>,
+    /// The process's counters, shown at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Answers incoming calls; refuses them until `dialer serve` opens it.
+    pub reception: Arc<Reception>,
     server_token: CancellationToken,
     server: JoinHandle<()>,
 }
@@ -180,11 +203,20 @@ impl App {
         // Random, so that two processes (a restart, another machine behind the same tunnel)
         // never answer alike; 64 bits is plenty to tell a handful apart.
         let instance = format!("{:016x}", rand::random::<u64>());
+        let metrics = Arc::new(Metrics::new());
+        let reception = Arc::new(Reception::new(
+            registry.clone(),
+            metrics.clone(),
+            urls.clone(),
+            shutdown.child(),
+        ));
         let state = ServerState {
             registry: registry.clone(),
             auth_token: settings.twilio_auth_token.clone(),
             urls: urls.clone(),
             instance: instance.clone(),
+            metrics: metrics.clone(),
+            reception: reception.clone(),
         };
         let server_token = shutdown.child();
         let server = shutdown.spawn(server::serve(
@@ -207,7 +239,8 @@ impl App {
                 agent_key: settings.assemblyai_api_key.clone(),
             },
             registry.clone(),
-        );
+        )
+        .with_metrics(metrics.clone());
         tracing::info!(%server_addr, public_url = urls.base(), simulate = simulation.is_some(), "webhook server listening");
         Ok(App {
             service: Arc::new(service),
@@ -217,6 +250,8 @@ impl App {
             server_addr,
             instance,
             simulation,
+            metrics,
+            reception,
             server_token,
             server,
         })

@@ -9,6 +9,8 @@ pub(crate) mod paths {
     pub(crate) const AMD: &str = "amd";
     pub(crate) const MEDIA: &str = "media";
     pub(crate) const RECORDING: &str = "recording";
+    /// A phone number's Voice URL (incoming calls), with no token.
+    pub(crate) const VOICE: &str = "voice";
     pub(crate) const DIAL: &str = "dial";
 }
 
@@ -56,6 +58,16 @@ impl PublicUrls {
             paths::PREFIX,
             paths::RECORDING
         )
+    }
+
+    /// The Voice URL to set on a phone number for incoming calls.
+    pub fn voice(&self) -> String {
+        format!("{}/{}/{}", self.base, paths::PREFIX, paths::VOICE)
+    }
+
+    /// The status callback to set on a phone number: no token, the call is found by its SID.
+    pub fn number_status(&self) -> String {
+        format!("{}/{}/{}", self.base, paths::PREFIX, paths::STATUS)
     }
 
     /// The `<Dial action>` of a transferred call with this token.

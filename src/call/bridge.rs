@@ -259,6 +259,12 @@ pub struct BridgeReport {
     pub agent_setup_ms: Option<u32>,
     /// Each reply that answered the callee: end of turn → first audio out, ms.
     pub reply_latencies_ms: Vec<u32>,
+    /// Audio frames forwarded each way, counted here and added to the process's metrics once
+    /// the call is over, so the hot path touches no shared counter.
+    pub frames_to_agent: u64,
+    pub frames_to_phone: u64,
+    /// When the first session was ready (`session.ready`).
+    pub ready_at: Option<Instant>,
 }
 
 impl BridgeReport {
@@ -275,6 +281,9 @@ impl BridgeReport {
             reconnects: Vec::new(),
             agent_setup_ms: None,
             reply_latencies_ms: Vec::new(),
+            frames_to_agent: 0,
+            frames_to_phone: 0,
+            ready_at: None,
         }
     }
 }
@@ -471,6 +480,7 @@ where
         setup_ms,
     });
     st.report.session_id = Some(session_id);
+    st.report.ready_at = Some(Instant::now());
     Ok(())
 }
 
@@ -929,6 +939,7 @@ where
                 if let Some(recorder) = st.setup.recorder {
                     recorder.callee(&bytes);
                 }
+                st.report.frames_to_agent += 1;
                 return Ok(true);
             }
             Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
@@ -1023,6 +1034,7 @@ where
             if let Some(recorder) = st.setup.recorder {
                 recorder.agent(&bytes);
             }
+            st.report.frames_to_phone += 1;
             fed = true;
         }
         AgentMessage::ReplyAudio { .. } => {}
@@ -1723,7 +1735,12 @@ mod tests {
             );
         }
         send(&o.twilio, json!({"event":"stop","streamSid":"MZ1"}));
-        assert_eq!(o.handle.await.unwrap().end, BridgeEnd::CalleeHungUp);
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::CalleeHungUp);
+        // Each way's count is what passed, for the metrics.
+        assert_eq!(report.frames_to_agent, n as u64);
+        assert_eq!(report.frames_to_phone, n as u64);
+        assert!(report.ready_at.is_some());
     }
 
     #[tokio::test]

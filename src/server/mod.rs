@@ -1,15 +1,19 @@
-//! The embedded HTTP/WebSocket server Twilio talks to: status and answering-machine callbacks,
-//! the Media Stream socket, and a health check that names this process. Every Twilio request
-//! is checked against `X-Twilio-Signature` before it changes anything. This module is the only
-//! one that knows warp.
+//! The embedded HTTP/WebSocket server Twilio talks to: incoming calls' Voice URL, status and
+//! answering-machine callbacks, the Media Stream socket, and the operator's health (naming
+//! this process), readiness and metrics. Every Twilio request is checked against
+//! `X-Twilio-Signature`, computed over `PUBLIC_URL`, before it changes anything. This module
+//! is the only one that knows warp.
 
 mod accept;
 mod convert;
+pub(crate) mod metrics;
 mod routes;
 
 pub(crate) use accept::Limits;
 
 use crate::call::registry::Registry;
+use crate::inbound::Reception;
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::webhooks::PublicUrls;
 use std::net::SocketAddr;
@@ -25,6 +29,9 @@ pub(crate) struct ServerState {
     pub auth_token: Secret,
     /// The URLs Twilio was given: signatures are computed over them.
     pub urls: PublicUrls,
+    pub metrics: Arc<Metrics>,
+    /// Answers incoming calls (refusing them in a process that does not serve).
+    pub reception: Arc<Reception>,
     /// This process's id, which `/health` answers with: whoever knows it (`dialer doctor`)
     /// can tell this process from another one behind the same address.
     pub instance: String,

@@ -11,4 +11,5 @@ mod fail_closed;
 mod faults;
 mod helpers;
 mod recording;
+mod serve;
 mod voice;

@@ -38,7 +38,7 @@ pub enum Command {
     Call(CallArgs),
     /// Work through a CSV of leads: pacing, retries, calling hours, do-not-call, resume.
     Campaign(CampaignArgs),
-    /// Run only the webhook server (status callbacks, TwiML, Media Streams) until Ctrl-C.
+    /// Run the webhook server and the call API (`/api/calls`) until Ctrl-C.
     Serve(ServeArgs),
     /// Run the Twilio and Voice Agent simulators alone until Ctrl-C, printing the settings that
     /// point dialer (or anything else) at them.
@@ -117,6 +117,9 @@ pub struct CallArgs {
     pub server: ServerArgs,
 
     #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    #[command(flatten)]
     pub agent: AgentArgs,
 
     /// Seconds to let it ring before giving up (15–600).
@@ -145,6 +148,9 @@ pub struct CampaignArgs {
     #[command(flatten)]
     pub server: ServerArgs,
 
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+
     /// Campaign file: the agent and the campaign's rules (default: the CSV's name with .toml).
     #[arg(long, visible_alias = "agent", value_name = "FILE")]
     pub campaign: Option<PathBuf>,
@@ -168,6 +174,15 @@ pub struct SimulatorsArgs {
     /// Run this many times faster than real time.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = speed_factor)]
     pub sim_speed: f64,
+}
+
+/// Placing calls through a `dialer serve` instead of this machine's Twilio account.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RemoteArgs {
+    /// Place the calls through the call API of a `dialer serve` at this URL
+    /// (DIALER_SERVER; its key in DIALER_API_KEY).
+    #[arg(long = "server", value_name = "URL")]
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Args)]

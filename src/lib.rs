@@ -15,7 +15,10 @@
 //! - [`agent`]: the Voice Agent API: its wire protocol, the client, the agent's configuration.
 //! - [`call`]: one call's state machine, the audio bridge, the service that places calls.
 //! - [`campaign`]: many calls from a CSV of leads, paced, retried, persisted.
-//! - [`server`]: the webhook and Media Stream server (the only module that knows warp).
+//! - [`server`]: the webhook and Media Stream server, and the call API (the only module that
+//!   knows warp).
+//! - [`remote`]: a [`call::dialer::Dialer`] that places calls through another `dialer serve`'s
+//!   call API.
 //! - [`sim`]: local simulators of Twilio and the Voice Agent API (feature `simulate`).
 //! - [`shutdown`]: the one shutdown tree, its task tracker, and the operator's interrupts.
 //! - [`startup`]: builds the running application from settings (or the simulators).
@@ -36,6 +39,7 @@ pub mod events;
 pub mod phone;
 #[cfg(test)]
 mod props;
+pub mod remote;
 pub mod report;
 pub mod secret;
 pub(crate) mod server;

@@ -29,6 +29,13 @@ pub const NAMES: &[&str] = &[
     "ASSEMBLYAI_AGENT_URL",
     "DEFAULT_REGION",
     "ALLOW_PREFIXES",
+    "DIALER_API_KEY",
+    "DIALER_SERVER",
+    "API_RATE_LIMIT",
+    "MAX_CALLS",
+    "DNC_FILE",
+    "CALLING_WINDOW",
+    "CALLING_TIMEZONE",
 ];
 
 /// Where settings come from. `env` is the process environment (or a test's map).
@@ -75,7 +82,37 @@ pub struct RawSettings {
     /// Comma-separated prefixes that may be dialed although refused by default (premium rate,
     /// satellite, N11): `+1900,+44`.
     pub allow_prefixes: Option<String>,
+    /// The call API's bearer key: `serve` requires it, `--server` clients send it.
+    pub dialer_api_key: Option<String>,
+    /// A `dialer serve` to place calls through (`--server`).
+    pub dialer_server: Option<String>,
+    /// Call API requests per minute per key.
+    pub api_rate_limit: Option<String>,
+    /// Most live calls the call API places at once.
+    pub max_calls: Option<String>,
+    /// The server's do-not-call file.
+    pub dnc_file: Option<String>,
+    /// The server's calling hours for API calls: `09:00-20:00 mon-sat`.
+    pub calling_window: Option<String>,
+    /// The zone of `CALLING_WINDOW`, for a call whose request names none.
+    pub calling_timezone: Option<String>,
 }
+
+/// What `serve` needs for the call API, checked.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `None` only when no `DIALER_API_KEY` is set; `serve` then refuses to listen beyond
+    /// loopback.
+    pub key: Option<Secret>,
+    /// Requests per minute per key; also the burst.
+    pub rate_per_minute: u32,
+    pub max_calls: usize,
+    pub dnc_file: Option<PathBuf>,
+    pub window: Option<(crate::campaign::window::CallingWindow, Option<chrono_tz::Tz>)>,
+}
+
+pub const DEFAULT_API_RATE_LIMIT: u32 = 120;
+pub const DEFAULT_MAX_CALLS: usize = 100;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -131,6 +168,95 @@ impl RawSettings {
                 name: "ALLOW_PREFIXES",
                 why,
             })
+    }
+
+    /// `DIALER_API_KEY`, when set to something.
+    pub fn api_key(&self) -> Option<Secret> {
+        self.dialer_api_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(Secret::new)
+    }
+
+    /// `DIALER_SERVER` (or `--server`), checked: an `http(s)://` base URL.
+    pub fn server(&self) -> Result<Option<url::Url>, SettingsError> {
+        let Some(value) = self.dialer_server.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let checked = check_url("DIALER_SERVER", value, &["https", "http"])?;
+        url::Url::parse(&checked)
+            .map(Some)
+            .map_err(|e| SettingsError::Invalid {
+                name: "DIALER_SERVER",
+                why: e.to_string(),
+            })
+    }
+
+    /// The call API's settings, checked.
+    pub fn api(&self) -> Result<ApiSettings, SettingsError> {
+        let number = |name: &'static str, value: Option<&str>, default: u64, max: u64| {
+            match value.map(str::trim) {
+                None | Some("") => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| SettingsError::Invalid {
+                        name,
+                        why: format!("'{}' is not a whole number from 1 to {max}", printable(v)),
+                    }),
+            }
+        };
+        let rate = number(
+            "API_RATE_LIMIT",
+            self.api_rate_limit.as_deref(),
+            DEFAULT_API_RATE_LIMIT.into(),
+            1_000_000,
+        )?;
+        let max_calls = number(
+            "MAX_CALLS",
+            self.max_calls.as_deref(),
+            DEFAULT_MAX_CALLS as u64,
+            1_000,
+        )?;
+        let zone = match self.calling_timezone.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(z) => Some(z.parse::<chrono_tz::Tz>().map_err(|_| SettingsError::Invalid {
+                name: "CALLING_TIMEZONE",
+                why: format!("'{}' is not an IANA time zone such as America/Chicago", printable(z)),
+            })?),
+        };
+        let window = match self.calling_window.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(w) => {
+                let mut parts = w.split_whitespace();
+                let hours = parts.next().unwrap_or_default();
+                let days: Vec<String> = parts.map(str::to_string).collect();
+                let days = if days.is_empty() { vec!["mon-sun".to_string()] } else { days };
+                let window = crate::campaign::window::CallingWindow::parse(hours, &days)
+                    .map_err(|why| SettingsError::Invalid {
+                        name: "CALLING_WINDOW",
+                        why: format!("{why} (e.g. \"09:00-20:00 mon-sat\")"),
+                    })?;
+                Some((window, zone))
+            }
+        };
+        Ok(ApiSettings {
+            key: self.api_key(),
+            rate_per_minute: u32::try_from(rate).unwrap_or(u32::MAX),
+            max_calls: usize::try_from(max_calls).unwrap_or(usize::MAX),
+            dnc_file: self
+                .dnc_file
+                .as_deref()
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
+            window,
+        })
     }
 
     /// `DEFAULT_REGION`, when set to something.
@@ -662,6 +788,7 @@ mod tests {
             assemblyai_agent_url: pick(DEFAULT_AGENT_URL),
             default_region: pick("US"),
             allow_prefixes: pick("+1900"),
+            ..RawSettings::default()
         }
     }
 

@@ -7,8 +7,9 @@ use crate::call::registry::Registry;
 use crate::call::service::{CallService, Endpoints};
 use crate::cli::ServerArgs;
 use crate::error::AppError;
-use crate::server::{self, ServerState};
-use crate::settings::{RawSettings, Settings, Sources};
+use crate::server::desk::{Desk, DeskConfig};
+use crate::server::{self, Api, ApiSlot, ServerState};
+use crate::settings::{ApiSettings, RawSettings, Settings, Sources};
 use crate::shutdown::Shutdown;
 use crate::twilio::TwilioClient;
 use crate::webhooks::PublicUrls;
@@ -62,6 +63,17 @@ impl Startup {
         let mut prefixes = self.raw.allow_prefixes()?;
         prefixes.extend(extra.iter().cloned());
         crate::phone::AllowList::new(&prefixes).map_err(AppError::Input)
+    }
+
+    /// The call API's settings (`serve`).
+    pub fn api_settings(&self) -> Result<ApiSettings, AppError> {
+        Ok(self.raw.api()?)
+    }
+
+    /// The `dialer serve` to place calls through (`--server`, `DIALER_SERVER`), and the key
+    /// to send it.
+    pub fn remote(&self) -> Result<Option<(url::Url, Option<crate::secret::Secret>)>, AppError> {
+        Ok(self.raw.server()?.map(|url| (url, self.raw.api_key())))
     }
 
     /// Simulated seconds per real second, when running against the simulators.
@@ -146,6 +158,7 @@ pub struct App {
     pub simulation: Option<Simulation>,
     server_token: CancellationToken,
     server: JoinHandle<()>,
+    api: ApiSlot,
 }
 
 impl App {
@@ -169,10 +182,12 @@ impl App {
             settings.public_url.clone()
         });
         let registry = Arc::new(Registry::new());
+        let api = ApiSlot::default();
         let state = ServerState {
             registry: registry.clone(),
             auth_token: settings.twilio_auth_token.clone(),
             urls: urls.clone(),
+            api: api.clone(),
         };
         let server_token = shutdown.child();
         let server = shutdown.spawn(server::serve(
@@ -206,7 +221,50 @@ impl App {
             simulation,
             server_token,
             server,
+            api,
         })
+    }
+
+    /// Answer the call API (`/api/`) from now on, with the server's own checks: its
+    /// do-not-call file, calling window, allowed prefixes and live-call limit. Calls it places
+    /// are followed in tasks of `shutdown`, and hung up when it is cancelled.
+    pub fn enable_api(
+        &self,
+        settings: &ApiSettings,
+        allow: crate::phone::AllowList,
+        shutdown: &Shutdown,
+    ) -> Result<(), AppError> {
+        let region = self.settings.default_region.clone();
+        let files: Vec<_> = settings.dnc_file.iter().cloned().collect();
+        let dnc = crate::campaign::dnc::DncList::load(&files, region.as_deref())
+            .map_err(|e| AppError::Input(format!("DNC_FILE: {e}")))?;
+        let desk = Desk::new(
+            self.service.clone(),
+            DeskConfig {
+                max_calls: settings.max_calls,
+                dnc,
+                window: settings.window,
+                allow,
+                region,
+            },
+            shutdown,
+        );
+        let api = Api::new(desk, settings.key.clone(), settings.rate_per_minute);
+        self.api
+            .set(Arc::new(api))
+            .map_err(|_| AppError::Other("the call API is already enabled".into()))
+    }
+
+    /// Refuse new API calls (503) while live ones go on; `None` when the API is not enabled.
+    pub fn close_api(&self) {
+        if let Some(api) = self.api.get() {
+            api.desk().close();
+        }
+    }
+
+    /// Live calls placed through the API.
+    pub fn api_live_calls(&self) -> usize {
+        self.api.get().map_or(0, |a| a.desk().journal().live_count())
     }
 
     /// Stop the server, letting requests in flight finish.

@@ -3,7 +3,9 @@
 pub mod bridge;
 pub mod dialer;
 pub(crate) mod ending;
+pub mod journal;
 pub mod registry;
 pub mod service;
 pub(crate) mod state;
 pub mod tools;
+pub mod wire;

@@ -1,4 +1,4 @@
-//! `dialer serve`: only the webhook server, until Ctrl-C.
+//! `dialer serve`: the webhook server and the call API (`/api/calls`), until Ctrl-C.
 
 use super::Context;
 use crate::cli::ServeArgs;
@@ -8,15 +8,33 @@ use crate::startup::Startup;
 
 pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, AppError> {
     let mut interrupts = Interrupts::listen();
-    let app = Startup::load(ctx.sources.clone(), &args.server)?
-        .start(ctx.shutdown)
-        .await?;
+    let startup = Startup::load(ctx.sources.clone(), &args.server)?;
+    let api = startup.api_settings()?;
+    let allow = startup.allow_list(&[])?;
+    let app = startup.start(ctx.shutdown).await?;
+    // Anyone who can reach the port could place calls on the account.
+    if api.key.is_none() && !app.server_addr.ip().is_loopback() {
+        let addr = app.server_addr;
+        app.stop().await;
+        return Err(AppError::Input(format!(
+            "DIALER_API_KEY is not set: the call API needs a key when the server listens on {} (beyond this machine); set one, or BIND_ADDRESS=127.0.0.1",
+            addr.ip()
+        )));
+    }
+    app.enable_api(&api, allow, ctx.shutdown)?;
     ctx.printer.message(&format!(
-        "serving Twilio webhooks on {} (public URL {}); Ctrl-C to stop",
-        app.server_addr,
-        app.urls.base()
+        "serving on http://{addr} (call API http://{addr}/api/calls{}; Twilio webhooks at {}); Ctrl-C to stop",
+        if api.key.is_some() {
+            ", key required"
+        } else {
+            ", no key: loopback only"
+        },
+        app.urls.base(),
+        addr = app.server_addr,
     ));
     interrupts.next().await;
+    // No new calls from here; live ones are hung up as the shutdown tree stops.
+    app.close_api();
     app.stop().await;
     Ok(Exit::Success)
 }

@@ -1,12 +1,16 @@
 //! The embedded HTTP/WebSocket server Twilio talks to: status and answering-machine callbacks,
-//! the Media Stream socket, and a health check. Every Twilio request is checked against
+//! the Media Stream socket, a health check, and the call API (`/api/`, see [`api`]). Every Twilio request is checked against
 //! `X-Twilio-Signature` before it changes anything. This module is the only one that knows warp.
 
 mod accept;
+pub(crate) mod api;
+mod auth;
 mod convert;
+pub(crate) mod desk;
 mod routes;
 
 pub(crate) use accept::Limits;
+pub(crate) use api::{Api, ApiSlot};
 
 use crate::call::registry::Registry;
 use crate::secret::Secret;
@@ -24,6 +28,8 @@ pub(crate) struct ServerState {
     pub auth_token: Secret,
     /// The URLs Twilio was given: signatures are computed over them.
     pub urls: PublicUrls,
+    /// The call API, once `serve` enables it.
+    pub api: ApiSlot,
 }
 
 /// Bind the server's listener (port 0 picks a free port).

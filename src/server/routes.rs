@@ -26,7 +26,8 @@ const MAX_WS_MESSAGE: usize = 64 * 1024;
 pub(super) fn routes(
     state: ServerState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    health()
+    super::api::routes(state.api.clone())
+        .or(health())
         .or(status(state.clone()))
         .or(amd(state.clone()))
         .or(media_stream(state))
@@ -419,6 +420,7 @@ mod tests {
             registry: registry.clone(),
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
+            api: Default::default(),
         };
         let service = TowerToHyperService::new(warp::service(routes(state)));
         let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(51);

@@ -228,4 +228,97 @@ mod tests {
             (&json!("no-answer"), &json!("fax"))
         );
     }
+
+    /// The remote dialer reads back exactly what the server wrote: every kind of event, with
+    /// every optional part present and absent.
+    #[test]
+    fn every_event_reads_back_as_it_was_written() {
+        let to = "+12025550100".to_string();
+        let line = TranscriptLine {
+            speaker: Speaker::Agent,
+            text: "Hi \"Ana\"\n…".into(),
+            at_ms: 1500,
+            interrupted: true,
+        };
+        let mut full = Outcome::sample(&to, FinalStatus::Completed, EndedBy::TimeLimit);
+        full.duration_secs = Some(42);
+        full.answered_by = Some(AnsweredBy::from("machine_end_other"));
+        full.reason = "time limit".into();
+        full.error = Some(OutcomeError {
+            code: Some("3005".into()),
+            message: "agent lost".into(),
+        });
+        full.disposition = Some(Disposition {
+            name: "confirmed".into(),
+            notes: "Tuesday".into(),
+        });
+        full.opted_out = true;
+        full.transcript = vec![line.clone()];
+        full.reconnects = vec![AgentReconnect {
+            resumed: false,
+            gap_ms: 900,
+            cause: "reset".into(),
+        }];
+        let mut bare = Outcome::sample(&to, FinalStatus::NoAnswer, EndedBy::Network);
+        bare.call_sid = None;
+        let events = vec![
+            CallEvent::Dialing { to: to.clone() },
+            CallEvent::Created {
+                to: to.clone(),
+                call_sid: "CA1".into(),
+            },
+            CallEvent::Status {
+                to: to.clone(),
+                status: CallStatus::from("held"),
+            },
+            CallEvent::AnsweredBy {
+                to: to.clone(),
+                answered_by: AnsweredBy::Human,
+            },
+            CallEvent::Connected {
+                to: to.clone(),
+                session_id: "s".into(),
+            },
+            CallEvent::Partial {
+                to: to.clone(),
+                text: "Sorry wh".into(),
+            },
+            CallEvent::Line {
+                to: to.clone(),
+                line,
+            },
+            CallEvent::Tool {
+                to: to.clone(),
+                name: "record_outcome".into(),
+                arguments: json!({"disposition": "confirmed", "n": [1, 2.5, null]}),
+                ok: false,
+            },
+            CallEvent::Disposition {
+                to: to.clone(),
+                disposition: Disposition {
+                    name: "voicemail".into(),
+                    notes: String::new(),
+                },
+            },
+            CallEvent::Reconnected {
+                to: to.clone(),
+                reconnect: AgentReconnect {
+                    resumed: true,
+                    gap_ms: 3,
+                    cause: "1011".into(),
+                },
+            },
+            CallEvent::Ended {
+                outcome: Box::new(full),
+            },
+            CallEvent::Ended {
+                outcome: Box::new(bare),
+            },
+        ];
+        for event in events {
+            let text = serde_json::to_string(&event).unwrap();
+            let back: CallEvent = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, event, "{text}");
+        }
+    }
 }

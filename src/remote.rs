@@ -611,7 +611,12 @@ mod tests {
     fn an_event_without_its_blank_line_is_not_dispatched() {
         let mut p = SseParser::default();
         assert!(p.feed(b"id: 3\ndata: {}\n").is_empty());
-        assert!(p.feed(b"event: x\n\n").is_empty(), "no data, nothing to dispatch");
+        assert_eq!(p.feed(b"\n").len(), 1);
+        let mut p = SseParser::default();
+        assert!(
+            p.feed(b"event: x\nid: 4\n\n").is_empty(),
+            "no data, nothing to dispatch"
+        );
     }
 
     #[test]
@@ -643,8 +648,10 @@ mod tests {
             }
         }
         let tools = Arc::new(Recorder(Mutex::new(Vec::new())));
-        let mut agent = AgentConfig::default();
-        agent.greeting = "Hi Ana".into();
+        let agent = AgentConfig {
+            greeting: "Hi Ana".into(),
+            ..AgentConfig::default()
+        };
         let req = CallRequest {
             to: E164::parse("+12025550106").unwrap(),
             agent,

@@ -119,7 +119,9 @@ impl RemoteDialer {
                 })
             });
         }
-        let detail = serde_json::from_str::<ErrorBody>(&text).ok().map(|b| b.error);
+        let detail = serde_json::from_str::<ErrorBody>(&text)
+            .ok()
+            .map(|b| b.error);
         let message = detail.as_ref().map_or_else(
             || format!("the dialer server answered {status}"),
             |d| d.message.clone(),
@@ -143,7 +145,9 @@ impl RemoteDialer {
             }),
             _ => Create::Fail(DialError {
                 code: detail.as_ref().and_then(|d| d.twilio_code),
-                transient: detail.as_ref().map_or(status.is_server_error(), |d| d.transient),
+                transient: detail
+                    .as_ref()
+                    .map_or(status.is_server_error(), |d| d.transient),
                 message,
             }),
         })
@@ -221,7 +225,8 @@ impl RemoteDialer {
                             }
                         };
                         for sse in parser.feed(&bytes) {
-                            let Some(index) = sse.id.as_deref().and_then(|i| i.parse::<usize>().ok())
+                            let Some(index) =
+                                sse.id.as_deref().and_then(|i| i.parse::<usize>().ok())
                             else {
                                 continue;
                             };
@@ -267,7 +272,9 @@ impl RemoteDialer {
                 Ok(response) => {
                     tracing::warn!(status = %response.status(), "cannot open the call's event stream; retrying");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot reach the call's event stream; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the call's event stream; retrying")
+                }
             }
             let since = *lost_since.get_or_insert_with(Instant::now);
             if since.elapsed() > self.timings.reconnect_for {
@@ -330,20 +337,17 @@ impl RemoteDialer {
 /// filled), and the tools the server must offer.
 fn new_call_body(req: &CallRequest) -> NewCallBody {
     let specs = req.tools.specs();
-    let dispositions = specs
-        .iter()
-        .find(|s| s.name == RECORD_OUTCOME)
-        .map(|s| {
-            s.parameters["properties"]["disposition"]["enum"]
-                .as_array()
-                .map(|names| {
-                    names
-                        .iter()
-                        .filter_map(|n| n.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        });
+    let dispositions = specs.iter().find(|s| s.name == RECORD_OUTCOME).map(|s| {
+        s.parameters["properties"]["disposition"]["enum"]
+            .as_array()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
     NewCallBody {
         to: req.to.to_string(),
         greeting: Some(req.agent.greeting.clone()),
@@ -435,7 +439,10 @@ impl Dialer for RemoteDialer {
                     return Ok(*outcome);
                 }
                 Err(Create::Wait(wait)) => {
-                    tracing::info!(wait_secs = wait.as_secs(), "the dialer server is at its limit; waiting");
+                    tracing::info!(
+                        wait_secs = wait.as_secs(),
+                        "the dialer server is at its limit; waiting"
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = cancel.cancelled() => {

@@ -108,7 +108,10 @@ pub struct ApiSettings {
     pub rate_per_minute: u32,
     pub max_calls: usize,
     pub dnc_file: Option<PathBuf>,
-    pub window: Option<(crate::campaign::window::CallingWindow, Option<chrono_tz::Tz>)>,
+    pub window: Option<(
+        crate::campaign::window::CallingWindow,
+        Option<chrono_tz::Tz>,
+    )>,
 }
 
 pub const DEFAULT_API_RATE_LIMIT: u32 = 120;
@@ -198,18 +201,18 @@ impl RawSettings {
 
     /// The call API's settings, checked.
     pub fn api(&self) -> Result<ApiSettings, SettingsError> {
-        let number = |name: &'static str, value: Option<&str>, default: u64, max: u64| {
-            match value.map(str::trim) {
-                None | Some("") => Ok(default),
-                Some(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=max).contains(n))
-                    .ok_or_else(|| SettingsError::Invalid {
-                        name,
-                        why: format!("'{}' is not a whole number from 1 to {max}", printable(v)),
-                    }),
-            }
+        let number = |name: &'static str, value: Option<&str>, default: u64, max: u64| match value
+            .map(str::trim)
+        {
+            None | Some("") => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| SettingsError::Invalid {
+                    name,
+                    why: format!("'{}' is not a whole number from 1 to {max}", printable(v)),
+                }),
         };
         let rate = number(
             "API_RATE_LIMIT",
@@ -225,26 +228,37 @@ impl RawSettings {
         )?;
         let zone = match self.calling_timezone.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(z) => Some(z.parse::<chrono_tz::Tz>().map_err(|_| SettingsError::Invalid {
-                name: "CALLING_TIMEZONE",
-                why: format!("'{}' is not an IANA time zone such as America/Chicago", printable(z)),
-            })?),
+            Some(z) => Some(
+                z.parse::<chrono_tz::Tz>()
+                    .map_err(|_| SettingsError::Invalid {
+                        name: "CALLING_TIMEZONE",
+                        why: format!(
+                            "'{}' is not an IANA time zone such as America/Chicago",
+                            printable(z)
+                        ),
+                    })?,
+            ),
         };
-        let window = match self.calling_window.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(w) => {
-                let mut parts = w.split_whitespace();
-                let hours = parts.next().unwrap_or_default();
-                let days: Vec<String> = parts.map(str::to_string).collect();
-                let days = if days.is_empty() { vec!["mon-sun".to_string()] } else { days };
-                let window = crate::campaign::window::CallingWindow::parse(hours, &days)
-                    .map_err(|why| SettingsError::Invalid {
-                        name: "CALLING_WINDOW",
-                        why: format!("{why} (e.g. \"09:00-20:00 mon-sat\")"),
-                    })?;
-                Some((window, zone))
-            }
-        };
+        let window =
+            match self.calling_window.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(w) => {
+                    let mut parts = w.split_whitespace();
+                    let hours = parts.next().unwrap_or_default();
+                    let days: Vec<String> = parts.map(str::to_string).collect();
+                    let days = if days.is_empty() {
+                        vec!["mon-sun".to_string()]
+                    } else {
+                        days
+                    };
+                    let window = crate::campaign::window::CallingWindow::parse(hours, &days)
+                        .map_err(|why| SettingsError::Invalid {
+                            name: "CALLING_WINDOW",
+                            why: format!("{why} (e.g. \"09:00-20:00 mon-sat\")"),
+                        })?;
+                    Some((window, zone))
+                }
+            };
         Ok(ApiSettings {
             key: self.api_key(),
             rate_per_minute: u32::try_from(rate).unwrap_or(u32::MAX),

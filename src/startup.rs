@@ -236,7 +236,9 @@ impl App {
     ) -> Result<(), AppError> {
         let region = self.settings.default_region.clone();
         let files: Vec<_> = settings.dnc_file.iter().cloned().collect();
-        let dnc = crate::campaign::dnc::DncList::load(&files, region.as_deref())
+        // National lines are read as North American numbers too, as a campaign calling +1
+        // numbers reads them: a list that blocks more fails closed.
+        let dnc = crate::campaign::dnc::DncList::load_in(&files, region.as_deref(), true)
             .map_err(|e| AppError::Input(format!("DNC_FILE: {e}")))?;
         let desk = Desk::new(
             self.service.clone(),
@@ -264,7 +266,9 @@ impl App {
 
     /// Live calls placed through the API.
     pub fn api_live_calls(&self) -> usize {
-        self.api.get().map_or(0, |a| a.desk().journal().live_count())
+        self.api
+            .get()
+            .map_or(0, |a| a.desk().journal().live_count())
     }
 
     /// Stop the server, letting requests in flight finish.

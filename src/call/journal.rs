@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(r.events_from(2).0.len(), 1);
         assert!(r.events_from(9).0.is_empty());
         let view = j.get("CA1").unwrap().view(true);
-        assert_eq!((view.state, view.status), (CallState::Ended, CallStatus::Completed));
+        assert_eq!(
+            (view.state, view.status),
+            (CallState::Ended, CallStatus::Completed)
+        );
         assert!(view.outcome.is_some());
     }
 
@@ -346,6 +349,9 @@ mod tests {
         assert!(j.get("CA3").is_some());
         let list = j.list();
         assert_eq!(list.len(), HISTORY);
-        assert_eq!(list[0].sid().as_deref(), Some(format!("CA{}", HISTORY + 2).as_str()));
+        assert_eq!(
+            list[0].sid().as_deref(),
+            Some(format!("CA{}", HISTORY + 2).as_str())
+        );
     }
 }

@@ -79,7 +79,15 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
         app.stop().await;
         return Err(AppError::nobody_called(e));
     }
-    let result = run_leads(app.service.clone(), loaded, &paths, clock, &mut interrupts, ctx).await;
+    let result = run_leads(
+        app.service.clone(),
+        loaded,
+        &paths,
+        clock,
+        &mut interrupts,
+        ctx,
+    )
+    .await;
     app.stop().await;
     result
 }

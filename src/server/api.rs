@@ -105,7 +105,11 @@ where
     B: Buf,
 {
     let Some(api) = slot.get().cloned() else {
-        return error(StatusCode::NOT_FOUND, "not_found", "this server has no call API");
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server has no call API",
+        );
     };
     let presented = req.header(header::AUTHORIZATION);
     if let Some(key) = &api.key
@@ -120,7 +124,10 @@ where
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    if let Err(wait) = api.limiter.take(presented.unwrap_or_default(), Instant::now()) {
+    if let Err(wait) = api
+        .limiter
+        .take(presented.unwrap_or_default(), Instant::now())
+    {
         return retry_after(
             error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -245,7 +252,10 @@ fn place_error(e: PlaceError) -> warp::reply::Response {
         }
         PlaceError::Conflict(_) => json(StatusCode::CONFLICT, &body(detail("already_live"))),
         PlaceError::Full(_) => retry_after(
-            json(StatusCode::TOO_MANY_REQUESTS, &body(detail("too_many_calls"))),
+            json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &body(detail("too_many_calls")),
+            ),
             FULL_RETRY,
         ),
         PlaceError::Unavailable { code, .. } => {
@@ -288,7 +298,13 @@ async fn list(api: &Api, query: &str) -> warp::reply::Response {
         }
     }
     let Some(to) = to else {
-        let calls = api.desk.journal().list().iter().map(|r| r.view(false)).collect();
+        let calls = api
+            .desk
+            .journal()
+            .list()
+            .iter()
+            .map(|r| r.view(false))
+            .collect();
         return json(StatusCode::OK, &CallList { calls });
     };
     let Ok(to) = E164::parse(&to) else {
@@ -559,8 +575,15 @@ mod tests {
         let lines: Vec<&str> = text.trim_end().lines().collect();
         assert!(lines.contains(&"id:7"), "{text:?}");
         assert!(lines.contains(&"event:line"), "{text:?}");
-        let data: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("data:")).collect();
-        assert_eq!(data.len(), 1, "a newline in the text stays inside the JSON: {text:?}");
+        let data: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .collect();
+        assert_eq!(
+            data.len(),
+            1,
+            "a newline in the text stays inside the JSON: {text:?}"
+        );
         let back: CallEvent = serde_json::from_str(data[0]).unwrap();
         assert_eq!(back, event);
     }

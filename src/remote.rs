@@ -21,6 +21,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// A refused `DIALER_API_KEY` is reported with Twilio's code for rejected credentials, so that
+/// it stops a campaign and exits with code 2 exactly as wrong Twilio credentials do locally.
+const KEY_REFUSED: u32 = 20003;
+
 /// Waits of the remote dialer; shortened in tests.
 #[derive(Debug, Clone)]
 pub struct RemoteTimings {
@@ -136,7 +140,7 @@ impl RemoteDialer {
                 }
             }
             StatusCode::UNAUTHORIZED => Create::Fail(DialError {
-                code: None,
+                code: Some(KEY_REFUSED),
                 message: format!(
                     "the dialer server at {} refused the key: set DIALER_API_KEY to its key",
                     self.base
@@ -264,7 +268,7 @@ impl RemoteDialer {
                 }
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
                     return Err(DialError {
-                        code: None,
+                        code: Some(KEY_REFUSED),
                         message: format!("the dialer server at {} refused the key", self.base),
                         transient: false,
                     });

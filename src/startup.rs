@@ -264,6 +264,14 @@ impl App {
         }
     }
 
+    /// Hang up every live API call (their ends still need the server: Twilio confirms them
+    /// through it).
+    pub fn hang_up_api_calls(&self) {
+        if let Some(api) = self.api.get() {
+            api.desk().hang_up_all();
+        }
+    }
+
     /// Live calls placed through the API.
     pub fn api_live_calls(&self) -> usize {
         self.api

@@ -33,8 +33,22 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
         addr = app.server_addr,
     ));
     interrupts.next().await;
-    // No new calls from here; live ones are hung up as the shutdown tree stops.
+    // No new calls from here. Live ones are hung up while the server still runs, so that
+    // Twilio's confirmations reach them and each ends as the operator's hang-up.
     app.close_api();
+    app.hang_up_api_calls();
+    if app.api_live_calls() > 0 {
+        ctx.printer
+            .message("hanging up the live calls… (Ctrl-C again to stop at once)");
+        tokio::select! {
+            () = async {
+                while app.api_live_calls() > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            } => {}
+            () = interrupts.next() => {}
+        }
+    }
     app.stop().await;
     Ok(Exit::Success)
 }

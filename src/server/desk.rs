@@ -120,6 +120,11 @@ impl Desk {
         self.closing.store(true, Ordering::SeqCst);
     }
 
+    /// Hang up every live call (new ones are refused once [`Desk::close`] is called).
+    pub(crate) fn hang_up_all(&self) {
+        self.calls.cancel();
+    }
+
     /// Check the request, place the call, and return it once Twilio has created it.
     pub(crate) async fn place(&self, body: NewCallBody) -> Result<Arc<CallRecord>, PlaceError> {
         if self.is_closing() {

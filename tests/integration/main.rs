@@ -5,6 +5,7 @@ mod api;
 mod calls;
 mod campaign;
 mod cli;
+mod cli_api;
 mod cli_campaign;
 mod fail_closed;
 mod faults;

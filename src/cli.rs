@@ -40,6 +40,9 @@ pub enum Command {
     Campaign(CampaignArgs),
     /// Run the webhook server and the call API (`/api/calls`) until Ctrl-C.
     Serve(ServeArgs),
+    /// Check every setting against Twilio and AssemblyAI, and that PUBLIC_URL reaches this
+    /// machine: one line per check; the exit code is 7 when any check failed.
+    Doctor(DoctorArgs),
     /// Run the Twilio and Voice Agent simulators alone until Ctrl-C, printing the settings that
     /// point dialer (or anything else) at them.
     #[cfg(feature = "simulate")]
@@ -183,6 +186,16 @@ pub struct RemoteArgs {
     /// (DIALER_SERVER; its key in DIALER_API_KEY).
     #[arg(long = "server", value_name = "URL")]
     pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// The agent whose trial session checks the AssemblyAI key.
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 #[derive(Debug, Args)]

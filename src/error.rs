@@ -24,6 +24,8 @@ pub enum Exit {
     CallFailed = 5,
     /// The call connected but ended by an error (agent service, media stream).
     CallError = 6,
+    /// `dialer doctor`: at least one check failed.
+    CheckFailed = 7,
     /// Interrupted with Ctrl-C.
     Interrupted = 130,
 }

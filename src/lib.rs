@@ -26,7 +26,9 @@
 //! - [`telemetry`]: logging through the printer, with secrets kept out.
 //! - [`error`]: the errors that stop a command, and their exit codes.
 //! - [`cli`]: the command line, each argument validated by its parser.
-//! - [`commands`]: `call`, `campaign`, `serve`, `simulators`: parse, build, run, report.
+//! - [`doctor`]: every setting checked against the real services, as results to show.
+//! - [`commands`]: `call`, `campaign`, `serve`, `doctor`, `simulators`: parse, build, run,
+//!   report.
 //! - `props` (tests only): the shared helpers of the parsers' property tests.
 
 pub mod agent;
@@ -34,6 +36,7 @@ pub mod call;
 pub mod campaign;
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod phone;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             printer.error(&format!("cannot start the async runtime: {e}"));
+            printer.flush();
             return Exit::Failure.code();
         }
     };
@@ -22,11 +23,14 @@ fn main() -> ExitCode {
     // Every task of ours has finished (the shutdown tree waited for them); what may be left is
     // a blocking DNS lookup, which nothing waits for.
     runtime.shutdown_background();
-    match result {
+    let code = match result {
         Ok(exit) => exit.code(),
         Err(e) => {
             printer.error(&e.to_string());
             e.exit().code()
         }
-    }
+    };
+    // The terminal is written by the printer's own thread: let it finish before exiting.
+    printer.flush();
+    code
 }

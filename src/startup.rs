@@ -155,6 +155,8 @@ pub struct App {
     pub settings: Settings,
     pub urls: PublicUrls,
     pub server_addr: SocketAddr,
+    /// This process's id, as the server's `/health` answers it.
+    pub instance: String,
     pub simulation: Option<Simulation>,
     server_token: CancellationToken,
     server: JoinHandle<()>,
@@ -183,11 +185,15 @@ impl App {
         });
         let registry = Arc::new(Registry::new());
         let api = ApiSlot::default();
+        // Random, so that two processes (a restart, another machine behind the same tunnel)
+        // never answer alike; 64 bits is plenty to tell a handful apart.
+        let instance = format!("{:016x}", rand::random::<u64>());
         let state = ServerState {
             registry: registry.clone(),
             auth_token: settings.twilio_auth_token.clone(),
             urls: urls.clone(),
             api: api.clone(),
+            instance: instance.clone(),
         };
         let server_token = shutdown.child();
         let server = shutdown.spawn(server::serve(
@@ -218,6 +224,7 @@ impl App {
             settings,
             urls,
             server_addr,
+            instance,
             simulation,
             server_token,
             server,

@@ -123,7 +123,7 @@ impl<D: Dialer> Runner<D> {
             leads,
             finished,
         });
-        self.reconcile().await?;
+        self.reconcile(&stop).await?;
 
         let mut dialing = DialLoop::new(self.clone(), stop, hang_up);
         loop {
@@ -348,20 +348,31 @@ impl<D: Dialer> Runner<D> {
     }
 
     /// Settle attempts a previous run left in flight, from Twilio's records.
-    async fn reconcile(&self) -> Result<(), CampaignError> {
+    async fn reconcile(&self, stop: &CancellationToken) -> Result<(), CampaignError> {
         for attempt in self.store.in_flight().await? {
-            self.reconcile_attempt(&attempt).await?;
+            if stop.is_cancelled() {
+                // What is not settled now stays in flight for the next run to settle.
+                break;
+            }
+            self.reconcile_attempt(&attempt, stop).await?;
         }
         Ok(())
     }
 
     /// Settle these attempts, left in flight by Twilio trouble in this run, from Twilio's
     /// records; the ones settled are taken off the list.
-    async fn reconcile_stranded(&self, stranded: &mut Vec<i64>) -> Result<(), CampaignError> {
+    async fn reconcile_stranded(
+        &self,
+        stranded: &mut Vec<i64>,
+        stop: &CancellationToken,
+    ) -> Result<(), CampaignError> {
         let flying = self.store.in_flight().await?;
         while let Some(&id) = stranded.first() {
+            if stop.is_cancelled() {
+                break;
+            }
             if let Some(attempt) = flying.iter().find(|a| a.attempt_id == id) {
-                self.reconcile_attempt(attempt).await?;
+                self.reconcile_attempt(attempt, stop).await?;
             }
             stranded.remove(0);
         }
@@ -370,7 +381,12 @@ impl<D: Dialer> Runner<D> {
 
     /// Settle one attempt from Twilio's records: void it if no call exists, record the call's
     /// end if it is over, hang it up first if it is live with nobody bridging it.
-    async fn reconcile_attempt(&self, attempt: &InFlight) -> Result<(), CampaignError> {
+    /// A stop ends the wait for a hung-up call to end; the attempt then stays in flight.
+    async fn reconcile_attempt(
+        &self,
+        attempt: &InFlight,
+        stop: &CancellationToken,
+    ) -> Result<(), CampaignError> {
         let snapshot = match &attempt.call_sid {
             Some(sid) => self.dialer.lookup(sid).await?,
             None => self.find_orphan(attempt).await?,
@@ -406,7 +422,10 @@ impl<D: Dialer> Runner<D> {
             self.dialer.hang_up(&snapshot.sid).await?;
             let deadline = tokio::time::Instant::now() + ORPHAN_SETTLE;
             while snapshot.final_status().is_none() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = stop.cancelled() => break,
+                }
                 if let Some(s) = self.dialer.lookup(&snapshot.sid).await? {
                     snapshot = s;
                 }
@@ -613,7 +632,7 @@ impl<D: Dialer> DialLoop<D> {
                 }
                 match self
                     .runner
-                    .reconcile_stranded(&mut self.trouble.stranded)
+                    .reconcile_stranded(&mut self.trouble.stranded, &self.stop)
                     .await
                 {
                     Ok(()) => {
@@ -995,6 +1014,8 @@ mod dial_loop_tests {
         /// How many dials still fail as Twilio trouble (before any call exists).
         trouble: std::sync::atomic::AtomicUsize,
         dialed: Mutex<Vec<String>>,
+        /// Every call looked up is live and stays live, whatever is hung up.
+        never_ends: bool,
     }
 
     impl FakeDialer {
@@ -1065,8 +1086,15 @@ mod dial_loop_tests {
             Ok(outcome)
         }
 
-        async fn lookup(&self, _: &str) -> Result<Option<CallSnapshot>, DialError> {
-            Ok(None)
+        async fn lookup(&self, sid: &str) -> Result<Option<CallSnapshot>, DialError> {
+            Ok(self.never_ends.then(|| CallSnapshot {
+                sid: sid.to_string(),
+                to: ANA.to_string(),
+                status: CallStatus::InProgress,
+                duration_secs: None,
+                answered_by: None,
+                start_time: None,
+            }))
         }
 
         async fn hang_up(&self, _: &str) -> Result<(), DialError> {
@@ -1168,6 +1196,43 @@ mod dial_loop_tests {
             }
             other => panic!("expected a dial, got {other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_for_a_call_an_earlier_run_left_live() {
+        let dialer = FakeDialer {
+            never_ends: true,
+            ..FakeDialer::default()
+        };
+        let t = setup(dialer, &[ANA], 1, tuesday_10_ny());
+        let lead = t.runner.store.read(Store::leads).await.unwrap()[0].id;
+        let (attempt, _) = t
+            .runner
+            .store
+            .begin_attempt(lead, tuesday_10_ny())
+            .await
+            .unwrap();
+        t.runner
+            .store
+            .set_call_sid(attempt, "CA1".into())
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let stopper = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            t.stop.cancel();
+        };
+        let run = t.runner.clone().run(t.stop.clone(), t.hang_up.clone());
+        let (complete, ()) = tokio::join!(run, stopper);
+        assert!(!complete.unwrap());
+        assert!(
+            start.elapsed() < ORPHAN_SETTLE,
+            "the stop waited {:?} for the orphan",
+            start.elapsed()
+        );
+        // Not settled, not redialed: the next run settles it.
+        assert_eq!(t.runner.store.in_flight().await.unwrap().len(), 1);
+        assert!(t.dialed().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

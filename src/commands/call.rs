@@ -95,7 +95,7 @@ async fn place<D: Dialer>(
 }
 
 /// The agent from an agent file, then flags on top.
-fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
+pub(super) fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
     let mut agent = match &args.agent {
         Some(path) => AgentConfig::from_file(path).map_err(|e| AppError::Input(e.to_string()))?,
         None => AgentConfig::default(),

@@ -3,6 +3,7 @@
 
 mod call;
 mod campaign;
+mod doctor;
 mod serve;
 #[cfg(feature = "simulate")]
 mod simulators;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<Exit, AppError> {
         Command::Call(args) => call::run(args, &ctx).await,
         Command::Campaign(args) => campaign::run(args, &ctx).await,
         Command::Serve(args) => serve::run(args, &ctx).await,
+        Command::Doctor(args) => doctor::run(args, &ctx).await,
         #[cfg(feature = "simulate")]
         Command::Simulators(args) => simulators::run(args, &ctx).await,
     };

@@ -1,9 +1,10 @@
-//! Views over call and campaign events: a live terminal view (indicatif), plain lines when
+//! Views over call and campaign events (and `dialer doctor`'s checks): a live terminal view (indicatif), plain lines when
 //! output is not a terminal, or one JSON object per line for scripts. The core emits events
 //! and never knows how they are shown.
 
 pub(crate) mod call;
 pub(crate) mod campaign;
+pub(crate) mod doctor;
 pub(crate) mod format;
 mod printer;
 

@@ -1,6 +1,7 @@
 //! The embedded HTTP/WebSocket server Twilio talks to: status and answering-machine callbacks,
-//! the Media Stream socket, a health check, and the call API (`/api/`, see [`api`]). Every Twilio request is checked against
-//! `X-Twilio-Signature` before it changes anything. This module is the only one that knows warp.
+//! the Media Stream socket, a health check that names this process, and the call API (`/api/`,
+//! see [`api`]). Every Twilio request is checked against `X-Twilio-Signature` before it changes
+//! anything. This module is the only one that knows warp.
 
 mod accept;
 pub(crate) mod api;
@@ -30,6 +31,9 @@ pub(crate) struct ServerState {
     pub urls: PublicUrls,
     /// The call API, once `serve` enables it.
     pub api: ApiSlot,
+    /// This process's id, which `/health` answers with: whoever knows it (`dialer doctor`)
+    /// can tell this process from another one behind the same address.
+    pub instance: String,
 }
 
 /// Bind the server's listener (port 0 picks a free port).

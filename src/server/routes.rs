@@ -27,7 +27,7 @@ pub(super) fn routes(
     state: ServerState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     super::api::routes(state.api.clone())
-        .or(health())
+        .or(health(state.instance.clone()))
         .or(status(state.clone()))
         .or(amd(state.clone()))
         .or(media_stream(state))
@@ -132,11 +132,20 @@ fn signed_form(
         .untuple_one()
 }
 
-fn health() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+/// Liveness, for anyone (no secret in it): 200 and which process answered, so that a check made
+/// through a tunnel can tell this process from another one behind the same address. Never
+/// cached: a proxy's stored answer would vouch for a process that is gone.
+fn health(instance: String) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::get()
         .and(warp::path("health"))
         .and(warp::path::end())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})))
+        .map(move || {
+            warp::reply::with_header(
+                warp::reply::json(&serde_json::json!({"status": "ok", "instance": instance})),
+                "cache-control",
+                "no-store",
+            )
+        })
 }
 
 fn status(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
@@ -407,6 +416,37 @@ mod tests {
         }
     }
 
+    /// `/health` says which process answered, is never cached, and carries no secret.
+    #[tokio::test]
+    async fn health_names_this_process_and_nothing_secret() {
+        let state = ServerState {
+            registry: Arc::new(Registry::new()),
+            auth_token: Secret::new(AUTH_TOKEN),
+            urls: PublicUrls::new("https://example.test"),
+            instance: "0123456789abcdef".into(),
+            api: Default::default(),
+        };
+        let service = TowerToHyperService::new(warp::service(routes(state)));
+        let request = warp::http::Request::get("/health")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = match hyper::service::Service::call(&service, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": "ok", "instance": "0123456789abcdef"})
+        );
+    }
+
     /// Whatever form reaches a callback route, signed, it is read field by field as documented:
     /// a status or verdict that is not a documented one is `Other` with its text, a counter
     /// that is not a plain number is `None`, the first of repeated fields counts, and the
@@ -421,6 +461,7 @@ mod tests {
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
             api: Default::default(),
+            instance: "test-instance".into(),
         };
         let service = TowerToHyperService::new(warp::service(routes(state)));
         let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(51);

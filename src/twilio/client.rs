@@ -1,6 +1,8 @@
-//! The Twilio Calls REST API: create, hang up, fetch and list calls. Rate limits and Twilio's
-//! own trouble (429, 5xx) are retried with jittered backoff; a create is only retried once we
-//! know the first attempt did not place a call, because a person must never be dialed twice.
+//! The Twilio REST API as dialer uses it: create, hang up, fetch and list calls, and read the
+//! account, its phone numbers and verified caller IDs (for `dialer doctor`). Rate limits and
+//! Twilio's own trouble (429, 5xx) are retried with jittered backoff; a create is only retried
+//! once we know the first attempt did not place a call, because a person must never be dialed
+//! twice.
 
 use super::error::{ApiErrorBody, TwilioError};
 use super::status::{AnsweredBy, CallStatus};
@@ -49,6 +51,87 @@ fn parse_rfc2822(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc2822(s)
         .ok()
         .map(|d| d.with_timezone(&Utc))
+}
+
+/// The Account resource fields dialer uses. Twilio's answer also carries the account's auth
+/// token; it is left out here so that no value of this type can ever hold or print it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct AccountResource {
+    pub sid: String,
+    #[serde(default)]
+    pub friendly_name: String,
+    pub status: AccountStatus,
+    #[serde(rename = "type")]
+    pub kind: AccountType,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    Active,
+    Suspended,
+    Closed,
+    /// A status Twilio added after this was written.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum AccountType {
+    /// Calls only numbers verified in the Console, and callees first hear a trial message.
+    Trial,
+    Full,
+    #[serde(other)]
+    Other,
+}
+
+/// The IncomingPhoneNumber resource fields dialer uses: a Twilio number of the account.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct IncomingNumber {
+    pub sid: String,
+    pub phone_number: String,
+    #[serde(default)]
+    pub capabilities: NumberCapabilities,
+    /// Where Twilio asks what to do with a call to this number; empty or null when unset.
+    #[serde(default)]
+    pub voice_url: Option<String>,
+    #[serde(default)]
+    pub voice_method: Option<String>,
+    /// A TwiML App that takes the number's calls instead of `voice_url`.
+    #[serde(default)]
+    pub voice_application_sid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub struct NumberCapabilities {
+    #[serde(default)]
+    pub voice: bool,
+}
+
+/// The OutgoingCallerId resource fields dialer uses: a number verified as a caller ID.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CallerId {
+    pub sid: String,
+    pub phone_number: String,
+}
+
+/// The `Date` header of one Twilio answer, and this machine's clock when the request left and
+/// when the answer came: the server stamped its date somewhere in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerDate {
+    pub date: DateTime<Utc>,
+    pub sent: DateTime<Utc>,
+    pub received: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct IncomingNumberPage {
+    incoming_phone_numbers: Vec<IncomingNumber>,
+}
+
+#[derive(Deserialize)]
+struct CallerIdPage {
+    outgoing_caller_ids: Vec<CallerId>,
 }
 
 /// The parameters of a new call.
@@ -119,6 +202,11 @@ impl TwilioClient {
 
     pub fn account_sid(&self) -> &str {
         &self.account_sid
+    }
+
+    /// The REST base every request goes to.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     fn calls_url(&self) -> String {
@@ -263,6 +351,81 @@ impl TwilioClient {
         Ok(calls)
     }
 
+    fn account_url(&self, resource: &str) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}{resource}",
+            self.base, self.account_sid
+        )
+    }
+
+    /// Fetch the account the credentials belong to, once (a check reports what it saw rather
+    /// than retrying), with the answer's `Date` whenever Twilio answered at all, refusals
+    /// included.
+    pub async fn fetch_account(
+        &self,
+    ) -> (Result<AccountResource, TwilioError>, Option<ServerDate>) {
+        let sent = Utc::now();
+        let resp = match self
+            .send_raw(self.http.get(self.account_url(".json")))
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => return (Err(e), None),
+        };
+        let received = Utc::now();
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date)
+            .map(|date| ServerDate {
+                date,
+                sent,
+                received,
+            });
+        let result = match Self::refusal(resp).await {
+            Ok(resp) => decode(resp).await,
+            Err(e) => Err(e),
+        };
+        (result, date)
+    }
+
+    /// The account's Twilio number `number` (E.164), if it has it. Twilio's `PhoneNumber`
+    /// filter also matches partial numbers, so the answer is searched for the exact one.
+    pub async fn incoming_number(
+        &self,
+        number: &str,
+    ) -> Result<Option<IncomingNumber>, TwilioError> {
+        let url = self.account_url("/IncomingPhoneNumbers.json");
+        let page: IncomingNumberPage = self
+            .with_retries(|| {
+                self.http
+                    .get(&url)
+                    .query(&[("PhoneNumber", number), ("PageSize", "50")])
+            })
+            .await?;
+        Ok(page
+            .incoming_phone_numbers
+            .into_iter()
+            .find(|n| n.phone_number == number))
+    }
+
+    /// The account's verified caller ID `number` (E.164), if it has it.
+    pub async fn caller_id(&self, number: &str) -> Result<Option<CallerId>, TwilioError> {
+        let url = self.account_url("/OutgoingCallerIds.json");
+        let page: CallerIdPage = self
+            .with_retries(|| {
+                self.http
+                    .get(&url)
+                    .query(&[("PhoneNumber", number), ("PageSize", "50")])
+            })
+            .await?;
+        Ok(page
+            .outgoing_caller_ids
+            .into_iter()
+            .find(|c| c.phone_number == number))
+    }
+
     async fn with_retries<T: serde::de::DeserializeOwned>(
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
@@ -282,15 +445,26 @@ impl TwilioClient {
 
     /// Send with credentials; a non-2xx answer becomes an error carrying Twilio's code.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, TwilioError> {
-        let resp = req
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+        Self::refusal(self.send_raw(req).await?).await
+    }
+
+    /// Send with credentials, whatever the answer's status.
+    async fn send_raw(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, TwilioError> {
+        req.basic_auth(&self.account_sid, Some(self.auth_token.expose()))
             .header("Accept", "application/json")
             .send()
             .await
             .map_err(|source| TwilioError::Transport {
                 base: self.base.clone(),
                 source,
-            })?;
+            })
+    }
+
+    /// A 2xx answer as it is; anything else as the error Twilio's body describes.
+    async fn refusal(resp: reqwest::Response) -> Result<reqwest::Response, TwilioError> {
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(resp);
@@ -316,6 +490,11 @@ impl TwilioClient {
         let jitter = rand::rng().random_range(0.5..1.0);
         tokio::time::sleep(capped.mul_f64(jitter)).await;
     }
+}
+
+/// An HTTP date (`Fri, 04 Dec 2026 09:05:00 GMT`), which is RFC 2822 with the zone named.
+fn parse_http_date(s: &str) -> Option<DateTime<Utc>> {
+    parse_rfc2822(s.trim())
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, TwilioError> {
@@ -361,5 +540,55 @@ mod tests {
         .unwrap();
         assert_eq!(machine.status, CallStatus::InProgress);
         assert_eq!(machine.answered_by, Some(AnsweredBy::MachineStart));
+    }
+
+    #[test]
+    fn http_dates_are_read() {
+        let d = parse_http_date("Fri, 04 Dec 2026 09:05:00 GMT").unwrap();
+        assert_eq!(d.to_rfc3339(), "2026-12-04T09:05:00+00:00");
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn account_number_and_caller_id_resources_from_documented_shapes() {
+        // The account's auth token travels in this answer; the type has no place for it.
+        let account: AccountResource = serde_json::from_str(
+            r#"{"auth_token":"tok","date_created":"Thu, 30 Jul 2015 20:00:00 +0000",
+            "friendly_name":"friendly_name","owner_account_sid":"ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "sid":"ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","status":"active","type":"Full",
+            "uri":"/2010-04-01/Accounts/ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.json"}"#,
+        )
+        .unwrap();
+        assert_eq!(account.status, AccountStatus::Active);
+        assert_eq!(account.kind, AccountType::Full);
+        assert!(!format!("{account:?}").contains("tok"));
+        let odd: AccountResource =
+            serde_json::from_str(r#"{"sid":"AC1","status":"paused","type":"Enterprise"}"#).unwrap();
+        assert_eq!(
+            (odd.status, odd.kind),
+            (AccountStatus::Other, AccountType::Other)
+        );
+
+        let page: IncomingNumberPage = serde_json::from_str(
+            r#"{"incoming_phone_numbers":[{"sid":"PNaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "phone_number":"+15005550006","capabilities":{"voice":true,"sms":false,"mms":false,"fax":false},
+            "voice_url":"https://example.com/twilio/voice","voice_method":"POST","voice_application_sid":""}],
+            "page":0,"page_size":50,"next_page_uri":null}"#,
+        )
+        .unwrap();
+        let n = &page.incoming_phone_numbers[0];
+        assert!(n.capabilities.voice);
+        assert_eq!(n.voice_method.as_deref(), Some("POST"));
+        let bare: IncomingNumber =
+            serde_json::from_str(r#"{"sid":"PN1","phone_number":"+1","voice_url":null}"#).unwrap();
+        assert!(!bare.capabilities.voice);
+        assert_eq!(bare.voice_url, None);
+
+        let ids: CallerIdPage = serde_json::from_str(
+            r#"{"outgoing_caller_ids":[{"account_sid":"AC1","friendly_name":"(415) 867-5309",
+            "phone_number":"+14158675309","sid":"PNbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ids.outgoing_caller_ids[0].phone_number, "+14158675309");
     }
 }

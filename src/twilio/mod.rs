@@ -8,6 +8,9 @@ pub mod signature;
 pub mod status;
 pub(crate) mod twiml;
 
-pub use client::{CallResource, NewCall, TwilioClient};
+pub use client::{
+    AccountResource, AccountStatus, AccountType, CallResource, CallerId, IncomingNumber, NewCall,
+    ServerDate, TwilioClient,
+};
 pub use error::TwilioError;
 pub use status::{AnsweredBy, CallStatus, FinalStatus};

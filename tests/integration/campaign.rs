@@ -120,6 +120,14 @@ fn creates(app: &TestApp) -> Vec<dialer::sim::twilio::ApiRequest> {
         .collect()
 }
 
+/// Calls to `to` Twilio created (not the requests it refused).
+fn placed_to(app: &TestApp, to: &str) -> usize {
+    creates(app)
+        .iter()
+        .filter(|r| r.status == 201 && r.to.as_deref() == Some(to))
+        .count()
+}
+
 fn creates_to(app: &TestApp, to: &str) -> usize {
     creates(app)
         .iter()
@@ -568,14 +576,8 @@ async fn a_twilio_429_is_backed_off_and_every_lead_is_still_called_once() {
             next.at - r.at
         );
     }
-    let placed = |to: &str| {
-        requests
-            .iter()
-            .filter(|r| r.status == 201 && r.to.as_deref() == Some(to))
-            .count()
-    };
-    assert_eq!(placed("+12025550100"), 1);
-    assert_eq!(placed("+12025550109"), 1);
+    assert_eq!(placed_to(&app, "+12025550100"), 1);
+    assert_eq!(placed_to(&app, "+12025550109"), 1);
     let statuses = run.statuses();
     assert_eq!(statuses["+12025550100"], LeadStatus::Completed);
     assert_eq!(statuses["+12025550109"], LeadStatus::Completed);
@@ -605,15 +607,8 @@ async fn a_twilio_outage_pauses_dialing_and_the_campaign_resumes_by_itself() {
     );
     assert!(run.events.contains(&CampaignEvent::TwilioBack));
     // Each number was placed once, whatever the outage made of the attempts before.
-    let requests = app.sim().twilio.requests();
-    let placed = |to: &str| {
-        requests
-            .iter()
-            .filter(|r| r.status == 201 && r.to.as_deref() == Some(to))
-            .count()
-    };
-    assert_eq!(placed("+12025550100"), 1);
-    assert_eq!(placed("+12025550109"), 1);
+    assert_eq!(placed_to(&app, "+12025550100"), 1);
+    assert_eq!(placed_to(&app, "+12025550109"), 1);
     let statuses = run.statuses();
     assert_eq!(statuses["+12025550100"], LeadStatus::Completed);
     assert_eq!(statuses["+12025550109"], LeadStatus::Completed);

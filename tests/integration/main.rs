@@ -7,6 +7,7 @@ mod campaign;
 mod cli;
 mod cli_api;
 mod cli_campaign;
+mod doctor;
 mod fail_closed;
 mod faults;
 mod helpers;

@@ -1,5 +1,5 @@
 //! A local fake of Twilio Programmable Voice, as far as an outbound AI dialer touches it: the
-//! Calls REST API, the call lifecycle with signed status callbacks and answering-machine
+//! Calls REST API, the account and its numbers (read-only), the call lifecycle with signed status callbacks and answering-machine
 //! detection, TwiML execution, and a simulated callee that opens the `<Connect><Stream>`
 //! WebSocket to our server and speaks the Media Streams protocol.
 //!
@@ -36,6 +36,12 @@
 //!   error (12100, 11200, …) is recorded and the answered call ends `completed`.
 //! - AMD verdicts are the persona's, after a modelled detection time (see `callee::amd`);
 //!   `AnsweredBy` rides on webhooks sent after the verdict.
+//! - The account (`GET /Accounts/{Sid}.json`) is always an active, full account; changing it,
+//!   and buying, updating or verifying numbers through the API, are not simulated (a test sets
+//!   numbers up with [`FakeTwilio::set_number`]). The `PhoneNumber` filter of
+//!   IncomingPhoneNumbers matches partial numbers, `*` standing for any digit, as documented;
+//!   that of OutgoingCallerIds matches whole numbers. A number without voice capability is
+//!   still accepted as `From` (Twilio documents no code for that refusal).
 //! - Recording, SendDigits, DTMF, SIP/client targets, CPS queueing and TwiML verbs other than
 //!   `<Connect><Stream>`, `<Say>`, `<Pause>`, `<Hangup>` and `<Redirect>` are not simulated.
 //!
@@ -81,8 +87,12 @@ use super::TimeScale;
 pub struct FakeTwilioConfig {
     pub account_sid: String,
     pub auth_token: String,
-    /// Twilio numbers owned by the account: the only valid `From` values.
+    /// Twilio numbers owned by the account: valid `From` values, voice-capable and with no
+    /// Voice URL unless [`FakeTwilio::set_number`] says otherwise.
     pub numbers: Vec<String>,
+    /// Numbers verified as caller IDs (OutgoingCallerIds): valid `From` values too, though
+    /// not the account's numbers.
+    pub verified_caller_ids: Vec<String>,
     pub time_scale: TimeScale,
     /// What a call does when our server closes its media stream.
     pub stream_close: StreamCloseMode,
@@ -95,8 +105,31 @@ impl Default for FakeTwilioConfig {
             auth_token: "sim-twilio-token".into(),
             // Twilio's test-credentials From number, so the magic-number behaviour reads naturally.
             numbers: vec!["+15005550006".into()],
+            verified_caller_ids: Vec::new(),
             time_scale: TimeScale::REAL_TIME,
             stream_close: StreamCloseMode::Continue,
+        }
+    }
+}
+
+/// How one of the account's numbers is set up (Console → Phone Numbers → the number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberSetup {
+    /// `capabilities.voice`: whether the number can make and take calls.
+    pub voice: bool,
+    /// `voice_url`: where Twilio asks what to do with a call to the number; empty when unset.
+    pub voice_url: String,
+    /// `voice_method`: `GET` or `POST`.
+    pub voice_method: String,
+}
+
+impl Default for NumberSetup {
+    /// A number as bought: voice-capable, with no Voice URL yet.
+    fn default() -> Self {
+        Self {
+            voice: true,
+            voice_url: String::new(),
+            voice_method: "POST".into(),
         }
     }
 }
@@ -262,10 +295,17 @@ impl FakeTwilio {
             .filter_map(|n| number::e164(n))
             .map(|n| (n, sid("PN")))
             .collect();
+        let verified = config
+            .verified_caller_ids
+            .iter()
+            .filter_map(|n| number::e164(n))
+            .map(|n| (n, sid("PN")))
+            .collect();
         let (active, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
             config,
             owned,
+            verified,
             state: Mutex::new(State::default()),
             http,
             shutdown,
@@ -309,6 +349,18 @@ impl FakeTwilio {
         state.index.get(sid).map(|&i| state.calls[i].record.clone())
     }
 
+    /// Set up one of the account's numbers as a user would in the Console (its voice
+    /// capability, Voice URL and method). Returns false, changing nothing, when the account
+    /// does not own `number`.
+    pub fn set_number(&self, number: &str, setup: NumberSetup) -> bool {
+        let Some(number) = number::e164(number).filter(|n| self.shared.owned.contains_key(n))
+        else {
+            return false;
+        };
+        self.shared.lock().number_setup.insert(number, setup);
+        true
+    }
+
     /// Answer the next `n` requests with 429 / 20429 (too many concurrent requests): the
     /// request is not processed, and a client should back off and send it again.
     pub fn throttle_next(&self, n: u32) {
@@ -342,6 +394,8 @@ struct Shared {
     config: FakeTwilioConfig,
     /// Owned numbers (E.164) and their `PN` SIDs.
     owned: HashMap<String, String>,
+    /// Verified caller IDs (E.164) and their `PN` SIDs.
+    verified: HashMap<String, String>,
     /// std Mutex: never held across an await.
     state: Mutex<State>,
     http: reqwest::Client,
@@ -366,6 +420,8 @@ struct State {
     rest_faults: Vec<(Requests, u32, RestFault)>,
     /// `unavailable_for`: every request is 503 until then.
     unavailable_until: Option<Instant>,
+    /// `set_number`: owned numbers set up otherwise than as bought.
+    number_setup: HashMap<String, NumberSetup>,
 }
 
 struct CallEntry {

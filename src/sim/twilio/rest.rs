@@ -1,6 +1,9 @@
 //! The Calls REST API (2010-04-01) over hyper: HTTP Basic auth with the account SID and auth
 //! token, form-encoded bodies, create / list / fetch / update with Twilio's validation rules
-//! and legacy JSON error bodies, and the Call resource JSON.
+//! and legacy JSON error bodies, and the Call resource JSON. The account itself, its numbers
+//! and its verified caller IDs are read in [`account`].
+
+mod account;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -263,9 +266,14 @@ async fn route(
     let ["", API, "Accounts", account, rest @ ..] = segments.as_slice() else {
         return (Err(ApiError::not_found(path)), None);
     };
+    // `/Accounts/{Sid}.json` is the account itself; anything longer is one of its resources.
+    let (account, own) = match (account.strip_suffix(".json"), rest) {
+        (Some(sid), []) => (sid, true),
+        _ => (*account, false),
+    };
     // The account in the path must be the one authenticated (Twilio answers 20003 when, for
     // instance, a subaccount's credentials are used on its parent's resources).
-    if !authorized || *account != shared.config.account_sid {
+    if !authorized || account != shared.config.account_sid {
         return (Err(ApiError::unauthenticated()), None);
     }
     let kind = match (method, rest) {
@@ -294,6 +302,7 @@ async fn route(
         Some(RestFault::InternalError) => Err(ApiError::server(500)),
         // A hung request that was not processed: if an answer is ever sent, it says so.
         Some(RestFault::Unavailable | RestFault::Hang) => Err(ApiError::server(503)),
+        _ if own => account::fetch(shared, method),
         _ => calls_api(shared, method, path, rest, &Params(params)).await,
     };
     (reply, fault)
@@ -347,6 +356,8 @@ async fn calls_api(
         ("POST", ["Calls", file]) if file.ends_with(".json") => {
             update(shared, path, file.trim_end_matches(".json"), p).await
         }
+        ("GET", ["IncomingPhoneNumbers.json"]) => account::incoming_numbers(shared, p),
+        ("GET", ["OutgoingCallerIds.json"]) => account::caller_ids(shared, p),
         (_, ["Calls.json"]) | (_, ["Calls", _]) => Err(ApiError {
             status: 405,
             code: 20004,
@@ -618,7 +629,7 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
             ));
         }
     };
-    if !shared.owned.contains_key(&from) {
+    if !shared.owned.contains_key(&from) && !shared.verified.contains_key(&from) {
         return Err(ApiError::bad(
             21210,
             format!(

@@ -65,10 +65,31 @@ pub(super) async fn send(shared: &Shared, hook: &Hook, params: &[(String, String
     match request(shared, hook, params, WEBHOOK_TIMEOUT).await {
         Ok(resp) => Some(resp.status().as_u16()),
         Err(e) => {
-            tracing::debug!(url = %hook.url, "webhook failed: {e}");
+            // Callback URLs carry a call's token: neither the URL nor reqwest's error (which
+            // names it) is logged whole.
+            tracing::debug!(url = %shown(&hook.url), "webhook failed: {}", e.without_url());
             None
         }
     }
+}
+
+/// A callback URL fit for a log line: no query, and any path segment long enough to be a
+/// token replaced by `…`.
+fn shown(url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return "(unparsable URL)".into();
+    };
+    let path: Vec<&str> = parsed
+        .path_segments()
+        .into_iter()
+        .flatten()
+        .map(|seg| if seg.len() >= 16 { "…" } else { seg })
+        .collect();
+    format!(
+        "{}/{}",
+        parsed.origin().ascii_serialization(),
+        path.join("/")
+    )
 }
 
 /// Fetch a TwiML document. `Err` is the Twilio error code and message.
@@ -109,4 +130,16 @@ pub(super) async fn fetch_twiml(
     }
     String::from_utf8(body.to_vec())
         .map_err(|_| (12100, "Document parse failure: not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_logged_callback_url_keeps_no_token() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let shown = super::shown(&format!(
+            "https://dialer.example.com/twilio/status/{token}?x={token}"
+        ));
+        assert_eq!(shown, "https://dialer.example.com/twilio/status/…");
+    }
 }

@@ -596,3 +596,54 @@ async fn the_remote_dialer_hangs_up_through_the_server_and_reconciles_through_it
         .unwrap_err();
     assert!(!e.transient && e.message.contains("DIALER_API_KEY"), "{e}");
 }
+
+#[tokio::test]
+async fn the_remote_dialer_waits_while_the_server_is_at_its_live_call_limit() {
+    let s = Server::start(|api| api.max_calls = 1).await;
+    let url = url::Url::parse(&s.base).unwrap();
+    let dialer = Arc::new(RemoteDialer::new(&url, Some(Secret::new(KEY))).unwrap());
+    let place = |to: &'static str| {
+        let dialer = dialer.clone();
+        tokio::spawn(async move {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let mut request = crate::helpers::request(to, Arc::new(dialer::call::tools::NoTools));
+            request.ring_timeout = Duration::from_secs(15);
+            let created = async {
+                let mut at = None;
+                while let Some(e) = rx.recv().await {
+                    if matches!(e, CallEvent::Created { .. }) {
+                        at = Some(tokio::time::Instant::now());
+                    }
+                }
+                at
+            };
+            let (outcome, created) =
+                tokio::join!(dialer.dial(request, tx, CancellationToken::new()), created);
+            (
+                outcome.unwrap(),
+                created.unwrap(),
+                tokio::time::Instant::now(),
+            )
+        })
+    };
+    let ringing = place("+12025550102");
+    // The first call holds the only place before the second asks.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.app.api_live_calls() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let waiting = place("+12025550100");
+    let (first, _, first_ended) = ringing.await.unwrap();
+    let (second, second_created, _) = waiting.await.unwrap();
+    assert_eq!(first.status, FinalStatus::NoAnswer);
+    assert_eq!(second.status, FinalStatus::Completed);
+    assert!(
+        second_created >= first_ended - Duration::from_millis(200),
+        "placed once the first had ended"
+    );
+    let (_, list) = s.get("/api/calls").await;
+    assert_eq!(list["calls"].as_array().unwrap().len(), 2);
+}

@@ -191,12 +191,18 @@ impl RawSettings {
             return Ok(None);
         }
         let checked = check_url("DIALER_SERVER", value, &["https", "http"])?;
-        url::Url::parse(&checked)
-            .map(Some)
-            .map_err(|e| SettingsError::Invalid {
+        let url = url::Url::parse(&checked).map_err(|e| SettingsError::Invalid {
+            name: "DIALER_SERVER",
+            why: e.to_string(),
+        })?;
+        // The URL is shown in messages; the key travels in DIALER_API_KEY, never in it.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(SettingsError::Invalid {
                 name: "DIALER_SERVER",
-                why: e.to_string(),
-            })
+                why: "must not carry credentials; put the server's key in DIALER_API_KEY".into(),
+            });
+        }
+        Ok(Some(url))
     }
 
     /// The call API's settings, checked.
@@ -660,6 +666,79 @@ mod tests {
         ));
         env.insert("TWILIO_API_BASE_URL".into(), "http://127.0.0.1:4010".into());
         assert_eq!(load(&env).unwrap().public_url, "");
+    }
+
+    #[test]
+    fn the_server_url_is_checked_and_carries_no_credentials() {
+        let raw = |v: &str| RawSettings {
+            dialer_server: Some(v.into()),
+            ..RawSettings::default()
+        };
+        assert_eq!(
+            raw("http://127.0.0.1:8080/")
+                .server()
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/"
+        );
+        assert_eq!(raw("  ").server().unwrap(), None);
+        for bad in ["ftp://x", "not a url", "https://k:secret@example.com"] {
+            let e = raw(bad).server().unwrap_err().to_string();
+            assert!(e.starts_with("DIALER_SERVER is invalid"), "{e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn api_settings_are_checked_and_named() {
+        let api = RawSettings::default().api().unwrap();
+        assert_eq!((api.rate_per_minute, api.max_calls), (120, 100));
+        assert!(api.key.is_none() && api.window.is_none());
+        let raw = RawSettings {
+            dialer_api_key: Some(" k ".into()),
+            calling_window: Some("09:00-17:00 mon-fri".into()),
+            calling_timezone: Some("America/Chicago".into()),
+            max_calls: Some("3".into()),
+            ..RawSettings::default()
+        };
+        let api = raw.api().unwrap();
+        assert_eq!(api.key.unwrap().expose(), "k");
+        assert_eq!(api.max_calls, 3);
+        assert_eq!(api.window.unwrap().1, Some(chrono_tz::America::Chicago));
+        for (raw, name) in [
+            (
+                RawSettings {
+                    max_calls: Some("0".into()),
+                    ..RawSettings::default()
+                },
+                "MAX_CALLS",
+            ),
+            (
+                RawSettings {
+                    api_rate_limit: Some("x".into()),
+                    ..RawSettings::default()
+                },
+                "API_RATE_LIMIT",
+            ),
+            (
+                RawSettings {
+                    calling_window: Some("9-5".into()),
+                    ..RawSettings::default()
+                },
+                "CALLING_WINDOW",
+            ),
+            (
+                RawSettings {
+                    calling_timezone: Some("Mars/X".into()),
+                    ..RawSettings::default()
+                },
+                "CALLING_TIMEZONE",
+            ),
+        ] {
+            let e = raw.api().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{name} is invalid")), "{e}");
+        }
     }
 
     #[test]

@@ -124,10 +124,12 @@ where
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    if let Err(wait) = api
-        .limiter
-        .take(presented.unwrap_or_default(), Instant::now())
-    {
+    // Without a key every client shares one bucket, so a changing header buys no requests.
+    let who = match &api.key {
+        Some(_) => presented.unwrap_or_default(),
+        None => "",
+    };
+    if let Err(wait) = api.limiter.take(who, Instant::now()) {
         return retry_after(
             error(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -220,3 +220,77 @@ fn the_demo_campaign_gives_the_same_results_through_a_server_as_locally() {
         .count();
     assert!(transcripts >= 8, "{transcripts}");
 }
+
+/// Ctrl-C on `serve` hangs its live calls up while Twilio can still confirm their ends: each
+/// ends as the operator's hang-up, its event stream closes, and `serve` exits 0.
+#[cfg(unix)]
+#[tokio::test]
+async fn ctrl_c_on_serve_hangs_up_its_live_calls_then_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path(), "10", Some(KEY));
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{}/api/calls", serve.url))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"to": "+12025550107"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = created["sid"].as_str().expect("a call").to_string();
+    let stream = http
+        .get(format!("{}/api/calls/{sid}/events", serve.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    let text = tokio::spawn(async move { stream.text().await.unwrap() });
+    // Once answered (the silent callee then waits for ever), interrupt the server.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let view: serde_json::Value = http
+                .get(format!("{}/api/calls/{sid}", serve.url))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if view["status"] == "in-progress" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("answered");
+    let status = Command::new("kill")
+        .args(["-INT", &serve.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = tokio::time::timeout(Duration::from_secs(30), text)
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    let ended = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .last()
+        .unwrap();
+    let ended: serde_json::Value = serde_json::from_str(ended).unwrap();
+    assert_eq!(ended["event"], "ended");
+    assert_eq!(ended["outcome"]["ended_by"], "operator", "{ended}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = serve.child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0));
+}

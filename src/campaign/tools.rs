@@ -13,6 +13,18 @@ use std::sync::{Arc, Mutex};
 pub(crate) const RECORD_OUTCOME: &str = "record_outcome";
 pub(crate) const OPT_OUT: &str = "opt_out";
 
+/// What `opt_out` tells the agent once the opt-out is recorded.
+pub(crate) fn opt_out_reply() -> ToolReply {
+    ToolReply {
+        result: json!({
+            "ok": true,
+            "next": "The number will not be called again. Apologise briefly, say goodbye and end the call."
+        }),
+        opted_out: true,
+        ..ToolReply::default()
+    }
+}
+
 pub(crate) struct CampaignTools {
     to: E164,
     dispositions: Arc<[String]>,
@@ -69,14 +81,7 @@ impl CampaignTools {
             // be written, which the operator must hear about.
             tracing::error!(error = %e, "cannot write the do-not-call list");
         }
-        ToolReply {
-            result: json!({
-                "ok": true,
-                "next": "The number will not be called again. Apologise briefly, say goodbye and end the call."
-            }),
-            opted_out: true,
-            ..ToolReply::default()
-        }
+        opt_out_reply()
     }
 }
 

@@ -32,6 +32,11 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
         app.urls.base(),
         addr = app.server_addr,
     ));
+    if api.dnc_file.is_none() {
+        ctx.printer.message(
+            "no DNC_FILE: API calls are checked against no do-not-call list, and an opt-out is only reported to the caller",
+        );
+    }
     interrupts.next().await;
     // No new calls from here. Live ones are hung up while the server still runs, so that
     // Twilio's confirmations reach them and each ends as the operator's hang-up.

@@ -11,7 +11,7 @@ use crate::call::tools::{NoTools, ToolHandler, ToolReply, ToolSpec};
 use crate::call::wire::NewCallBody;
 use crate::campaign::dnc::{DncList, Refresh};
 use crate::campaign::template;
-use crate::campaign::tools::{CampaignTools, OPT_OUT, RECORD_OUTCOME};
+use crate::campaign::tools::{CampaignTools, OPT_OUT, RECORD_OUTCOME, opt_out_reply};
 use crate::campaign::window::CallingWindow;
 use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
 use crate::phone::{AllowList, E164};
@@ -218,6 +218,7 @@ impl Desk {
                 ),
                 record_outcome: dispositions.as_ref().is_some_and(|d| !d.is_empty()),
                 opt_out,
+                keeps_opt_outs: self.keeps_opt_outs(),
             }),
         };
         Ok(CallRequest {
@@ -228,6 +229,15 @@ impl Desk {
             time_limit: Duration::from_secs(limit),
             machine_detection: body.machine_detection.unwrap_or(true),
         })
+    }
+
+    fn keeps_opt_outs(&self) -> bool {
+        !self
+            .dnc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .files()
+            .is_empty()
     }
 
     /// Fails closed: a list that cannot be read refuses every call until it can.
@@ -320,6 +330,9 @@ struct ApiTools {
     inner: CampaignTools,
     record_outcome: bool,
     opt_out: bool,
+    /// Whether the server has a `DNC_FILE` to append opt-outs to; without one an opt-out is
+    /// only reported in the call's events (and so to the caller).
+    keeps_opt_outs: bool,
 }
 
 impl ApiTools {
@@ -338,6 +351,9 @@ impl ToolHandler for ApiTools {
     }
 
     fn call(&self, name: &str, arguments: &Value) -> Option<ToolReply> {
+        if name == OPT_OUT && self.opt_out && !self.keeps_opt_outs {
+            return Some(opt_out_reply());
+        }
         if self.offers(name) {
             self.inner.call(name, arguments)
         } else {

@@ -647,3 +647,40 @@ async fn the_remote_dialer_waits_while_the_server_is_at_its_live_call_limit() {
     let (_, list) = s.get("/api/calls").await;
     assert_eq!(list["calls"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_agents_tools_run_on_the_server_and_an_opt_out_reaches_its_dnc_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dnc = dir.path().join("opt-outs.txt");
+    let s = Server::start(|api| api.dnc_file = Some(dnc.clone())).await;
+    let (status, created, _) = s
+        .post(json!({
+            "to": "+12025550106",
+            "dispositions": ["confirmed", "not_interested"],
+            "opt_out": true
+        }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let events = s.events(created["sid"].as_str().unwrap(), None).await;
+    let tool = events
+        .iter()
+        .find(|(_, k, d)| k == "tool" && d["name"] == "opt_out")
+        .expect("the agent called opt_out");
+    assert_eq!(tool.2["ok"], true);
+    assert_eq!(events.last().unwrap().2["outcome"]["opted_out"], true);
+    let list = std::fs::read_to_string(&dnc).unwrap();
+    assert!(list.contains("+12025550106"), "{list}");
+    let (status, body, _) = s.post(json!({"to": "+12025550106"})).await;
+    assert_eq!((status, error_code(&body)), (422, "do_not_call"));
+
+    // Without the tools asked for, the agent has none to call.
+    let (status, created, _) = s.post(json!({"to": "+12025550112"})).await;
+    assert_eq!(status, 201);
+    let events = s.events(created["sid"].as_str().unwrap(), None).await;
+    assert!(
+        events
+            .iter()
+            .all(|(_, k, d)| k != "tool" || d["name"] == "end_call" || d["ok"] == false),
+        "{events:?}"
+    );
+}

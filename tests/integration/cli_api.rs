@@ -279,7 +279,7 @@ async fn ctrl_c_on_serve_hangs_up_its_live_calls_then_stops() {
     let ended = text
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
-        .last()
+        .next_back()
         .unwrap();
     let ended: serde_json::Value = serde_json::from_str(ended).unwrap();
     assert_eq!(ended["event"], "ended");

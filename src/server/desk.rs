@@ -402,7 +402,7 @@ async fn follow(
         (Err(e), None) => {
             // The service only fails before a call exists; should that change, the record
             // still ends, so that its readers do not wait for ever.
-            let mut outcome = Outcome {
+            let outcome = Outcome {
                 to: to.clone(),
                 call_sid: record.sid(),
                 status: FinalStatus::Failed,
@@ -410,16 +410,15 @@ async fn follow(
                 answered_by: None,
                 ended_by: EndedBy::Error,
                 reason: e.message.clone(),
-                error: None,
+                error: Some(OutcomeError {
+                    code: e.code.map(|c| c.to_string()),
+                    message: e.message,
+                }),
                 disposition: None,
                 opted_out: false,
                 transcript: Vec::new(),
                 reconnects: Vec::new(),
             };
-            outcome.error = Some(OutcomeError {
-                code: e.code.map(|c| c.to_string()),
-                message: e.message,
-            });
             record.push(CallEvent::Ended {
                 outcome: Box::new(outcome),
             });

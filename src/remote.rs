@@ -337,7 +337,7 @@ impl RemoteDialer {
     }
 }
 
-/// The request as the API takes it: the agent as the caller built it (variables already
+/// The request as the API takes it: the whole agent as the caller built it (variables already
 /// filled), and the tools the server must offer.
 fn new_call_body(req: &CallRequest) -> NewCallBody {
     let specs = req.tools.specs();
@@ -354,11 +354,7 @@ fn new_call_body(req: &CallRequest) -> NewCallBody {
     });
     NewCallBody {
         to: req.to.to_string(),
-        greeting: Some(req.agent.greeting.clone()),
-        system_prompt: Some(req.agent.system_prompt.clone()),
-        voice: Some(req.agent.voice.clone()),
-        turn_detection: (!req.agent.turn_detection.is_empty())
-            .then(|| req.agent.turn_detection.clone()),
+        agent: Some(req.agent.clone()),
         ring_timeout: Some(req.ring_timeout.as_secs()),
         time_limit: Some(req.time_limit.as_secs()),
         machine_detection: Some(req.machine_detection),
@@ -672,7 +668,10 @@ mod tests {
             machine_detection: true,
         };
         let body = new_call_body(&req);
-        assert_eq!(body.greeting.as_deref(), Some("Hi Ana"));
+        assert_eq!(
+            body.agent.as_ref().map(|a| a.greeting.as_str()),
+            Some("Hi Ana")
+        );
         assert_eq!(
             body.dispositions,
             Some(vec!["confirmed".to_string(), "voicemail".to_string()])

@@ -38,8 +38,8 @@ impl TurnDetection {
     }
 }
 
-/// The agent's configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The agent's configuration. Serialized as it is read, so that the call API carries it whole.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     pub system_prompt: String,

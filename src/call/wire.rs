@@ -1,7 +1,7 @@
 //! The call API's JSON bodies, as the server writes them and the remote dialer reads them:
 //! one definition, so the two cannot drift apart.
 
-use crate::agent::config::TurnDetection;
+use crate::agent::config::{AgentConfig, TurnDetection};
 use crate::events::{Outcome, TranscriptLine};
 use crate::twilio::{AnsweredBy, CallStatus};
 use chrono::{DateTime, Utc};
@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewCallBody {
     pub to: String,
+    /// The whole agent, as an agent file's `[agent]` table; the fields below override it.
+    /// Unknown keys are refused here, so that a server never drops part of an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greeting: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,6 @@
 //! it through the call service, and follow it to its end in a task of the shutdown tree, its
 //! events written to the [`Journal`].
 
-use crate::agent::config::AgentConfig;
 use crate::call::dialer::{CallRequest, DialError, Dialer, RING_TIMEOUT_SECS};
 use crate::call::journal::{CallRecord, Journal, Refusal};
 use crate::call::service::CallService;
@@ -173,7 +172,7 @@ impl Desk {
         self.check_window(&to, body.timezone.as_deref())?;
 
         let vars = variables(body)?;
-        let mut agent = AgentConfig::default();
+        let mut agent = body.agent.clone().unwrap_or_default();
         if let Some(p) = &body.system_prompt {
             agent.system_prompt = p.clone();
         }

@@ -67,6 +67,7 @@ fn main() {
                 mark_timeout: Duration::from_secs(5),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
                 agent_silence: Duration::from_secs(3600),
+                verdicts: dialer::call::voicemail::Verdicts::none(),
             };
             bridge::run(
                 &mut t_in,

@@ -109,6 +109,16 @@ pub struct AgentArgs {
     /// Do not let the callee interrupt the agent.
     #[arg(long)]
     pub no_interrupt: bool,
+
+    /// Leave this message on an answering machine, after its beep, in the agent's voice
+    /// (without it a machine is hung up on at once).
+    #[arg(long, value_name = "TEXT")]
+    pub voicemail_message: Option<String>,
+
+    /// Give the agent a transfer_call tool that hands the call to this number (E.164) or
+    /// SIP URI (sip:desk@pbx.example.com).
+    #[arg(long, value_name = "NUMBER")]
+    pub transfer_to: Option<String>,
 }
 
 #[derive(Debug, Args)]

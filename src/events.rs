@@ -1,6 +1,8 @@
 //! What happens during a call, as plain data. The call path emits these; the terminal view,
 //! the JSON printer and the campaign runner consume them. Nothing here knows how it is shown.
 
+pub use crate::call::transfer::TransferOutcome;
+pub use crate::call::voicemail::MachineEnd;
 use crate::twilio::{AnsweredBy, CallStatus};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -87,6 +89,13 @@ pub struct Outcome {
     /// Each time the agent's connection was lost mid-call and came back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reconnects: Vec<AgentReconnect>,
+    /// A machine answered: `voicemail-left` (the message was spoken after the beep),
+    /// `voicemail` (no message left) or `fax`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineEnd>,
+    /// The agent handed the call to a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferOutcome>,
 }
 
 /// The agent's connection was lost mid-call and the conversation went on.
@@ -130,6 +139,8 @@ impl Outcome {
             opted_out: false,
             transcript: vec![],
             reconnects: Vec::new(),
+            machine: None,
+            transfer: None,
         }
     }
 }
@@ -164,6 +175,14 @@ pub enum CallEvent {
         to: String,
         disposition: Disposition,
     },
+    /// The callee pressed keys (an entry: keys within a short pause, or up to `#`).
+    Keypad { to: String, keys: String },
+    /// The call was handed to a person (`answered` is not known yet).
+    Transferring {
+        to: String,
+        target: String,
+        reason: String,
+    },
     /// The agent's connection was lost and came back.
     Reconnected {
         to: String,
@@ -186,6 +205,8 @@ impl CallEvent {
             | Self::Line { to, .. }
             | Self::Tool { to, .. }
             | Self::Disposition { to, .. }
+            | Self::Keypad { to, .. }
+            | Self::Transferring { to, .. }
             | Self::Reconnected { to, .. } => to,
             Self::Ended { outcome } => &outcome.to,
         }
@@ -259,6 +280,25 @@ mod tests {
             gap_ms: 900,
             cause: "reset".into(),
         }];
+        full.machine = Some(MachineEnd::VoicemailLeft);
+        full.transfer = Some(TransferOutcome {
+            to: "+12025550150".into(),
+            reason: "wants a person".into(),
+            answered: Some(true),
+            dial_status: Some("completed".into()),
+            dial_duration_secs: Some(30),
+        });
+        let mut fax = Outcome::sample(&to, FinalStatus::Completed, EndedBy::Callee);
+        fax.machine = Some(MachineEnd::Fax);
+        let mut unanswered = fax.clone();
+        unanswered.machine = Some(MachineEnd::Voicemail);
+        unanswered.transfer = Some(TransferOutcome {
+            to: "sip:desk@pbx.example.com".into(),
+            reason: String::new(),
+            answered: None,
+            dial_status: None,
+            dial_duration_secs: None,
+        });
         let mut bare = Outcome::sample(&to, FinalStatus::NoAnswer, EndedBy::Network);
         bare.call_sid = None;
         let events = vec![
@@ -299,6 +339,21 @@ mod tests {
                     name: "voicemail".into(),
                     notes: String::new(),
                 },
+            },
+            CallEvent::Keypad {
+                to: to.clone(),
+                keys: "1#".into(),
+            },
+            CallEvent::Transferring {
+                to: to.clone(),
+                target: "+12025550150".into(),
+                reason: "asked for a person".into(),
+            },
+            CallEvent::Ended {
+                outcome: Box::new(fax),
+            },
+            CallEvent::Ended {
+                outcome: Box::new(unanswered),
             },
             CallEvent::Reconnected {
                 to: to.clone(),

@@ -10,7 +10,6 @@
 
 use crate::call::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use crate::call::wire::{CallList, CallView, ErrorBody, NewCallBody};
-use crate::campaign::tools::{OPT_OUT, RECORD_OUTCOME};
 use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
 use crate::phone::E164;
 use crate::secret::Secret;
@@ -340,26 +339,17 @@ impl RemoteDialer {
 /// The request as the API takes it: the whole agent as the caller built it (variables already
 /// filled), and the tools the server must offer.
 fn new_call_body(req: &CallRequest) -> NewCallBody {
-    let specs = req.tools.specs();
-    let dispositions = specs.iter().find(|s| s.name == RECORD_OUTCOME).map(|s| {
-        s.parameters["properties"]["disposition"]["enum"]
-            .as_array()
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| n.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
+    let tools = req.tools.remote().unwrap_or_default();
     NewCallBody {
         to: req.to.to_string(),
         agent: Some(req.agent.clone()),
         ring_timeout: Some(req.ring_timeout.as_secs()),
         time_limit: Some(req.time_limit.as_secs()),
         machine_detection: Some(req.machine_detection),
-        dispositions,
-        opt_out: specs.iter().any(|s| s.name == OPT_OUT),
+        dispositions: (!tools.dispositions.is_empty()).then_some(tools.dispositions),
+        opt_out: tools.opt_out,
+        keypad: tools.keys.into_iter().collect(),
+        transfer_on: tools.transfer_on,
         ..NewCallBody::default()
     }
 }
@@ -394,6 +384,8 @@ fn not_called(to: &str, code: Option<String>, message: String) -> Outcome {
         opted_out: false,
         transcript: Vec::new(),
         reconnects: Vec::new(),
+        machine: None,
+        transfer: None,
     }
 }
 
@@ -629,7 +621,8 @@ mod tests {
     #[test]
     fn a_campaign_request_carries_its_agent_and_tools_names() {
         use crate::agent::config::AgentConfig;
-        use crate::call::tools::{ToolHandler, ToolReply, ToolSpec};
+        use crate::call::tools::{RemoteTools, ToolHandler, ToolReply, ToolSpec};
+        use crate::campaign::tools::{OPT_OUT, RECORD_OUTCOME};
         use serde_json::{Value, json};
         use std::sync::{Arc, Mutex};
 
@@ -652,6 +645,14 @@ mod tests {
             fn call(&self, name: &str, _: &Value) -> Option<ToolReply> {
                 self.0.lock().unwrap().push(name.to_string());
                 Some(ToolReply::ok(json!({})))
+            }
+            fn remote(&self) -> Option<RemoteTools> {
+                Some(RemoteTools {
+                    dispositions: vec!["confirmed".into(), "voicemail".into()],
+                    opt_out: true,
+                    keys: vec![("1".into(), "confirmed".into())],
+                    transfer_on: vec!["voicemail".into()],
+                })
             }
         }
         let tools = Arc::new(Recorder(Mutex::new(Vec::new())));
@@ -677,6 +678,8 @@ mod tests {
             Some(vec!["confirmed".to_string(), "voicemail".to_string()])
         );
         assert!(body.opt_out);
+        assert_eq!(body.keypad.get("1").map(String::as_str), Some("confirmed"));
+        assert_eq!(body.transfer_on, vec!["voicemail".to_string()]);
         assert_eq!((body.ring_timeout, body.time_limit), (Some(20), Some(300)));
         // Only the tools the server ran successfully, and only the request's own, are replayed.
         let tool = |name: &str, ok| CallEvent::Tool {

@@ -8,6 +8,7 @@ pub(crate) mod paths {
     pub(crate) const STATUS: &str = "status";
     pub(crate) const AMD: &str = "amd";
     pub(crate) const MEDIA: &str = "media";
+    pub(crate) const DIAL: &str = "dial";
 }
 
 /// The public base URL and what is derived from it.
@@ -46,6 +47,11 @@ impl PublicUrls {
         format!("{}/{}/{}/{token}", self.base, paths::PREFIX, paths::AMD)
     }
 
+    /// The `<Dial action>` of a transferred call with this token.
+    pub fn dial(&self, token: &str) -> String {
+        format!("{}/{}/{}/{token}", self.base, paths::PREFIX, paths::DIAL)
+    }
+
     /// The Media Stream URL (`wss://…`), the same for every call: Twilio signs the handshake
     /// over it as written, so the token travels as a stream parameter instead.
     pub fn media(&self) -> String {
@@ -74,6 +80,7 @@ mod tests {
         assert_eq!(u.base(), "https://abc.ngrok.app");
         assert_eq!(u.status("t1"), "https://abc.ngrok.app/twilio/status/t1");
         assert_eq!(u.amd("t1"), "https://abc.ngrok.app/twilio/amd/t1");
+        assert_eq!(u.dial("t1"), "https://abc.ngrok.app/twilio/dial/t1");
         assert_eq!(u.media(), "wss://abc.ngrok.app/twilio/media");
         assert_eq!(u.ws("/twilio/media"), "wss://abc.ngrok.app/twilio/media");
         assert_eq!(

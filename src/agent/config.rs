@@ -46,6 +46,12 @@ pub struct AgentConfig {
     pub greeting: String,
     pub voice: String,
     pub turn_detection: TurnDetection,
+    /// Left on an answering machine after its beep, in the agent's voice; without it a call
+    /// that reaches a machine is hung up at once.
+    pub voicemail_message: Option<String>,
+    /// Where `transfer_call` hands the callee over: E.164 or a SIP URI. Without it the agent
+    /// has no `transfer_call` tool.
+    pub transfer_to: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -55,6 +61,8 @@ impl Default for AgentConfig {
             greeting: DEFAULT_GREETING.to_string(),
             voice: DEFAULT_VOICE.to_string(),
             turn_detection: TurnDetection::default(),
+            voicemail_message: None,
+            transfer_to: None,
         }
     }
 }
@@ -125,6 +133,32 @@ impl AgentConfig {
                 message: "must name a voice, e.g. alba".into(),
             });
         }
+        if let Some(message) = &self.voicemail_message
+            && message.trim().is_empty()
+        {
+            return Err(AgentConfigError::Invalid {
+                key: "voicemail_message",
+                message: "must not be empty (leave it out to hang up on machines)".into(),
+            });
+        }
+        if let Some(message) = &self.voicemail_message
+            && message.chars().count() > MAX_VOICEMAIL_CHARS
+        {
+            return Err(AgentConfigError::Invalid {
+                key: "voicemail_message",
+                message: format!(
+                    "is longer than {MAX_VOICEMAIL_CHARS} characters (a voicemail box records a minute or two)"
+                ),
+            });
+        }
+        if let Some(target) = &self.transfer_to {
+            crate::call::transfer::Target::parse(target).map_err(|message| {
+                AgentConfigError::Invalid {
+                    key: "transfer_to",
+                    message,
+                }
+            })?;
+        }
         if let Some(v) = self.turn_detection.vad_threshold
             && !(0.0..=1.0).contains(&v)
         {
@@ -167,6 +201,9 @@ impl AgentConfig {
         Ok(())
     }
 }
+
+/// The longest voicemail message: about a minute and a half of speech.
+const MAX_VOICEMAIL_CHARS: usize = 1_000;
 
 /// The longest silence a turn may end on: past it a caller hangs up on a quiet line.
 const MAX_SILENCE_MS: u32 = 10_000;

@@ -10,7 +10,10 @@
 use crate::agent::client::ConnectError;
 use crate::agent::config::AgentConfig;
 use crate::agent::protocol::{self as agent, AgentError, AgentMessage, ReplyStatus, ToolSpec};
+use crate::call::keypad::{self, Key, Keypad};
 use crate::call::tools::{ToolHandler, ToolReply};
+use crate::call::transfer::{self, HandOff, TRANSFER_CALL, TRANSFER_MARK};
+use crate::call::voicemail::{MachineEnd, VOICEMAIL_MARK, Verdicts, Voicemail};
 use crate::events::{AgentReconnect, CallEvent, Disposition, Speaker, TranscriptLine};
 use crate::twilio::media::{self, TwilioMessage};
 use crate::ws::Frame;
@@ -85,6 +88,8 @@ pub struct BridgeSetup<'a> {
     /// How long the agent may say nothing at all (no event of any kind) while the callee's
     /// audio flows before the session is taken for dead.
     pub agent_silence: Duration,
+    /// Answering-machine verdicts, as Twilio sends them (see [`crate::call::voicemail`]).
+    pub verdicts: Verdicts,
 }
 
 /// Why the bridge stopped.
@@ -96,6 +101,12 @@ pub enum BridgeEnd {
     StreamClosed,
     /// The agent called `end_call` and its goodbye was played.
     AgentEndedCall,
+    /// A machine answered: the voicemail message was left (its mark came back), or the call
+    /// is to be hung up at once (no message, a fax).
+    Machine(MachineEnd),
+    /// The agent handed the call over (`transfer_call`) and its hand-off line was played: the
+    /// call is to be switched to `<Dial>`.
+    Transferred { reason: String },
     /// The service ended the session with `session.ended` and no fatal error before it: the
     /// only normal end the agent side has.
     AgentEnded,
@@ -265,6 +276,16 @@ struct State<'a> {
     cleared_this_reply: bool,
     end_call_requested: bool,
     end_mark_deadline: Option<tokio::time::Instant>,
+    voicemail: Voicemail,
+    keypad: Keypad,
+    /// When the keys pressed so far form a complete entry (armed by a key, never by audio).
+    keypad_due: Option<tokio::time::Instant>,
+    hand_off: HandOff,
+    /// The disposition came from keys the callee pressed (`[dtmf]`): their own answer, which
+    /// the agent's later `record_outcome` does not overwrite.
+    keyed: bool,
+    /// When a voicemail message or a hand-off line is given up on.
+    voice_due: Option<tokio::time::Instant>,
     /// Where outgoing audio messages are written. Each is split off as the frame's bytes and
     /// dropped once the socket has copied it, so the space is reused: no allocation per frame.
     scratch: BytesMut,
@@ -300,13 +321,32 @@ where
         cleared_this_reply: false,
         end_call_requested: false,
         end_mark_deadline: None,
+        voicemail: Voicemail::new(
+            setup.agent.voicemail_message.as_deref(),
+            !setup.agent.greeting.is_empty(),
+        ),
+        keypad: Keypad::default(),
+        keypad_due: None,
+        hand_off: HandOff::default(),
+        keyed: false,
+        voice_due: None,
         scratch: BytesMut::with_capacity(SCRATCH),
     };
+    let mut verdicts = setup.verdicts.take();
 
     let end = match open_session(&mut st, twilio_in, agent_in, agent_out, cancel).await {
         Err(end) => end,
         Ok(()) => loop {
-            let end = converse(&mut st, twilio_in, twilio_out, agent_in, agent_out, cancel).await;
+            let end = converse(
+                &mut st,
+                twilio_in,
+                twilio_out,
+                agent_in,
+                agent_out,
+                &mut verdicts,
+                cancel,
+            )
+            .await;
             let BridgeEnd::AgentFailed(failure) = &end else {
                 break end;
             };
@@ -371,6 +411,9 @@ where
 fn session_update(st: &State<'_>, agent: Option<&AgentConfig>) -> String {
     let mut tools = st.setup.tools.specs();
     tools.push(end_call_spec());
+    if st.setup.agent.transfer_to.is_some() {
+        tools.push(transfer::transfer_call_spec());
+    }
     agent::session_update(agent.unwrap_or(st.setup.agent), &tools)
 }
 
@@ -512,6 +555,10 @@ where
     st.end_call_requested = false;
     st.end_mark_deadline = None;
     st.last_was_reply_done = false;
+    if matches!(st.hand_off, HandOff::Requested { .. }) {
+        // Its tool result went with the lost session; the new one is told afresh below.
+        st.hand_off = HandOff::None;
+    }
 
     let mut resumed = false;
     if let (Some(session_id), false) = (st.report.session_id.clone(), stuck)
@@ -550,10 +597,22 @@ where
             Err(BridgeEnd::SetupFailed(_)) => return Err(None),
             Err(end) => return Err(Some(end)),
         }
-        let apology = agent::reply_create(RESUME_INSTRUCTIONS);
-        if agent_out.send(Frame::text(apology)).await.is_err() {
-            return Err(None);
+        // A machine's greeting is no conversation to apologise to.
+        if !st.voicemail.machine() {
+            let apology = agent::reply_create(RESUME_INSTRUCTIONS);
+            if agent_out.send(Frame::text(apology)).await.is_err() {
+                return Err(None);
+            }
         }
+    }
+    // Neither a resumed nor a new session greets: a message waiting for the greeting goes now.
+    if let Some(create) = st.voicemail.no_greeting()
+        && agent_out
+            .send(Frame::text(agent::reply_create(&create)))
+            .await
+            .is_err()
+    {
+        return Err(None);
     }
     let reconnect = AgentReconnect {
         resumed,
@@ -606,6 +665,7 @@ async fn converse<TI, TO, AI, AO>(
     twilio_out: &mut TO,
     agent_in: &mut AI,
     agent_out: &mut AO,
+    verdicts: &mut Option<mpsc::UnboundedReceiver<crate::twilio::AnsweredBy>>,
     cancel: &CancellationToken,
 ) -> BridgeEnd
 where
@@ -630,16 +690,63 @@ where
     tokio::pin!(cancelled);
     let mut cancelled = OnWake::new(cancelled);
     let goodbye = tokio::time::sleep_until(st.setup.deadline);
-    tokio::pin!(silence, time_limit, goodbye);
+    // The keypad's pause and the voicemail/hand-off wait: armed when a key, a verdict or a
+    // hand-off sets them, so the audio path only compares two options.
+    let keypad_timer = tokio::time::sleep_until(st.setup.deadline);
+    let voice_timer = tokio::time::sleep_until(st.setup.deadline);
+    tokio::pin!(silence, time_limit, goodbye, keypad_timer, voice_timer);
     let mut goodbye_armed = false;
+    let mut keypad_armed = None;
+    let mut voice_armed = None;
     loop {
         if let (Some(deadline), false) = (st.end_mark_deadline, goodbye_armed) {
             goodbye.as_mut().reset(deadline);
             goodbye_armed = true;
         }
+        if st.keypad_due != keypad_armed {
+            if let Some(at) = st.keypad_due {
+                keypad_timer.as_mut().reset(at);
+            }
+            keypad_armed = st.keypad_due;
+        }
+        if st.voice_due != voice_armed {
+            if let Some(at) = st.voice_due {
+                voice_timer.as_mut().reset(at);
+            }
+            voice_armed = st.voice_due;
+        }
         tokio::select! {
             () = &mut cancelled => return BridgeEnd::Cancelled,
             () = &mut time_limit => return BridgeEnd::TimeLimit,
+            verdict = async { verdicts.as_mut().expect("guarded").recv().await }, if verdicts.is_some() => {
+                match verdict {
+                    Some(verdict) => {
+                        if let Err(end) = on_verdict(st, &verdict, twilio_out, agent_out).await {
+                            return end;
+                        }
+                    }
+                    // The call service is done forwarding: no more verdicts.
+                    None => *verdicts = None,
+                }
+            }
+            () = &mut keypad_timer, if keypad_armed.is_some() => {
+                st.keypad_due = None;
+                if let Some(keys) = st.keypad.pause_over()
+                    && let Err(end) = on_keys(st, keys, agent_out).await
+                {
+                    return end;
+                }
+            }
+            () = &mut voice_timer, if voice_armed.is_some() => {
+                st.voice_due = None;
+                // The message or the hand-off line never came (or its mark never came back).
+                if st.voicemail.machine() {
+                    return BridgeEnd::Machine(st.voicemail.gave_up());
+                }
+                if st.hand_off.active() {
+                    return BridgeEnd::Transferred { reason: st.hand_off.reason().to_string() };
+                }
+            }
             () = &mut goodbye, if goodbye_armed => {
                 // Twilio never echoed the mark; the goodbye has surely played by now.
                 return BridgeEnd::AgentEndedCall;
@@ -776,6 +883,10 @@ where
     match frame {
         Some(Frame::Text(bytes)) => match media::parse_bytes(&bytes) {
             Ok(TwilioMessage::Media { payload }) => {
+                // A machine's greeting and beep are not for the agent to answer.
+                if !st.voicemail.callee_audio_passes() {
+                    return Ok(false);
+                }
                 agent::write_input_audio(&mut st.scratch, &payload);
                 let out = Frame::Text(st.scratch.split().freeze());
                 if agent_out.feed(out).await.is_err() {
@@ -789,6 +900,15 @@ where
             Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
                 return Err(BridgeEnd::AgentEndedCall);
             }
+            Ok(TwilioMessage::Mark { name }) if name == VOICEMAIL_MARK => {
+                return Err(BridgeEnd::Machine(MachineEnd::VoicemailLeft));
+            }
+            Ok(TwilioMessage::Mark { name }) if name == TRANSFER_MARK => {
+                return Err(BridgeEnd::Transferred {
+                    reason: st.hand_off.reason().to_string(),
+                });
+            }
+            Ok(TwilioMessage::Dtmf { digit }) => on_key(st, &digit, agent_out).await?,
             Ok(TwilioMessage::Stop) => return Err(BridgeEnd::CalleeHungUp),
             Ok(_) => {}
             Err(_) => st.report.bad_frames += 1,
@@ -838,7 +958,8 @@ where
     let was_reply_done = matches!(msg, AgentMessage::ReplyDone { .. });
     let mut fed = false;
     match msg {
-        AgentMessage::ReplyAudio { data } => {
+        // Held back while a machine's greeting plays (and outside the voicemail message).
+        AgentMessage::ReplyAudio { data } if st.voicemail.agent_audio_passes() => {
             media::write_media(&mut st.scratch, st.setup.stream_sid, &data);
             let out = Frame::Text(st.scratch.split().freeze());
             if twilio_out.feed(out).await.is_err() {
@@ -846,6 +967,7 @@ where
             }
             fed = true;
         }
+        AgentMessage::ReplyAudio { .. } => {}
         AgentMessage::SessionEnded => {
             return Err(match last_error.take() {
                 Some(error) if error.code.is_fatal() => {
@@ -892,7 +1014,19 @@ where
 {
     let to = st.setup.to;
     match msg {
-        AgentMessage::ReplyStarted => st.cleared_this_reply = false,
+        AgentMessage::ReplyStarted => {
+            st.cleared_this_reply = false;
+            if let Some(create) = st.voicemail.reply_started() {
+                send_agent(agent_out, agent::reply_create(&create)).await?;
+            }
+            if st.voicemail.agent_audio_passes() && st.voicemail.machine() {
+                // The message is under way: no deadline while it is spoken.
+                st.voice_due = None;
+            }
+            if st.hand_off.reply_started() {
+                st.voice_due = None;
+            }
+        }
         AgentMessage::UserPartial { text } => {
             let _ = st.events.send(CallEvent::Partial {
                 to: to.to_string(),
@@ -917,8 +1051,28 @@ where
             name,
             arguments,
         } => {
+            if name == TRANSFER_CALL && st.setup.agent.transfer_to.is_some() {
+                let reason = transfer::reason(&arguments);
+                let _ = st.events.send(CallEvent::Tool {
+                    to: to.to_string(),
+                    name,
+                    arguments,
+                    ok: true,
+                });
+                let reply = if st.hand_off.request(reason) {
+                    ToolReply::ok(transfer::hand_off_result())
+                } else {
+                    ToolReply::error("a transfer is already under way")
+                };
+                st.pending_results.push((call_id, reply));
+                if st.last_was_reply_done {
+                    flush_results(st, agent_out).await?;
+                }
+                return Ok(());
+            }
             if name == "end_call" {
-                st.end_call_requested = true;
+                // A transfer or a voicemail message ends the call its own way.
+                st.end_call_requested = !st.hand_off.active() && !st.voicemail.machine();
                 let _ = st.events.send(CallEvent::Tool {
                     to: to.to_string(),
                     name,
@@ -938,7 +1092,7 @@ where
                 arguments,
                 ok: !reply.is_error,
             });
-            if let Some(d) = &reply.disposition {
+            if let Some(d) = reply.disposition.as_ref().filter(|_| !st.keyed) {
                 st.report.disposition = Some(d.clone());
                 let _ = st.events.send(CallEvent::Disposition {
                     to: to.to_string(),
@@ -946,6 +1100,22 @@ where
                 });
             }
             st.report.opted_out |= reply.opted_out;
+            let mut reply = reply;
+            // The campaign wants a person for this outcome: hand the call over.
+            if let Some(reason) = reply.transfer.take()
+                && st.setup.agent.transfer_to.is_some()
+                && !reply.is_error
+                && st.hand_off.request(reason)
+                && let serde_json::Value::Object(fields) = &mut reply.result
+            {
+                fields.extend(
+                    transfer::hand_off_result()
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+            }
             st.pending_results.push((call_id, reply));
             // A slow tool finishing after `reply.done` sends its result straight away.
             if st.last_was_reply_done {
@@ -954,12 +1124,29 @@ where
         }
         AgentMessage::ReplyDone { status } => match status {
             ReplyStatus::Interrupted => {
+                // A message or hand-off line cut short still counts: it will not be repeated.
+                if st.voicemail.reply_done() {
+                    send_mark(st, twilio_out, VOICEMAIL_MARK).await?;
+                    return Ok(());
+                }
+                if st.hand_off.reply_done() {
+                    send_mark(st, twilio_out, TRANSFER_MARK).await?;
+                    return Ok(());
+                }
                 barge_in(st, twilio_out).await?;
                 // The agent has moved on; results for that reply would confuse it.
                 st.pending_results.clear();
                 st.end_call_requested = false;
             }
             ReplyStatus::Completed | ReplyStatus::Other => {
+                if st.voicemail.reply_done() {
+                    send_mark(st, twilio_out, VOICEMAIL_MARK).await?;
+                    return Ok(());
+                }
+                if st.hand_off.reply_done() {
+                    send_mark(st, twilio_out, TRANSFER_MARK).await?;
+                    return Ok(());
+                }
                 flush_results(st, agent_out).await?;
                 if st.end_call_requested && st.end_mark_deadline.is_none() {
                     let mark = media::mark(st.setup.stream_sid, END_MARK);
@@ -1015,7 +1202,125 @@ async fn flush_results<AO: Sink<Frame> + Unpin>(
             }));
         }
     }
+    if st.hand_off.result_sent() {
+        // The hand-off line is the agent's next reply; it may not keep the callee waiting.
+        st.voice_due = Some(tokio::time::Instant::now() + st.setup.mark_timeout);
+    }
     Ok(())
+}
+
+/// Send a message to the agent outside the audio path.
+async fn send_agent<AO: Sink<Frame> + Unpin>(
+    agent_out: &mut AO,
+    msg: String,
+) -> Result<(), BridgeEnd> {
+    agent_out.send(Frame::text(msg)).await.map_err(|_| {
+        BridgeEnd::AgentFailed(AgentFailure::Lost {
+            frame: None,
+            last_error: None,
+        })
+    })
+}
+
+/// A mark after the audio sent so far; its echo ends the call (voicemail, hand-off).
+async fn send_mark<TO: Sink<Frame> + Unpin>(
+    st: &mut State<'_>,
+    twilio_out: &mut TO,
+    name: &str,
+) -> Result<(), BridgeEnd> {
+    st.voice_due = Some(tokio::time::Instant::now() + st.setup.mark_timeout);
+    twilio_out
+        .send(Frame::text(media::mark(st.setup.stream_sid, name)))
+        .await
+        .map_err(|_| BridgeEnd::StreamClosed)
+}
+
+/// An answering-machine verdict (see [`crate::call::voicemail`]).
+async fn on_verdict<TO, AO>(
+    st: &mut State<'_>,
+    verdict: &crate::twilio::AnsweredBy,
+    twilio_out: &mut TO,
+    agent_out: &mut AO,
+) -> Result<(), BridgeEnd>
+where
+    TO: Sink<Frame> + Unpin,
+    AO: Sink<Frame> + Unpin,
+{
+    let was_machine = st.voicemail.machine();
+    let actions = st.voicemail.verdict(verdict);
+    if let Some(end) = actions.end {
+        return Err(BridgeEnd::Machine(end));
+    }
+    if st.voicemail.machine() && !was_machine {
+        // No goodbye, tool or transfer of a conversation with a person applies to a machine.
+        st.end_call_requested = false;
+        st.end_mark_deadline = None;
+        st.hand_off = HandOff::None;
+        st.keypad_due = None;
+    }
+    if actions.clear {
+        twilio_out
+            .send(Frame::text(media::clear(st.setup.stream_sid)))
+            .await
+            .map_err(|_| BridgeEnd::StreamClosed)?;
+    }
+    if st.voicemail.awaiting_message() {
+        st.voice_due = Some(tokio::time::Instant::now() + st.setup.mark_timeout);
+    }
+    if let Some(create) = actions.create {
+        send_agent(agent_out, agent::reply_create(&create)).await?;
+    }
+    Ok(())
+}
+
+/// A key the callee pressed: an entry that is complete goes to the agent; otherwise the
+/// pause timer is (re)armed.
+async fn on_key<AO: Sink<Frame> + Unpin>(
+    st: &mut State<'_>,
+    digit: &str,
+    agent_out: &mut AO,
+) -> Result<(), BridgeEnd> {
+    if st.voicemail.machine() {
+        return Ok(());
+    }
+    match st.keypad.press(digit) {
+        Key::Complete(keys) => {
+            st.keypad_due = None;
+            on_keys(st, keys, agent_out).await
+        }
+        Key::Pending => {
+            st.keypad_due = Some(tokio::time::Instant::now() + keypad::PAUSE);
+            Ok(())
+        }
+        Key::Ignored => {
+            st.report.bad_frames += 1;
+            Ok(())
+        }
+    }
+}
+
+/// A complete keypad entry: the transcript, the event, the campaign's disposition for it,
+/// and the agent told (the instructions name each key).
+async fn on_keys<AO: Sink<Frame> + Unpin>(
+    st: &mut State<'_>,
+    keys: String,
+    agent_out: &mut AO,
+) -> Result<(), BridgeEnd> {
+    let to = st.setup.to;
+    let _ = st.events.send(CallEvent::Keypad {
+        to: to.to_string(),
+        keys: keys.clone(),
+    });
+    push_line(st, Speaker::Callee, keypad::line(&keys), false);
+    if let Some(d) = st.setup.tools.keypad(&keys) {
+        st.keyed = true;
+        st.report.disposition = Some(d.clone());
+        let _ = st.events.send(CallEvent::Disposition {
+            to: to.to_string(),
+            disposition: d,
+        });
+    }
+    send_agent(agent_out, agent::reply_create(&keypad::instructions(&keys))).await
 }
 
 fn push_line(st: &mut State<'_>, speaker: Speaker, text: String, interrupted: bool) {
@@ -1041,6 +1346,10 @@ mod tests {
     use crate::call::tools::NoTools;
     use serde_json::Value;
     use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+    /// Voicemail, keypad and transfer, in a file of their own.
+    #[path = "voice.rs"]
+    mod voice;
 
     struct Leg {
         /// Frames the test feeds to the bridge.
@@ -1135,6 +1444,25 @@ mod tests {
         silence: Duration,
         spares: usize,
     ) -> Outcome {
+        start_full(
+            tools,
+            limit,
+            silence,
+            spares,
+            AgentConfig::default(),
+            Verdicts::none(),
+        )
+    }
+
+    /// The same, with this agent and these verdicts.
+    fn start_full(
+        tools: &'static dyn ToolHandler,
+        limit: Duration,
+        silence: Duration,
+        spares: usize,
+        agent_cfg: AgentConfig,
+        verdicts: Verdicts,
+    ) -> Outcome {
         let (twilio, mut t_in, mut t_out) = leg();
         let (agent, mut a_in, mut a_out) = leg();
         let (spare_legs, spare_conns): (Vec<Leg>, Vec<(In, Out)>) = (0..spares)
@@ -1148,7 +1476,6 @@ mod tests {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let handle = tokio::spawn(async move {
-            let agent_cfg = AgentConfig::default();
             let setup = BridgeSetup {
                 to: "+12025550100",
                 stream_sid: "MZ1",
@@ -1159,6 +1486,7 @@ mod tests {
                 mark_timeout: Duration::from_secs(30),
                 deadline: tokio::time::Instant::now() + limit,
                 agent_silence: silence,
+                verdicts,
             };
             run(
                 &mut t_in, &mut t_out, &mut a_in, &mut a_out, &mut again, &setup, &ev_tx, &c,

@@ -16,6 +16,9 @@ pub(crate) enum AtTwilio {
     /// Replace the call's TwiML with a short spoken apology and a hang-up; the wait for its
     /// final status confirms the end (and hangs up a call that is still live).
     Apologise,
+    /// Replace the call's TwiML with `<Dial>` to the person (`transfer_to`); the call goes on
+    /// without us until Twilio reports its end.
+    Transfer,
 }
 
 /// Why and how a call ends.
@@ -56,6 +59,11 @@ impl Ending {
         )
     }
 
+    /// A machine answered and is hung up on before any conversation.
+    pub(crate) fn machine(end: crate::call::voicemail::MachineEnd) -> Self {
+        Self::new(EndedBy::Agent, end.reason(), AtTwilio::HangUp)
+    }
+
     pub(crate) fn time_limit(limit: Duration) -> Self {
         Self::new(
             EndedBy::TimeLimit,
@@ -88,6 +96,17 @@ impl Ending {
             BridgeEnd::AgentEnded => {
                 Self::new(EndedBy::Agent, "agent session ended", AtTwilio::HangUp)
             }
+            BridgeEnd::Machine(end) => Self::new(EndedBy::Agent, end.reason(), AtTwilio::HangUp),
+            BridgeEnd::Transferred { reason } if reason.is_empty() => Self::new(
+                EndedBy::Agent,
+                "transferred to a person",
+                AtTwilio::Transfer,
+            ),
+            BridgeEnd::Transferred { reason } => Self::new(
+                EndedBy::Agent,
+                format!("transferred to a person: {reason}"),
+                AtTwilio::Transfer,
+            ),
             BridgeEnd::AgentFailed(failure) => Self::failure(
                 Some(failure.code().to_string()),
                 failure.to_string(),
@@ -171,6 +190,29 @@ mod tests {
             Ending::after_bridge(&BridgeEnd::CalleeHungUp, LIMIT).at_twilio,
             AtTwilio::Nothing
         );
+    }
+
+    #[test]
+    fn machines_are_hung_up_and_transfers_dialed() {
+        use crate::call::voicemail::MachineEnd;
+        for end in [
+            MachineEnd::VoicemailLeft,
+            MachineEnd::Voicemail,
+            MachineEnd::Fax,
+        ] {
+            let e = Ending::after_bridge(&BridgeEnd::Machine(end), LIMIT);
+            assert_eq!((e.by, e.at_twilio), (EndedBy::Agent, AtTwilio::HangUp));
+            assert_eq!(e.reason, end.reason());
+            assert!(e.error.is_none());
+        }
+        let e = Ending::after_bridge(
+            &BridgeEnd::Transferred {
+                reason: "asked for a person".into(),
+            },
+            LIMIT,
+        );
+        assert_eq!(e.at_twilio, AtTwilio::Transfer);
+        assert_eq!(e.reason, "transferred to a person: asked for a person");
     }
 
     #[test]

@@ -40,12 +40,24 @@ impl std::fmt::Debug for IncomingStream {
     }
 }
 
+/// Twilio's `<Dial action>` request after a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialResult {
+    /// `DialCallStatus`: `completed`/`answered` when the person picked up, else `no-answer`,
+    /// `busy`, `failed`, `canceled`.
+    pub status: String,
+    /// `DialCallDuration`, seconds.
+    pub duration_secs: Option<u64>,
+}
+
 #[derive(Debug)]
 pub enum CallSignal {
     Status(StatusUpdate),
     /// Asynchronous answering-machine detection's verdict.
     AnsweredBy(AnsweredBy),
     Stream(IncomingStream),
+    /// How a transfer went.
+    Dial(DialResult),
 }
 
 struct Entry {

@@ -6,8 +6,10 @@
 use super::bridge::{self, BridgeEnd, BridgeReport, BridgeSetup, Reconnect, SetupFailure};
 use super::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use super::ending::{AtTwilio, Ending};
-use super::registry::{CallSignal, IncomingStream, Registry, StatusUpdate};
+use super::registry::{CallSignal, DialResult, IncomingStream, Registry, StatusUpdate};
 use super::state::{CallState, Input};
+use super::transfer::{self, Target, TransferOutcome};
+use super::voicemail::{self, MachineEnd, Verdicts};
 use crate::agent;
 use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
 use crate::phone::E164;
@@ -134,6 +136,11 @@ struct Call<'a> {
     last_heard: TokioInstant,
     /// Spreads the calls' status checks so that they do not all fall due at once.
     poll_jitter: Duration,
+    /// The call's one-time token (its callback URLs carry it).
+    token: String,
+    /// A machine answered, and what became of it.
+    machine: Option<MachineEnd>,
+    transfer: Option<TransferOutcome>,
 }
 
 /// What a call's next timer is for.
@@ -172,6 +179,9 @@ impl<'a> Call<'a> {
             ending_since: None,
             last_heard: now,
             poll_jitter: poll.mul_f64(rand::random::<f64>() / 4.0),
+            token: String::new(),
+            machine: None,
+            transfer: None,
         }
     }
 
@@ -270,6 +280,16 @@ impl<'a> Call<'a> {
         self.on_call_status(&u.status);
     }
 
+    /// Twilio's `<Dial action>` request: whether the person took the transfer.
+    fn on_dial(&mut self, result: DialResult) {
+        let Some(transfer) = self.transfer.as_mut() else {
+            return;
+        };
+        transfer.answered = Some(transfer::person_answered(&result.status));
+        transfer.dial_status = Some(result.status);
+        transfer.dial_duration_secs = result.duration_secs;
+    }
+
     fn on_snapshot(&mut self, call: &CallResource) {
         if let Some(d) = call.duration_secs() {
             self.duration_secs = Some(d);
@@ -333,6 +353,8 @@ impl<'a> Call<'a> {
             opted_out: bridge.opted_out,
             transcript: bridge.transcript,
             reconnects: bridge.reconnects,
+            machine: self.machine,
+            transfer: self.transfer,
         }
     }
 }
@@ -367,11 +389,66 @@ const TIME_LIMIT_GRACE: Duration = Duration::from_secs(5);
 impl CallService {
     /// Carry out an ending: record it, then do at Twilio what it needs.
     async fn end(&self, call: &mut Call<'_>, ending: Ending) {
+        if ending.at_twilio == AtTwilio::Transfer {
+            self.transfer(call, ending).await;
+            return;
+        }
         call.finish(&ending);
         match ending.at_twilio {
             AtTwilio::HangUp => self.hang_up(call).await,
             AtTwilio::Apologise => self.apologise(call).await,
-            AtTwilio::Nothing => {}
+            AtTwilio::Nothing | AtTwilio::Transfer => {}
+        }
+    }
+
+    /// Switch the live call to `<Dial>` to the person. The call then goes on without us:
+    /// Twilio reports whether the person answered at the `action` URL, then the call's end.
+    /// Should the switch fail, the call is hung up and the outcome says why.
+    async fn transfer(&self, call: &mut Call<'_>, ending: Ending) {
+        let reason = match ending.reason.split_once(": ") {
+            Some((_, reason)) => reason.to_string(),
+            None => String::new(),
+        };
+        let target = call.req.agent.transfer_to.as_deref().map(Target::parse);
+        let (Some(Ok(target)), Some(sid)) = (target, call.state.sid().map(str::to_string)) else {
+            call.finish(&ending);
+            self.hang_up(call).await;
+            return;
+        };
+        let twiml = transfer::dial_twiml(
+            &target,
+            self.endpoints.from.as_str(),
+            &self.endpoints.urls.dial(&call.token),
+        );
+        match self.twilio.update_twiml(&sid, &twiml).await {
+            Ok(resource) => {
+                call.apply(Input::Transferred {
+                    reason: reason.clone(),
+                });
+                call.emit(CallEvent::Transferring {
+                    to: call.to.clone(),
+                    target: target.to_string(),
+                    reason: reason.clone(),
+                });
+                call.transfer = Some(TransferOutcome {
+                    to: target.to_string(),
+                    reason,
+                    answered: None,
+                    dial_status: None,
+                    dial_duration_secs: None,
+                });
+                call.on_snapshot(&resource);
+            }
+            Err(e) if e.is_call_already_over() => call.finish(&ending),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot transfer the call; hanging up");
+                call.error.get_or_insert(OutcomeError {
+                    code: e.code().map(|c| c.to_string()),
+                    message: format!("the transfer to {target} failed: {e}"),
+                });
+                call.finish(&ending);
+                self.hang_up(call).await;
+            }
         }
     }
 
@@ -432,6 +509,7 @@ impl CallService {
         &self,
         call: &mut Call<'_>,
         incoming: IncomingStream,
+        signals: &mut mpsc::UnboundedReceiver<CallSignal>,
         cancel: &CancellationToken,
     ) {
         call.apply(Input::StreamStarted);
@@ -441,43 +519,88 @@ impl CallService {
             stream: mut t_in,
             sink: mut t_out,
         } = incoming;
-        let report = match agent::client::connect(
-            &self.endpoints.agent_url,
-            &self.endpoints.agent_key,
-        )
-        .await
-        {
-            Ok((mut a_in, mut a_out)) => {
-                let (a_in, a_out): (&mut FrameStream, &mut FrameSink) = (&mut a_in, &mut a_out);
-                let setup = BridgeSetup {
-                    to: &call.to,
-                    stream_sid: &start.stream_sid,
-                    agent: &call.req.agent,
-                    tools: call.req.tools.as_ref(),
-                    answered_at: call.answered_at.unwrap_or_else(Instant::now),
-                    setup_timeout: self.timings.agent_setup,
-                    mark_timeout: self.timings.goodbye_mark,
-                    deadline: TokioInstant::now() + call.req.time_limit,
-                    agent_silence: self.timings.agent_silence,
-                };
-                let mut again = AgentLink {
-                    url: &self.endpoints.agent_url,
-                    key: &self.endpoints.agent_key,
-                };
-                bridge::run(
-                    &mut t_in,
-                    &mut t_out,
-                    a_in,
-                    a_out,
-                    &mut again,
-                    &setup,
-                    call.events,
-                    cancel,
-                )
-                .await
+        // Verdicts reach the bridge as they arrive (one that came first included); every
+        // other signal waits for the conversation to end, as it always has.
+        let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
+        if let Some(verdict) = &call.answered_by {
+            let _ = verdict_tx.send(verdict.clone());
+        }
+        let mut later = Vec::new();
+        let mut verdicts_seen = Vec::new();
+        let events = call.events;
+        let to = call.to.clone();
+        let report = {
+            let talk = async {
+                match agent::client::connect(&self.endpoints.agent_url, &self.endpoints.agent_key)
+                    .await
+                {
+                    Ok((mut a_in, mut a_out)) => {
+                        let (a_in, a_out): (&mut FrameStream, &mut FrameSink) =
+                            (&mut a_in, &mut a_out);
+                        let setup = BridgeSetup {
+                            to: &call.to,
+                            stream_sid: &start.stream_sid,
+                            agent: &call.req.agent,
+                            tools: call.req.tools.as_ref(),
+                            answered_at: call.answered_at.unwrap_or_else(Instant::now),
+                            setup_timeout: self.timings.agent_setup,
+                            mark_timeout: self.timings.goodbye_mark,
+                            deadline: TokioInstant::now() + call.req.time_limit,
+                            agent_silence: self.timings.agent_silence,
+                            verdicts: Verdicts::new(verdict_rx),
+                        };
+                        let mut again = AgentLink {
+                            url: &self.endpoints.agent_url,
+                            key: &self.endpoints.agent_key,
+                        };
+                        bridge::run(
+                            &mut t_in,
+                            &mut t_out,
+                            a_in,
+                            a_out,
+                            &mut again,
+                            &setup,
+                            call.events,
+                            cancel,
+                        )
+                        .await
+                    }
+                    Err(e) => BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
+                }
+            };
+            tokio::pin!(talk);
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    report = &mut talk => break report,
+                    signal = signals.recv(), if open => match signal {
+                        Some(CallSignal::AnsweredBy(verdict)) => {
+                            let _ = events.send(CallEvent::AnsweredBy { to: to.clone(), answered_by: verdict.clone() });
+                            let _ = verdict_tx.send(verdict.clone());
+                            verdicts_seen.push(verdict);
+                        }
+                        Some(other) => later.push(other),
+                        // The registry holds the sender until the call is over, so this is not
+                        // expected; a closed channel must not spin the loop.
+                        None => open = false,
+                    },
+                }
             }
-            Err(e) => BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
         };
+        if let Some(verdict) = verdicts_seen.pop() {
+            call.answered_by = Some(verdict);
+        }
+        for signal in later {
+            match signal {
+                CallSignal::Status(update) => call.on_status(update),
+                CallSignal::Dial(result) => call.on_dial(result),
+                // A verdict is handled above; a second stream is dropped, which closes it.
+                CallSignal::AnsweredBy(_) | CallSignal::Stream(_) => {}
+            }
+        }
+        if let BridgeEnd::Machine(end) = &report.end {
+            call.machine = Some(*end);
+        }
         if let Some(session_id) = &report.session_id {
             call.apply(Input::AgentReady {
                 session_id: session_id.clone(),
@@ -550,6 +673,7 @@ impl CallService {
         cancel: &CancellationToken,
     ) -> Result<Outcome, DialError> {
         let mut call = Call::new(req, events, self.timings.poll_every);
+        call.token = token.to_string();
         call.emit(CallEvent::Dialing {
             to: call.to.clone(),
         });
@@ -588,11 +712,24 @@ impl CallService {
                         Some(CallSignal::Status(update)) => call.on_status(update),
                         Some(CallSignal::AnsweredBy(answered_by)) => {
                             call.emit(CallEvent::AnsweredBy { to: call.to.clone(), answered_by: answered_by.clone() });
+                            // A fax, or a machine with no message to leave, is hung up before
+                            // any conversation starts.
+                            let end = voicemail::before_stream(
+                                &answered_by,
+                                req.agent.voicemail_message.as_deref(),
+                            );
                             call.answered_by = Some(answered_by);
+                            // Only before any conversation: after one, the bridge decided.
+                            let early = call.bridge.is_none() && !call.is_ending() && !call.state.is_ended();
+                            if let (Some(end), true) = (end, early) {
+                                call.machine = Some(end);
+                                self.end(&mut call, Ending::machine(end)).await;
+                            }
                         }
+                        Some(CallSignal::Dial(result)) => call.on_dial(result),
                         // A stream for a call that is already ending is dropped, which closes it.
                         Some(CallSignal::Stream(incoming)) if !call.is_ending() => {
-                            self.bridge(&mut call, incoming, cancel).await;
+                            self.bridge(&mut call, incoming, &mut signals, cancel).await;
                             // The conversation took its time: callbacks are not overdue.
                             call.last_heard = TokioInstant::now();
                         }

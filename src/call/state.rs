@@ -28,6 +28,12 @@ pub(crate) enum CallState {
         sid: String,
         session_id: String,
     },
+    /// Handed to a person with `<Dial>`: the call goes on without us until Twilio reports
+    /// its end.
+    Transferred {
+        sid: String,
+        reason: String,
+    },
     /// Someone asked for the end; waiting for Twilio's final status.
     Ending {
         sid: Option<String>,
@@ -57,6 +63,10 @@ pub(crate) enum Input {
     AgentReady {
         session_id: String,
     },
+    /// The call was switched to `<Dial>` to a person.
+    Transferred {
+        reason: String,
+    },
     /// The bridge ended, the operator interrupted, the time limit hit, or an error occurred.
     EndRequested {
         by: EndedBy,
@@ -84,6 +94,7 @@ impl CallState {
             Self::Answered { .. } => "answered",
             Self::Connecting { .. } => "connecting",
             Self::Conversing { .. } => "conversing",
+            Self::Transferred { .. } => "transferred",
             Self::Ending { .. } => "ending",
             Self::Ended { .. } => "ended",
         }
@@ -95,7 +106,8 @@ impl CallState {
             | Self::Ringing { sid }
             | Self::Answered { sid }
             | Self::Connecting { sid }
-            | Self::Conversing { sid, .. } => Some(sid),
+            | Self::Conversing { sid, .. }
+            | Self::Transferred { sid, .. } => Some(sid),
             Self::Ending { sid, .. } => sid.as_deref(),
             Self::Placing | Self::Ended { .. } => None,
         }
@@ -107,7 +119,10 @@ impl CallState {
 
     fn answered(&self) -> bool {
         match self {
-            Self::Answered { .. } | Self::Connecting { .. } | Self::Conversing { .. } => true,
+            Self::Answered { .. }
+            | Self::Connecting { .. }
+            | Self::Conversing { .. }
+            | Self::Transferred { .. } => true,
             Self::Ending { answered, .. } => *answered,
             _ => false,
         }
@@ -149,7 +164,14 @@ impl CallState {
                 S::Conversing { sid, session_id }
             }
             (
-                s @ (S::Answered { .. } | S::Connecting { .. } | S::Conversing { .. }),
+                S::Connecting { sid } | S::Conversing { sid, .. } | S::Answered { sid },
+                I::Transferred { reason },
+            ) => S::Transferred { sid, reason },
+            (
+                s @ (S::Answered { .. }
+                | S::Connecting { .. }
+                | S::Conversing { .. }
+                | S::Transferred { .. }),
                 I::Ringing | I::Answered,
             ) => s,
             (s @ S::Ending { .. }, I::Ringing | I::Answered | I::StreamStarted) => s,
@@ -168,6 +190,16 @@ impl CallState {
             (s, I::Final { status }) => {
                 let (by, reason) = match &s {
                     S::Ending { by, reason, .. } => (*by, reason.clone()),
+                    // After the hand-off the call was the callee's and the person's; the
+                    // agent's part ended with the transfer.
+                    S::Transferred { reason, .. } => (
+                        EndedBy::Agent,
+                        if reason.is_empty() {
+                            "transferred to a person".to_string()
+                        } else {
+                            format!("transferred to a person: {reason}")
+                        },
+                    ),
                     other => match status {
                         FinalStatus::Completed if other.answered() => {
                             (EndedBy::Callee, "callee hung up".to_string())
@@ -204,6 +236,7 @@ fn input_name(i: &Input) -> &'static str {
         Input::Answered => "answered",
         Input::StreamStarted => "stream-started",
         Input::AgentReady { .. } => "agent-ready",
+        Input::Transferred { .. } => "transferred",
         Input::EndRequested { .. } => "end-requested",
         Input::Final { .. } => "final",
     }
@@ -212,6 +245,57 @@ fn input_name(i: &Input) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transferred_call_lives_on_until_twilio_ends_it() {
+        let s = run(vec![
+            Input::Created { sid: "CA1".into() },
+            Input::Answered,
+            Input::StreamStarted,
+            Input::AgentReady {
+                session_id: "s".into(),
+            },
+            Input::Transferred {
+                reason: "asked for a person".into(),
+            },
+            Input::Answered,
+        ])
+        .unwrap();
+        assert_eq!(s.name(), "transferred");
+        assert_eq!(s.sid(), Some("CA1"));
+        let ended = s
+            .clone()
+            .next(Input::Final {
+                status: FinalStatus::Completed,
+            })
+            .unwrap();
+        assert_eq!(
+            ended,
+            CallState::Ended {
+                status: FinalStatus::Completed,
+                by: EndedBy::Agent,
+                reason: "transferred to a person: asked for a person".into()
+            }
+        );
+        // The operator may still end it.
+        let ending = s
+            .next(Input::EndRequested {
+                by: EndedBy::Operator,
+                reason: "interrupted".into(),
+            })
+            .unwrap();
+        assert!(matches!(ending, CallState::Ending { answered: true, .. }));
+        // Not before the call was answered.
+        assert!(
+            run(vec![
+                Input::Created { sid: "CA1".into() },
+                Input::Transferred {
+                    reason: String::new()
+                }
+            ])
+            .is_err()
+        );
+    }
 
     fn run(inputs: Vec<Input>) -> Result<CallState, InvalidTransition> {
         inputs

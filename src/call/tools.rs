@@ -18,6 +18,9 @@ pub struct ToolReply {
     pub disposition: Option<Disposition>,
     /// Set by a tool that put the callee on the do-not-call list.
     pub opted_out: bool,
+    /// Set by a tool whose outcome requires a person: the call is transferred (when the call
+    /// has somewhere to transfer to), for this reason.
+    pub transfer: Option<String>,
 }
 
 impl ToolReply {
@@ -42,6 +45,27 @@ pub trait ToolHandler: Send + Sync {
     fn specs(&self) -> Vec<ToolSpec>;
     /// `None` when the tool is not one of this handler's.
     fn call(&self, name: &str, arguments: &Value) -> Option<ToolReply>;
+    /// The disposition keys the callee pressed stand for (a campaign's `[dtmf]` table), if
+    /// any. Quick, like `call`.
+    fn keypad(&self, _keys: &str) -> Option<Disposition> {
+        None
+    }
+    /// What a `dialer serve` needs to offer these tools on a call it places for us
+    /// (`--server`); `None`: none to offer.
+    fn remote(&self) -> Option<RemoteTools> {
+        None
+    }
+}
+
+/// A campaign's tools as data, for a server that runs them on our behalf.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteTools {
+    pub dispositions: Vec<String>,
+    pub opt_out: bool,
+    /// `[dtmf]`: keys to dispositions.
+    pub keys: Vec<(String, String)>,
+    /// `[transfer] on`: dispositions that hand the call to a person.
+    pub transfer_on: Vec<String>,
 }
 
 /// No tools beyond `end_call`.

@@ -50,6 +50,13 @@ pub struct NewCallBody {
     /// Give the agent `opt_out`, which puts the number on the server's do-not-call list.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub opt_out: bool,
+    /// Keys the callee may press (an entry such as `1` or `#`) and the disposition each
+    /// records, as a campaign's `[dtmf]` table.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keypad: BTreeMap<String, String>,
+    /// Dispositions that hand the call to a person (`transfer_to`), as `[transfer] on`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_on: Vec<String>,
 }
 
 /// Whether a call is still going.

@@ -60,7 +60,10 @@ pub struct RetryPolicy {
     pub busy: Retry,
     pub no_answer: Retry,
     pub failed: Retry,
+    /// A machine answered and no message was left.
     pub voicemail: Retry,
+    /// A machine answered and the voicemail message was left.
+    pub voicemail_left: Retry,
 }
 
 impl Default for RetryPolicy {
@@ -74,6 +77,8 @@ impl Default for RetryPolicy {
             no_answer: retry(3, 60),
             failed: retry(2, 30),
             voicemail: retry(2, 4 * 60),
+            // The message is the point of the call: leave it once.
+            voicemail_left: retry(1, 24 * 60),
         }
     }
 }
@@ -86,6 +91,7 @@ impl RetryPolicy {
             LeadStatus::NoAnswer => Some(&self.no_answer),
             LeadStatus::Failed => Some(&self.failed),
             LeadStatus::Voicemail => Some(&self.voicemail),
+            LeadStatus::VoicemailLeft => Some(&self.voicemail_left),
             _ => None,
         }
     }
@@ -141,6 +147,11 @@ pub struct CampaignConfig {
     pub cost: CostRates,
     /// Where the simulated campaign clock starts (`--simulate` only).
     pub sim_clock_start: Option<DateTime<Utc>>,
+    /// `[dtmf]`: keys the callee presses (an entry, like `1` or `#`) and the disposition each
+    /// records.
+    pub dtmf: Vec<(String, String)>,
+    /// `[transfer] on`: dispositions that hand the call to a person (`agent.transfer_to`).
+    pub transfer_on: Vec<String>,
 }
 
 /// Why a campaign file is unusable.
@@ -254,6 +265,8 @@ impl CampaignConfig {
             retry: RetryPolicy::default(),
             cost: CostRates::default(),
             sim_clock_start: None,
+            dtmf: Vec::new(),
+            transfer_on: Vec::new(),
         }
     }
 }
@@ -306,6 +319,15 @@ struct RawFile {
     retry: RawRetryPolicy,
     cost: RawCost,
     simulation: RawSimulation,
+    /// Keys (`"1"`) to dispositions.
+    dtmf: std::collections::BTreeMap<String, String>,
+    transfer: RawTransfer,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default, expecting = "a [transfer] table")]
+struct RawTransfer {
+    on: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -338,6 +360,7 @@ struct RawRetryPolicy {
     no_answer: RawRetry,
     failed: RawRetry,
     voicemail: RawRetry,
+    voicemail_left: RawRetry,
 }
 
 #[derive(Deserialize, Default)]
@@ -496,6 +519,11 @@ impl RawFile {
             ("no_answer", r.no_answer, &mut config.retry.no_answer),
             ("failed", r.failed, &mut config.retry.failed),
             ("voicemail", r.voicemail, &mut config.retry.voicemail),
+            (
+                "voicemail_left",
+                r.voicemail_left,
+                &mut config.retry.voicemail_left,
+            ),
         ] {
             if let Some(n) = raw.attempts {
                 rule.attempts = within(&format!("retry.{name}.attempts"), n, 1..=10, "")? as u32;
@@ -527,6 +555,51 @@ impl RawFile {
                 }
                 *rate = v;
             }
+        }
+
+        for (keys, disposition) in self.dtmf {
+            let key = format!("dtmf.\"{}\"", printable(&keys));
+            let valid = !keys.is_empty()
+                && keys.len() <= 32
+                && keys
+                    .chars()
+                    .all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'));
+            if !valid {
+                return Err(invalid(
+                    &key,
+                    "must be keys of a phone keypad (0-9, *, #, A-D), like \"1\"",
+                ));
+            }
+            if !config.dispositions.contains(&disposition) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "is \"{}\", which is not one of campaign.dispositions",
+                        printable(&disposition)
+                    ),
+                ));
+            }
+            config.dtmf.push((keys, disposition));
+        }
+        if let Some(on) = self.transfer.on {
+            if config.agent.transfer_to.is_none() && !on.is_empty() {
+                return Err(invalid(
+                    "transfer.on",
+                    "needs agent.transfer_to: the number or sip: URI to transfer to",
+                ));
+            }
+            for name in &on {
+                if !config.dispositions.contains(name) {
+                    return Err(invalid(
+                        "transfer.on",
+                        format!(
+                            "has \"{}\", which is not one of campaign.dispositions",
+                            printable(name)
+                        ),
+                    ));
+                }
+            }
+            config.transfer_on = on;
         }
 
         if let Some(value) = self.simulation.clock_start {

@@ -241,8 +241,12 @@ pub enum LeadStatus {
     Live,
     /// Answered, a conversation took place.
     Completed,
-    /// Answered by a machine, and no more voicemail retries are left.
+    /// Answered by a machine, no message left, and no more voicemail retries are left.
     Voicemail,
+    /// Answered by a machine, and the voicemail message was left.
+    VoicemailLeft,
+    /// Handed to a person (`transfer_call`, or a disposition in `[transfer] on`).
+    Transferred,
     Busy,
     NoAnswer,
     /// The call could not be placed or connected (invalid, blocked, carrier failure, error).
@@ -256,11 +260,13 @@ pub enum LeadStatus {
 }
 
 impl LeadStatus {
-    pub const ALL: [LeadStatus; 11] = [
+    pub const ALL: [LeadStatus; 13] = [
         Self::Pending,
         Self::Retry,
         Self::Live,
         Self::Completed,
+        Self::Transferred,
+        Self::VoicemailLeft,
         Self::Voicemail,
         Self::Busy,
         Self::NoAnswer,
@@ -277,6 +283,8 @@ impl LeadStatus {
             Self::Live => "live",
             Self::Completed => "completed",
             Self::Voicemail => "voicemail",
+            Self::VoicemailLeft => "voicemail-left",
+            Self::Transferred => "transferred",
             Self::Busy => "busy",
             Self::NoAnswer => "no-answer",
             Self::Failed => "failed",

@@ -15,7 +15,7 @@ use super::tools::CampaignTools;
 use super::{CampaignEvent, LeadStatus, Summary, template};
 use crate::agent::protocol::AgentErrorCode;
 use crate::call::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
-use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome};
+use crate::events::{CallEvent, EndedBy, FinalStatus, MachineEnd, Outcome};
 use crate::phone::E164;
 use crate::twilio::{AnsweredBy, CallStatus};
 use chrono::{DateTime, Utc};
@@ -247,17 +247,20 @@ impl<D: Dialer> Runner<D> {
     fn request(&self, lead: &LeadRow, to: E164) -> CallRequest {
         let mut agent = self.config.agent.clone();
         agent.greeting = template::fill_spoken(&agent.greeting, &to, &lead.vars);
+        agent.voicemail_message = agent
+            .voicemail_message
+            .as_deref()
+            .map(|m| template::fill_spoken(m, &to, &lead.vars));
         agent.system_prompt = template::fill_prompt(
             &format!("{}{TOOL_GUIDE}", agent.system_prompt),
             &to,
             &lead.vars,
         );
         CallRequest {
-            tools: Arc::new(CampaignTools::new(
-                to.clone(),
-                self.dispositions.clone(),
-                self.dnc.clone(),
-            )),
+            tools: Arc::new(
+                CampaignTools::new(to.clone(), self.dispositions.clone(), self.dnc.clone())
+                    .with_keys(self.config.dtmf.clone(), self.config.transfer_on.clone()),
+            ),
             to,
             agent,
             ring_timeout: self.config.ring_timeout,
@@ -493,6 +496,8 @@ impl<D: Dialer> Runner<D> {
             opted_out: false,
             transcript: Vec::new(),
             reconnects: Vec::new(),
+            machine: None,
+            transfer: None,
         };
         let now = self.clock.now();
         let verdict = verdict(&outcome, attempt.number, &self.config.retry, now);
@@ -830,6 +835,12 @@ pub fn verdict(
         };
     }
     let status = match outcome.status {
+        FinalStatus::Completed if outcome.transfer.is_some() && outcome.error.is_none() => {
+            LeadStatus::Transferred
+        }
+        FinalStatus::Completed if outcome.machine == Some(MachineEnd::VoicemailLeft) => {
+            LeadStatus::VoicemailLeft
+        }
         FinalStatus::Completed if answered_by_machine(outcome) => LeadStatus::Voicemail,
         FinalStatus::Completed if outcome.error.is_some() => LeadStatus::Failed,
         FinalStatus::Completed => LeadStatus::Completed,
@@ -892,6 +903,7 @@ mod tests {
             no_answer: r(2, 60),
             failed: r(2, 30),
             voicemail: r(2, 240),
+            voicemail_left: r(1, 1440),
         }
     }
 
@@ -934,6 +946,40 @@ mod tests {
             notes: String::new(),
         });
         assert_eq!(verdict(&o, 1, &policy(), now()).status, LeadStatus::Retry);
+    }
+
+    #[test]
+    fn a_message_left_and_a_transfer_are_their_own_statuses() {
+        let mut o = outcome(FinalStatus::Completed);
+        o.answered_by = Some("machine_end_beep".into());
+        o.machine = Some(MachineEnd::VoicemailLeft);
+        // One attempt by default: the message is not left twice.
+        assert_eq!(
+            verdict(&o, 1, &policy(), now()).status,
+            LeadStatus::VoicemailLeft
+        );
+        let mut twice = policy();
+        twice.voicemail_left.attempts = 2;
+        assert_eq!(verdict(&o, 1, &twice, now()).status, LeadStatus::Retry);
+        o.machine = Some(MachineEnd::Voicemail);
+        assert_eq!(verdict(&o, 1, &policy(), now()).status, LeadStatus::Retry);
+        assert_eq!(
+            verdict(&o, 2, &policy(), now()).status,
+            LeadStatus::Voicemail
+        );
+        let mut o = outcome(FinalStatus::Completed);
+        o.answered_by = Some("human".into());
+        o.transfer = Some(crate::events::TransferOutcome {
+            to: "+12025550150".into(),
+            reason: "asked for a person".into(),
+            answered: Some(false),
+            dial_status: Some("no-answer".into()),
+            dial_duration_secs: None,
+        });
+        assert_eq!(
+            verdict(&o, 1, &policy(), now()).status,
+            LeadStatus::Transferred
+        );
     }
 
     #[test]

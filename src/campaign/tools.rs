@@ -4,7 +4,7 @@
 //! the call or the process afterwards.
 
 use super::dnc::DncList;
-use crate::call::tools::{ToolHandler, ToolReply, ToolSpec};
+use crate::call::tools::{RemoteTools, ToolHandler, ToolReply, ToolSpec};
 use crate::events::Disposition;
 use crate::phone::E164;
 use serde_json::{Value, json};
@@ -29,6 +29,10 @@ pub(crate) struct CampaignTools {
     to: E164,
     dispositions: Arc<[String]>,
     dnc: Arc<Mutex<DncList>>,
+    /// `[dtmf]`: keys to dispositions.
+    keys: Vec<(String, String)>,
+    /// `[transfer] on`: dispositions that hand the call to a person.
+    transfer_on: Vec<String>,
 }
 
 impl CampaignTools {
@@ -37,7 +41,20 @@ impl CampaignTools {
             to,
             dispositions,
             dnc,
+            keys: Vec::new(),
+            transfer_on: Vec::new(),
         }
+    }
+
+    /// The campaign's `[dtmf]` table and `[transfer] on` list.
+    pub(crate) fn with_keys(
+        mut self,
+        keys: Vec<(String, String)>,
+        transfer_on: Vec<String>,
+    ) -> Self {
+        self.keys = keys;
+        self.transfer_on = transfer_on;
+        self
     }
 
     fn record_outcome(&self, args: &Value) -> ToolReply {
@@ -60,12 +77,20 @@ impl CampaignTools {
             .chars()
             .take(2000)
             .collect::<String>();
+        // The bridge hands the call over (and tells the agent to announce it) when the call
+        // has somewhere to transfer to.
+        let transfer = self
+            .transfer_on
+            .iter()
+            .any(|d| d == name)
+            .then(|| format!("disposition {name}"));
         ToolReply {
             result: json!({ "recorded": name }),
             disposition: Some(Disposition {
                 name: name.to_string(),
                 notes,
             }),
+            transfer,
             ..ToolReply::default()
         }
     }
@@ -86,6 +111,15 @@ impl CampaignTools {
 }
 
 impl ToolHandler for CampaignTools {
+    fn remote(&self) -> Option<RemoteTools> {
+        Some(RemoteTools {
+            dispositions: self.dispositions.to_vec(),
+            opt_out: true,
+            keys: self.keys.clone(),
+            transfer_on: self.transfer_on.clone(),
+        })
+    }
+
     fn specs(&self) -> Vec<ToolSpec> {
         vec![
             ToolSpec {
@@ -121,6 +155,16 @@ impl ToolHandler for CampaignTools {
             OPT_OUT => Some(self.opt_out()),
             _ => None,
         }
+    }
+
+    fn keypad(&self, keys: &str) -> Option<Disposition> {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == keys)
+            .map(|(_, name)| Disposition {
+                name: name.clone(),
+                notes: format!("pressed {keys} on the keypad"),
+            })
     }
 }
 

@@ -109,6 +109,12 @@ pub(super) fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
     if let Some(v) = &args.voice {
         agent.voice = v.clone();
     }
+    if let Some(m) = &args.voicemail_message {
+        agent.voicemail_message = Some(m.clone());
+    }
+    if let Some(t) = &args.transfer_to {
+        agent.transfer_to = Some(t.clone());
+    }
     let td = &mut agent.turn_detection;
     td.vad_threshold = args.vad_threshold.or(td.vad_threshold);
     td.min_silence = args.min_silence.or(td.min_silence);

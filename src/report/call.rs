@@ -96,6 +96,11 @@ fn notable(event: &CallEvent) -> Option<String> {
         CallEvent::Disposition { disposition, .. } => {
             Some(format!("  disposition: {}", disposition.name))
         }
+        CallEvent::Transferring { target, reason, .. } => Some(if reason.is_empty() {
+            format!("  transferring to {target}")
+        } else {
+            format!("  transferring to {target} ({reason})")
+        }),
         CallEvent::Reconnected { reconnect, .. } => {
             Some(format!("  {}", format::reconnect(reconnect)))
         }

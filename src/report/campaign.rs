@@ -201,6 +201,8 @@ fn call_line(call: &CallEvent) -> Option<String> {
             )
         }
         CallEvent::Disposition { disposition, .. } => format!("disposition {}", disposition.name),
+        CallEvent::Keypad { keys, .. } => format!("keypad {keys}"),
+        CallEvent::Transferring { target, .. } => format!("transferring to {target}"),
         CallEvent::Reconnected { reconnect, .. } => format::reconnect(reconnect),
         CallEvent::Ended { outcome } => format::outcome(outcome),
         _ => return None,

@@ -36,6 +36,18 @@ pub(crate) fn outcome(o: &Outcome) -> String {
     if let Some(a) = &o.answered_by {
         parts.push(format!("answered by {a}"));
     }
+    if let Some(m) = o.machine {
+        parts.push(m.as_str().to_string());
+    }
+    if let Some(t) = &o.transfer {
+        let how = match (t.answered, t.dial_status.as_deref()) {
+            (Some(true), _) => "the person answered".to_string(),
+            (_, Some(status)) => format!("the person did not answer: {status}"),
+            (Some(false), None) => "the person did not answer".to_string(),
+            (None, None) => "not known whether the person answered".to_string(),
+        };
+        parts.push(format!("transferred to {} ({how})", t.to));
+    }
     if let Some(d) = &o.disposition {
         parts.push(format!("disposition {}", d.name));
     }
@@ -76,6 +88,29 @@ pub(crate) fn reconnect(r: &crate::events::AgentReconnect) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::events::{EndedBy, FinalStatus, MachineEnd, Outcome, TransferOutcome};
+
+    #[test]
+    fn the_outcome_line_says_voicemail_left_and_transfers() {
+        let mut o = Outcome::sample("+12025550105", FinalStatus::Completed, EndedBy::Agent);
+        o.machine = Some(MachineEnd::VoicemailLeft);
+        assert!(super::outcome(&o).contains(" · voicemail-left"));
+        o.machine = None;
+        o.transfer = Some(TransferOutcome {
+            to: "+12025550150".into(),
+            reason: "asked for a person".into(),
+            answered: Some(false),
+            dial_status: Some("no-answer".into()),
+            dial_duration_secs: None,
+        });
+        assert!(
+            super::outcome(&o)
+                .contains("transferred to +12025550150 (the person did not answer: no-answer)"),
+            "{}",
+            super::outcome(&o)
+        );
+    }
+
     #[test]
     fn a_reconnect_says_how_long_and_how() {
         let r = crate::events::AgentReconnect {

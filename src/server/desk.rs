@@ -12,7 +12,7 @@ use crate::campaign::dnc::{DncList, Refresh};
 use crate::campaign::template;
 use crate::campaign::tools::{CampaignTools, OPT_OUT, RECORD_OUTCOME, opt_out_reply};
 use crate::campaign::window::CallingWindow;
-use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
+use crate::events::{CallEvent, Disposition, EndedBy, FinalStatus, Outcome, OutcomeError};
 use crate::phone::{AllowList, E164};
 use crate::shutdown::Shutdown;
 use chrono::Utc;
@@ -207,13 +207,43 @@ impl Desk {
                 format!("time_limit must be from 1 to {MAX_TIME_LIMIT} seconds, got {limit}"),
             ));
         }
+        let known = |d: &String| body.dispositions.iter().flatten().any(|k| k == d);
+        for (keys, disposition) in &body.keypad {
+            let keys_ok = !keys.is_empty()
+                && keys.len() <= 32
+                && keys
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#');
+            if !keys_ok || !known(disposition) {
+                return Err(refused(
+                    "invalid_keypad",
+                    format!(
+                        "keypad entry '{}' must be keys (0-9, * and #) for one of the dispositions",
+                        crate::phone::printable(keys)
+                    ),
+                ));
+            }
+        }
+        if let Some(d) = body.transfer_on.iter().find(|d| !known(d)) {
+            return Err(refused(
+                "invalid_transfer_on",
+                format!(
+                    "transfer_on names '{}', which is not one of the dispositions",
+                    crate::phone::printable(d)
+                ),
+            ));
+        }
         let tools: Arc<dyn ToolHandler> = match (&body.dispositions, body.opt_out) {
-            (None, false) => Arc::new(NoTools),
+            (None, false) if body.keypad.is_empty() => Arc::new(NoTools),
             (dispositions, opt_out) => Arc::new(ApiTools {
                 inner: CampaignTools::new(
                     to.clone(),
                     dispositions.clone().unwrap_or_default().into(),
                     self.dnc.clone(),
+                )
+                .with_keys(
+                    body.keypad.clone().into_iter().collect(),
+                    body.transfer_on.clone(),
                 ),
                 record_outcome: dispositions.as_ref().is_some_and(|d| !d.is_empty()),
                 opt_out,
@@ -349,6 +379,10 @@ impl ToolHandler for ApiTools {
             .collect()
     }
 
+    fn keypad(&self, keys: &str) -> Option<Disposition> {
+        self.inner.keypad(keys)
+    }
+
     fn call(&self, name: &str, arguments: &Value) -> Option<ToolReply> {
         if name == OPT_OUT && self.opt_out && !self.keeps_opt_outs {
             return Some(opt_out_reply());
@@ -417,6 +451,8 @@ async fn follow(
                 opted_out: false,
                 transcript: Vec::new(),
                 reconnects: Vec::new(),
+                machine: None,
+                transfer: None,
             };
             record.push(CallEvent::Ended {
                 outcome: Box::new(outcome),

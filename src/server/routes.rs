@@ -4,7 +4,8 @@
 //! responses in one place, [`recover`].
 
 use super::{ServerState, convert};
-use crate::call::registry::{CallSignal, IncomingStream, StatusUpdate};
+use crate::call::registry::{CallSignal, DialResult, IncomingStream, StatusUpdate};
+use crate::call::transfer;
 use crate::twilio::media::{self, TwilioMessage};
 use crate::twilio::signature;
 use crate::webhooks::paths;
@@ -30,6 +31,7 @@ pub(super) fn routes(
         .or(health(state.instance.clone()))
         .or(status(state.clone()))
         .or(amd(state.clone()))
+        .or(dial(state.clone()))
         .or(media_stream(state))
         .recover(recover)
         .with(warp::trace(|info| {
@@ -175,6 +177,28 @@ fn amd(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejec
                 .deliver(&form.token, CallSignal::AnsweredBy(answered_by.into()));
         }
         StatusCode::NO_CONTENT
+    })
+}
+
+/// `<Dial action>` of a transferred call: tell the call how it went, and answer with what
+/// Twilio does next — hang up after a conversation with the person, or say that nobody could
+/// take the call and hang up.
+fn dial(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    signed_form(paths::DIAL, state).map(|form: SignedForm, state: ServerState| {
+        let status = form.get("DialCallStatus").unwrap_or_default().to_string();
+        let answered = transfer::person_answered(&status);
+        let result = DialResult {
+            status,
+            duration_secs: form.get("DialCallDuration").and_then(|s| s.parse().ok()),
+        };
+        let _ = state
+            .registry
+            .deliver(&form.token, CallSignal::Dial(result));
+        warp::reply::with_header(
+            transfer::after_dial_twiml(answered),
+            "content-type",
+            "text/xml",
+        )
     })
 }
 
@@ -445,6 +469,67 @@ mod tests {
             json,
             serde_json::json!({"status": "ok", "instance": "0123456789abcdef"})
         );
+    }
+
+    /// A transfer's `<Dial action>`: signed, it tells the call how the transfer went and
+    /// answers with what Twilio does next; forged, it is refused and changes nothing.
+    #[tokio::test]
+    async fn the_dial_action_reports_the_transfer_and_answers_with_twiml() {
+        let registry = Arc::new(Registry::new());
+        let (token, mut signals) = registry.register();
+        let urls = PublicUrls::new("https://example.test");
+        let state = ServerState {
+            registry: registry.clone(),
+            auth_token: Secret::new(AUTH_TOKEN),
+            urls: urls.clone(),
+            instance: "0123456789abcdef".into(),
+            api: Default::default(),
+        };
+        let service = TowerToHyperService::new(warp::service(routes(state)));
+        let path = format!("/{}/{}/{token}", paths::PREFIX, paths::DIAL);
+        for (status, says) in [("no-answer", true), ("completed", false)] {
+            let params = vec![
+                ("CallSid".to_string(), "CA1".to_string()),
+                ("DialCallStatus".to_string(), status.to_string()),
+                ("DialCallDuration".to_string(), "7".to_string()),
+            ];
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&params)
+                .finish()
+                .into_bytes();
+            let signature = signature::compute(AUTH_TOKEN, &urls.http(&path), &params);
+            assert_eq!(
+                post(&service, &path, body.clone(), "forged").await,
+                StatusCode::FORBIDDEN
+            );
+            assert!(signals.try_recv().is_err());
+            let request = warp::http::Request::post(path.as_str())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", body.len())
+                .header("x-twilio-signature", signature)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let response = match hyper::service::Service::call(&service, request).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["content-type"], "text/xml");
+            let twiml = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let twiml = String::from_utf8_lossy(&twiml);
+            assert_eq!(twiml.contains("<Say>"), says, "{twiml}");
+            assert!(twiml.ends_with("<Hangup/></Response>"), "{twiml}");
+            match signals.try_recv() {
+                Ok(CallSignal::Dial(result)) => {
+                    assert_eq!(result.status, status);
+                    assert_eq!(result.duration_secs, Some(7));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// Whatever form reaches a callback route, signed, it is read field by field as documented:

@@ -34,6 +34,8 @@ pub enum Step {
     Say(&'static str),
     /// Stay silent for this long.
     Pause(Duration),
+    /// Press these keys on the phone's keypad, one `dtmf` event each, 200 ms apart.
+    Press(&'static str),
     /// Hang up the phone.
     HangUp,
 }
@@ -110,7 +112,7 @@ pub static PERSONAS: &[Persona] = &[
     Persona {
         code: 5,
         name: "voicemail",
-        description: "an answering machine: greeting, beep, then records",
+        description: "an answering machine: greeting, beep, then records (AMD: machine_start during the greeting, machine_end_beep after the beep)",
         network: Network::Answers { after: secs(3) },
         answered_by: "machine_start",
         script: &[
@@ -202,6 +204,34 @@ pub static PERSONAS: &[Persona] = &[
             Step::Listen,
         ],
     },
+    Persona {
+        code: 13,
+        name: "fax",
+        description: "a fax machine answers (AMD: fax)",
+        network: Network::Answers { after: secs(2) },
+        answered_by: "fax",
+        script: &[],
+    },
+    Persona {
+        code: 14,
+        name: "asks-for-person",
+        description: "asks to speak to a real person, then waits to be connected",
+        network: Network::Answers { after: secs(2) },
+        answered_by: "human",
+        script: &[
+            Step::Listen,
+            Step::Say("Can I speak to a real person, please?"),
+            Step::Listen,
+        ],
+    },
+    Persona {
+        code: 15,
+        name: "keypad",
+        description: "answers by pressing 1 on the keypad instead of speaking",
+        network: Network::Answers { after: secs(2) },
+        answered_by: "human",
+        script: &[Step::Listen, Step::Press("1"), Step::Listen],
+    },
 ];
 
 /// The persona for a number in E.164 form: `+1NXX55501YY` picks code `YY` (when defined);
@@ -234,6 +264,10 @@ mod tests {
         assert_eq!(for_number("+12025550100").name, "agrees");
         assert_eq!(for_number("+12025550199").name, "agrees");
         assert_eq!(for_number("+442071838750").name, "agrees");
+        assert_eq!(for_number("+12025550105").name, "voicemail");
+        assert_eq!(for_number("+12025550113").name, "fax");
+        assert_eq!(for_number("+12025550114").name, "asks-for-person");
+        assert_eq!(for_number("+12025550115").name, "keypad");
     }
 
     #[test]

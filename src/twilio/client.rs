@@ -240,7 +240,8 @@ impl TwilioClient {
             form.push(("StatusCallbackEvent", event.into()));
         }
         if let Some(amd) = call.amd_callback {
-            form.push(("MachineDetection", "Enable".into()));
+            // The end of a machine's greeting (its beep) is when a voicemail message goes in.
+            form.push(("MachineDetection", "DetectMessageEnd".into()));
             form.push(("AsyncAmd", "true".into()));
             form.push(("AsyncAmdStatusCallback", amd.to_string()));
             form.push(("AsyncAmdStatusCallbackMethod", "POST".into()));

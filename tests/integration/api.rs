@@ -690,7 +690,11 @@ async fn a_server_that_is_stopping_refuses_new_calls_with_503() {
     let s = Server::start(|_| {}).await;
     s.app.close_api();
     let (status, body, _) = s.post(json!({"to": "+12025550100"})).await;
-    assert_eq!((status, error_code(&body)), (503, "shutting_down"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (503, "shutting_down"),
+        "{body}"
+    );
     // Reading goes on.
     assert_eq!(s.get("/api/calls").await.0, 200);
     assert_eq!(s.app.api_live_calls(), 0);

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A Tuesday, 10:00 in New York.
-const TUESDAY_10_NY: &str = "2026-12-01T15:00:00Z";
+pub(crate) const TUESDAY_10_NY: &str = "2026-12-01T15:00:00Z";
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -24,7 +24,7 @@ fn at(s: &str) -> DateTime<Utc> {
 
 /// A campaign file; `extra` is appended (more tables, or keys for `[campaign]` when it starts
 /// with a key).
-fn campaign_toml(campaign_keys: &str, extra: &str) -> String {
+pub(crate) fn campaign_toml(campaign_keys: &str, extra: &str) -> String {
     format!(
         r#"
 [agent]
@@ -43,8 +43,8 @@ days = ["mon-sat"]
     )
 }
 
-struct Outcome {
-    result: Result<bool, CampaignError>,
+pub(crate) struct Outcome {
+    pub(crate) result: Result<bool, CampaignError>,
     events: Vec<CampaignEvent>,
     paths: Paths,
     /// Lines of the CSV not imported, and lines repeating an earlier number.
@@ -53,11 +53,11 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn store(&self) -> Store {
+    pub(crate) fn store(&self) -> Store {
         Store::open(&self.paths.db).unwrap()
     }
 
-    fn statuses(&self) -> HashMap<String, LeadStatus> {
+    pub(crate) fn statuses(&self) -> HashMap<String, LeadStatus> {
         self.store()
             .leads()
             .unwrap()
@@ -67,7 +67,13 @@ impl Outcome {
     }
 }
 
-async fn run_campaign(app: &TestApp, dir: &Path, csv: &str, toml: &str, start: &str) -> Outcome {
+pub(crate) async fn run_campaign(
+    app: &TestApp,
+    dir: &Path,
+    csv: &str,
+    toml: &str,
+    start: &str,
+) -> Outcome {
     std::fs::write(dir.join("leads.csv"), csv).unwrap();
     std::fs::write(dir.join("leads.toml"), toml).unwrap();
     run_files(app, dir, start, CancellationToken::new()).await

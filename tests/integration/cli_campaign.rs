@@ -174,7 +174,10 @@ fn the_demo_campaign_runs_to_its_summary_and_its_results_can_be_regenerated() {
     let expect = [
         ("+12025550100", LeadStatus::Completed),
         ("+12025550106", LeadStatus::OptedOut),
-        ("+12025550105", LeadStatus::Voicemail),
+        ("+12025550105", LeadStatus::VoicemailLeft),
+        ("+12025550114", LeadStatus::Transferred),
+        ("+12025550115", LeadStatus::Completed),
+        ("+12025550113", LeadStatus::Voicemail),
         ("+12025550111", LeadStatus::Completed),
         ("+12025550102", LeadStatus::NoAnswer),
         ("+12025550107", LeadStatus::DoNotCall),

@@ -11,3 +11,4 @@ mod doctor;
 mod fail_closed;
 mod faults;
 mod helpers;
+mod voice;

@@ -41,6 +41,10 @@ impl Plan {
 pub(super) const END_CALL: &str = "end_call";
 const RECORD_OUTCOME: &str = "record_outcome";
 const OPT_OUT: &str = "opt_out";
+const TRANSFER_CALL: &str = "transfer_call";
+/// What the agent says when the call is being handed to a person.
+pub(super) const HAND_OFF_LINE: &str =
+    "Of course. I'm connecting you to a colleague now, please hold.";
 
 /// Silence prompts before the agent gives up.
 const MAX_SILENCES: u8 = 2;
@@ -51,6 +55,7 @@ const MAX_UNCLEAR: u8 = 3;
 enum Intent {
     Voicemail,
     OptOut,
+    Person,
     WrongNumber,
     Reschedule,
     NotInterested,
@@ -137,6 +142,32 @@ impl Brain {
                     ),
                 )
             }
+            Intent::Person => {
+                if let Some(tool) = find_tool(tools, TRANSFER_CALL) {
+                    let mut args = Map::new();
+                    args.insert("reason".into(), json!("the caller asked for a person"));
+                    let plan = Plan {
+                        speech: None,
+                        calls: vec![(TRANSFER_CALL.to_string(), fill_required(tool, args))],
+                        then: Some(Box::new(Plan::say(HAND_OFF_LINE))),
+                        on_error: Some(Box::new(Plan::say(
+                            "I'm sorry, I can't connect you right now. Can I help you with your appointment instead?",
+                        ))),
+                        ends: false,
+                    };
+                    self.closing = Some(plan.clone());
+                    self.closing_calls_sent = false;
+                    plan
+                } else {
+                    self.closing(
+                        tools,
+                        Vec::new(),
+                        None,
+                        "I'm sorry, there's nobody available to take your call right now. Someone from our office will call you back. Goodbye.",
+                        None,
+                    )
+                }
+            }
             Intent::WrongNumber => self.closing(
                 tools,
                 Vec::new(),
@@ -210,8 +241,32 @@ impl Brain {
     }
 
     /// The client asked for a reply now (`reply.create`). Instructions are free text a real
-    /// model would follow; the fake acknowledges with a neutral holding line.
-    pub(super) fn reply_create(&mut self, _instructions: Option<&str>) -> Plan {
+    /// model would follow; the fake follows the ones it understands as a model would: a
+    /// message it is told to say word for word is said, and keys the person pressed are
+    /// taken as their answer (1 yes, 2 another time). Anything else gets a neutral holding
+    /// line.
+    pub(super) fn reply_create(&mut self, instructions: Option<&str>, tools: &[Value]) -> Plan {
+        let text = instructions.unwrap_or_default();
+        if let Some(message) = crate::call::voicemail::message_in(text) {
+            // Said once, and nothing else: the client ends the call after it.
+            self.ended = true;
+            return Plan::say(message);
+        }
+        if let Some((_, keys)) = text.split_once("keypad: ") {
+            let keys: String = keys
+                .chars()
+                .take_while(|c| *c != '.')
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            let heard = match keys.as_str() {
+                "1" => "yes",
+                "2" => "I need another day, reschedule please",
+                _ => "",
+            };
+            if let Some(plan) = self.hear(heard, tools) {
+                return plan;
+            }
+        }
         Plan::say("One moment, please.")
     }
 
@@ -331,6 +386,18 @@ impl Normalized {
             "no more calls",
         ]) {
             Intent::OptOut
+        } else if self.has_any(&[
+            "real person",
+            "a person",
+            "a human",
+            "human being",
+            "speak to someone",
+            "talk to someone",
+            "representative",
+            "operator",
+            "an agent",
+        ]) {
+            Intent::Person
         } else if self.has_any(&[
             "wrong number",
             "wrong person",
@@ -596,6 +663,10 @@ mod tests {
             intent("No thanks, I'm not interested."),
             Intent::NotInterested
         );
+        assert_eq!(
+            intent("Can I speak to a real person, please?"),
+            Intent::Person
+        );
         assert_eq!(intent("I took the bus"), Intent::Unclear);
         assert_eq!(intent(""), Intent::Unclear);
     }
@@ -654,6 +725,44 @@ mod tests {
         let mut b = Brain::new();
         let p = b.hear("wrong number", &[]).unwrap();
         assert!(p.calls.is_empty() && p.ends && p.speech.is_some());
+    }
+
+    #[test]
+    fn reply_create_instructions_are_followed() {
+        let mut b = Brain::new();
+        let said = b.reply_create(
+            Some(&crate::call::voicemail::instructions(
+                "Please call us back.",
+            )),
+            &tools(),
+        );
+        assert_eq!(said.speech.as_deref(), Some("Please call us back."));
+        assert!(said.calls.is_empty(), "only the message");
+        let mut b = Brain::new();
+        let keys = b.reply_create(Some(&crate::call::keypad::instructions("1")), &tools());
+        assert_eq!(keys.calls[0].1["disposition"], "confirmed");
+        let mut b = Brain::new();
+        assert_eq!(
+            b.reply_create(Some("Say something nice"), &tools())
+                .speech
+                .as_deref(),
+            Some("One moment, please.")
+        );
+    }
+
+    #[test]
+    fn a_caller_who_asks_for_a_person_is_transferred_when_the_tool_is_offered() {
+        let mut with = tools();
+        with.push(json!({"type":"function","name":"transfer_call","parameters":{"type":"object","properties":{"reason":{"type":"string"}},"required":["reason"]}}));
+        let p = Brain::new()
+            .hear("Can I talk to a real person?", &with)
+            .unwrap();
+        assert_eq!(p.calls[0].0, "transfer_call");
+        assert_eq!(p.then.unwrap().speech.as_deref(), Some(HAND_OFF_LINE));
+        let p = Brain::new()
+            .hear("Can I talk to a real person?", &tools())
+            .unwrap();
+        assert!(p.ends && p.calls.iter().all(|(n, _)| n == "end_call"));
     }
 
     #[test]

@@ -892,6 +892,14 @@ impl Conn {
         let wait = &mut self.waits[i];
         wait.pending.retain(|id| *id != call_id);
         wait.any_error |= is_error;
+        // The client is handing the call to a person: the next words are the hand-off line,
+        // not the goodbye the plan had.
+        if !is_error
+            && serde_json::from_str::<Value>(v["result"].as_str().unwrap_or_default())
+                .is_ok_and(|r| r["transferring"] == true)
+        {
+            wait.then = Some(Plan::say(super::brain::HAND_OFF_LINE));
+        }
         if wait.pending.is_empty() {
             let wait = self.waits.remove(i);
             let next = if wait.any_error {
@@ -920,7 +928,11 @@ impl Conn {
                     .await;
             }
         };
-        let plan = self.brain.reply_create(instructions.as_deref());
+        self.rec()
+            .reply_creates
+            .push(instructions.clone().unwrap_or_default());
+        let tools = self.tools();
+        let plan = self.brain.reply_create(instructions.as_deref(), &tools);
         if self.reply.is_some() {
             self.queue.push_back(plan);
             Ok(())

@@ -99,6 +99,8 @@ pub struct SessionRecord {
     pub tool_calls: Vec<(String, Value)>,
     /// `tool.result` messages received.
     pub tool_results: Vec<Value>,
+    /// `reply.create` instructions received (empty when it had none).
+    pub reply_creates: Vec<String>,
     pub user_transcripts: Vec<String>,
     /// `transcript.agent`: text, interrupted.
     pub agent_transcripts: Vec<(String, bool)>,

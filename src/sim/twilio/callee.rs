@@ -31,15 +31,35 @@ pub(super) struct Frame {
     /// A line the callee started saying in this frame.
     pub started_line: Option<&'static str>,
     pub hang_up: bool,
+    /// A key pressed in this frame.
+    pub key: Option<char>,
 }
 
 #[derive(Debug)]
 enum Activity {
-    Say { audio: Vec<u8>, pos: usize },
-    Pause { left_ms: u64 },
-    Listen { heard: bool },
-    AgentSpeaks { need_ms: u64, got_ms: u64 },
+    Say {
+        audio: Vec<u8>,
+        pos: usize,
+    },
+    Pause {
+        left_ms: u64,
+    },
+    Listen {
+        heard: bool,
+    },
+    AgentSpeaks {
+        need_ms: u64,
+        got_ms: u64,
+    },
+    Press {
+        keys: &'static str,
+        next: usize,
+        wait_ms: u64,
+    },
 }
+
+/// Time between two keys of one `Press`.
+const KEY_GAP_MS: u64 = 200;
 
 #[derive(Debug)]
 pub(super) struct Callee {
@@ -63,6 +83,7 @@ impl Callee {
             audio: Vec::new(),
             started_line: None,
             hang_up: false,
+            key: None,
         };
         if self.current.is_none() {
             self.current = match self.script.get(self.next) {
@@ -78,6 +99,11 @@ impl Callee {
                     left_ms: millis(*d),
                 }),
                 Some(Step::Listen) => Some(Activity::Listen { heard: false }),
+                Some(Step::Press(keys)) => Some(Activity::Press {
+                    keys,
+                    next: 0,
+                    wait_ms: 0,
+                }),
                 Some(Step::AgentSpeaksFor(d)) => Some(Activity::AgentSpeaks {
                     need_ms: millis(*d),
                     got_ms: 0,
@@ -109,6 +135,20 @@ impl Callee {
                 *got_ms += ears.agent_audible_ms;
                 *got_ms >= *need_ms
             }
+            Some(Activity::Press {
+                keys,
+                next,
+                wait_ms,
+            }) => {
+                if *wait_ms > 0 {
+                    *wait_ms = wait_ms.saturating_sub(FRAME_MS);
+                } else if let Some(key) = keys.chars().nth(*next) {
+                    frame.key = Some(key);
+                    *next += 1;
+                    *wait_ms = KEY_GAP_MS;
+                }
+                *next >= keys.chars().count() && *wait_ms == 0
+            }
         };
         if done {
             self.current = None;
@@ -129,6 +169,8 @@ pub(super) struct AmdSettings {
     /// `DetectMessageEnd` waits for the end of a machine's greeting.
     pub detect_message_end: bool,
     pub timeout_ms: u64,
+    /// Speech longer than this is a machine's greeting (`MachineDetectionSpeechThreshold`).
+    pub speech_threshold_ms: u64,
     pub speech_end_threshold_ms: u64,
     pub silence_timeout_ms: u64,
 }
@@ -137,6 +179,23 @@ pub(super) struct AmdSettings {
 /// the persona's; the durations model what AMD waits for: a human is recognised after a short
 /// greeting, a machine after its long one starts (or ends, with `DetectMessageEnd`), silence
 /// only after the silence timeout.
+///
+/// With `DetectMessageEnd` a machine gets two verdicts: `machine_start` once its greeting
+/// has outlasted the speech threshold, then `machine_end_beep` after the beep. Twilio's
+/// documentation promises only the second; the first lets a client stop talking over the
+/// greeting, and a client must cope with either (see the module's list of choices).
+pub(super) fn amd_verdicts(persona: &Persona, settings: &AmdSettings) -> Vec<(String, Duration)> {
+    let last = amd(persona, settings);
+    if settings.detect_message_end && persona.answered_by == "machine_start" {
+        let early = Duration::from_millis(settings.speech_threshold_ms);
+        if last.0 == "machine_end_beep" && early < last.1 {
+            return vec![("machine_start".to_string(), early), last];
+        }
+    }
+    vec![last]
+}
+
+/// The final verdict and when it comes.
 pub(super) fn amd(persona: &Persona, settings: &AmdSettings) -> (String, Duration) {
     let (verdict, ms) = match persona.answered_by {
         "machine_start" if settings.detect_message_end => {
@@ -243,6 +302,7 @@ mod tests {
         let s = AmdSettings {
             detect_message_end: false,
             timeout_ms: 30_000,
+            speech_threshold_ms: 2400,
             speech_end_threshold_ms: 1200,
             silence_timeout_ms: 5000,
         };
@@ -257,6 +317,17 @@ mod tests {
         );
         assert_eq!(end.0, "machine_end_beep");
         assert!(end.1 > Duration::from_secs(6));
+        let both = super::amd_verdicts(
+            vm,
+            &AmdSettings {
+                detect_message_end: true,
+                ..s.clone()
+            },
+        );
+        let names: Vec<_> = both.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(names, ["machine_start", "machine_end_beep"]);
+        assert_eq!(both[0].1, Duration::from_millis(2400));
+        assert_eq!(amd(personas::for_number("+12025550113"), &s).0, "fax");
         assert_eq!(amd(personas::for_number("+12025550100"), &s).0, "human");
         assert_eq!(
             amd(personas::for_number("+12025550107"), &s),

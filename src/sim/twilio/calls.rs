@@ -434,19 +434,43 @@ fn spawn_async_amd(
     let guard = ActiveGuard::new(shared.clone());
     tokio::spawn(async move {
         let _guard = guard;
-        let (verdict, took) = callee::amd(persona, &amd.settings);
-        tokio::select! {
-            _ = over.cancelled() => return,
-            _ = shared.scale().sleep(took) => {}
+        let started = tokio::time::Instant::now();
+        for (verdict, took) in callee::amd_verdicts(persona, &amd.settings) {
+            tokio::select! {
+                _ = over.cancelled() => return,
+                _ = tokio::time::sleep_until(started + shared.scale().scale(took)) => {}
+            }
+            if !send_verdict(&shared, &sid, &amd, verdict, took).await {
+                return;
+            }
         }
-        shared.with_call(&sid, |c| c.record.answered_by = Some(verdict.clone()));
-        let Some(hook) = amd.callback else {
+    });
+}
+
+/// One async AMD callback; `false` when there is nowhere to send it.
+async fn send_verdict(
+    shared: &Shared,
+    sid: &str,
+    amd: &Amd,
+    verdict: String,
+    took: Duration,
+) -> bool {
+    {
+        let (verdict, took) = (verdict, took);
+        let sid = sid.to_string();
+        shared.with_call(&sid, |c| {
+            c.record.answered_by = Some(verdict.clone());
+            if let Some(s) = c.record.stream.as_mut() {
+                s.log(super::StreamEvent::Verdict(verdict.clone()));
+            }
+        });
+        let Some(hook) = amd.callback.clone() else {
             shared.note_error(
                 &sid,
                 21262,
                 "AsyncAmd is enabled but no AsyncAmdStatusCallback was given",
             );
-            return;
+            return false;
         };
         let params = vec![
             ("AccountSid".to_string(), shared.config.account_sid.clone()),
@@ -457,7 +481,7 @@ fn spawn_async_amd(
                 took.as_millis().to_string(),
             ),
         ];
-        let http_status = webhook::send(&shared, &hook, &params).await;
+        let http_status = webhook::send(shared, &hook, &params).await;
         shared.with_call(&sid, |c| {
             c.record.amd_callbacks.push(Callback {
                 event: verdict,
@@ -467,16 +491,20 @@ fn spawn_async_amd(
                 http_status,
             })
         });
-    });
+        true
+    }
 }
 
 /// What the TwiML executor does next.
 enum Flow {
     /// The call ends, for this reason.
     End(&'static str),
-    /// Run another document.
-    Goto(Source),
+    /// Run another document, fetched with these parameters added (a `<Dial action>`'s).
+    Goto(Source, Vec<(String, String)>),
 }
+
+/// How long a person who takes a transfer stays on the line (simulated).
+pub(super) const PERSON_TALK: Duration = Duration::from_secs(5);
 
 /// Run the call's TwiML until it ends the call. Returns why the call ended.
 async fn execute(
@@ -525,7 +553,10 @@ async fn execute(
         }
         match run_document(shared, sid, &doc, base.as_ref(), line, redirects).await {
             Flow::End(reason) => return reason,
-            Flow::Goto(next) => source = next,
+            Flow::Goto(next, params) => {
+                source = next;
+                extra = params;
+            }
         }
     }
 }
@@ -580,7 +611,7 @@ async fn run_document(
             Some(next) = redirects.recv() => {
                 // New TwiML replaces the running document, ending an open stream.
                 let _ = line.cmd.send(LineCmd::Disconnect);
-                return Flow::Goto(next);
+                return Flow::Goto(next, Vec::new());
             }
         };
         match step {
@@ -627,8 +658,31 @@ async fn run_verb(
             next
         }
         Verb::Hangup => VerbEnd::Flow(Flow::End("twiml")),
+        Verb::Dial(dial) => {
+            let (status, talked) = ring_person(shared, &dial.target, dial.timeout).await;
+            shared.with_call(sid, |c| {
+                c.record.dial = Some((dial.target.clone(), status.to_string()));
+            });
+            let Some(action) = &dial.action else {
+                return next;
+            };
+            match hook(action, &dial.method, base) {
+                Ok(h) => VerbEnd::Flow(Flow::Goto(
+                    Source::Url(h),
+                    vec![
+                        ("DialCallSid".to_string(), super::sid("CA")),
+                        ("DialCallStatus".to_string(), status.to_string()),
+                        ("DialCallDuration".to_string(), talked.as_secs().to_string()),
+                    ],
+                )),
+                Err(e) => {
+                    shared.note_error(sid, 11100, format!("Dial action: {e}"));
+                    next
+                }
+            }
+        }
         Verb::Redirect { url, method } => match hook(url, method, base) {
-            Ok(h) => VerbEnd::Flow(Flow::Goto(Source::Url(h))),
+            Ok(h) => VerbEnd::Flow(Flow::Goto(Source::Url(h), Vec::new())),
             Err(e) => {
                 shared.note_error(sid, 11100, format!("Redirect: {e}"));
                 next
@@ -677,7 +731,7 @@ async fn run_verb(
             }
             if let Some(action) = &connect.action {
                 return match hook(action, &connect.method, base) {
-                    Ok(h) => VerbEnd::Flow(Flow::Goto(Source::Url(h))),
+                    Ok(h) => VerbEnd::Flow(Flow::Goto(Source::Url(h), Vec::new())),
                     Err(e) => {
                         shared.note_error(sid, 11100, format!("Connect action: {e}"));
                         VerbEnd::Next { stream_closed }
@@ -687,6 +741,45 @@ async fn run_verb(
             VerbEnd::Next { stream_closed }
         }
     }
+}
+
+/// Ring the person a `<Dial>` names, as their number's persona does: its `DialCallStatus`
+/// and how long they talked.
+async fn ring_person(shared: &Shared, target: &str, timeout: u64) -> (&'static str, Duration) {
+    let timeout = Duration::from_secs(timeout);
+    let network = if target.starts_with("sip:") {
+        Network::Answers {
+            after: Duration::from_secs(1),
+        }
+    } else {
+        personas::for_number(&number_of(target)).network
+    };
+    match network {
+        Network::Answers { after } if after <= timeout => {
+            shared.scale().sleep(after + PERSON_TALK).await;
+            ("completed", PERSON_TALK)
+        }
+        Network::Answers { .. } | Network::NoAnswer => {
+            shared.scale().sleep(timeout).await;
+            ("no-answer", Duration::ZERO)
+        }
+        Network::Busy | Network::BusyThenAnswers => {
+            shared.scale().sleep(BUSY_AFTER).await;
+            ("busy", Duration::ZERO)
+        }
+        Network::Fails => {
+            shared.scale().sleep(FAIL_AFTER).await;
+            ("failed", Duration::ZERO)
+        }
+    }
+}
+
+/// A dialed number as E.164, separators dropped.
+fn number_of(target: &str) -> String {
+    target
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .collect()
 }
 
 /// An absolute http(s) URL from TwiML (relative ones resolve against the document's URL).

@@ -280,6 +280,16 @@ impl Line {
         if frame.hang_up {
             self.shared.request_end(&self.call_sid, "callee");
         }
+        if let (Some(key), Some(s)) = (frame.key, self.session.as_mut()) {
+            let msg = media::dtmf(s.seq, &s.stream_sid, key);
+            s.seq += 1;
+            self.shared
+                .with_stream(&self.call_sid, |r| r.log(super::StreamEvent::Key(key)));
+            if !send(&mut s.ws, &msg).await {
+                self.server_gone().await;
+                return;
+            }
+        }
         if let Some(s) = self.session.as_mut() {
             let msg = media::media(
                 s.seq,
@@ -339,13 +349,16 @@ impl Line {
             Ok(ServerMessage::Media(bytes)) => {
                 self.shared.with_stream(&self.call_sid, |s| {
                     s.audio_received.extend_from_slice(&bytes);
+                    s.log(super::StreamEvent::Media(bytes.len()));
                 });
                 session.playback.push_audio(bytes);
             }
             Ok(ServerMessage::Mark(name)) => {
                 let name_copy = name.clone();
-                self.shared
-                    .with_stream(&self.call_sid, |s| s.marks_received.push(name_copy));
+                self.shared.with_stream(&self.call_sid, |s| {
+                    s.log(super::StreamEvent::Mark(name_copy.clone()));
+                    s.marks_received.push(name_copy);
+                });
                 for reached in session.playback.push_mark(name) {
                     self.echo_mark(reached).await;
                 }
@@ -354,7 +367,10 @@ impl Line {
                 let pending = session.playback.clear();
                 // Whatever was half-heard is cut off, not finished.
                 self.listener.cut_off();
-                self.shared.with_stream(&self.call_sid, |s| s.clears += 1);
+                self.shared.with_stream(&self.call_sid, |s| {
+                    s.clears += 1;
+                    s.log(super::StreamEvent::Clear);
+                });
                 for name in pending {
                     self.echo_mark(name).await;
                 }

@@ -73,6 +73,16 @@ pub(super) fn mark(seq: u64, stream_sid: &str, name: &str) -> Value {
     })
 }
 
+/// A key the callee pressed (bidirectional streams only, inbound track).
+pub(super) fn dtmf(seq: u64, stream_sid: &str, digit: char) -> Value {
+    json!({
+        "event": "dtmf",
+        "streamSid": stream_sid,
+        "sequenceNumber": seq.to_string(),
+        "dtmf": {"track": "inbound_track", "digit": digit.to_string()},
+    })
+}
+
 pub(super) fn stop(seq: u64, stream_sid: &str, account_sid: &str, call_sid: &str) -> Value {
     json!({
         "event": "stop",

@@ -42,8 +42,19 @@
 //!   IncomingPhoneNumbers matches partial numbers, `*` standing for any digit, as documented;
 //!   that of OutgoingCallerIds matches whole numbers. A number without voice capability is
 //!   still accepted as `From` (Twilio documents no code for that refusal).
-//! - Recording, SendDigits, DTMF, SIP/client targets, CPS queueing and TwiML verbs other than
-//!   `<Connect><Stream>`, `<Say>`, `<Pause>`, `<Hangup>` and `<Redirect>` are not simulated.
+//! - With `DetectMessageEnd`, an answering machine gets an early `machine_start` (once its
+//!   greeting outlasts `MachineDetectionSpeechThreshold`) before `machine_end_beep`; Twilio
+//!   documents only the second. Both are sent, so that a client's handling of each is tested.
+//! - `<Dial>` (a transfer) rings the dialed number's persona: one that answers stays on the
+//!   line for [`calls::PERSON_TALK`] and hangs up (`completed`); one that does not answer rings
+//!   out the `timeout` (`no-answer`); busy and failing numbers are `busy` and `failed`. A
+//!   `sip:` target answers. Then the `action` URL is requested (signed, with `DialCallStatus`,
+//!   `DialCallDuration`, `DialCallSid`) and its TwiML runs; without `action` the document goes
+//!   on.
+//! - Callees press keys (`dtmf` on the stream) as their script says; `SendDigits` is not
+//!   simulated.
+//! - Recording, client targets, CPS queueing and TwiML verbs other than `<Connect><Stream>`,
+//!   `<Dial>`, `<Say>`, `<Pause>`, `<Hangup>` and `<Redirect>` are not simulated.
 //!
 //! Faults, off unless a test asks (the default fake behaves exactly as above):
 //! - REST trouble, for the next N requests of a kind ([`FakeTwilio::fail_next`]) or every
@@ -229,6 +240,8 @@ pub struct SimCall {
     pub twiml: Option<String>,
     /// The media stream opened last.
     pub stream: Option<StreamRecord>,
+    /// A `<Dial>` the call ran (a transfer): whom it dialed and its `DialCallStatus`.
+    pub dial: Option<(String, String)>,
     /// Why the call ended: `callee`, `api`, `time-limit`, `stream-closed` (our server closed the
     /// stream and no TwiML followed), `twiml` (`<Hangup>` or the end of the document),
     /// `application-error` (TwiML could not be fetched or parsed), `network` (busy, failed,
@@ -268,6 +281,35 @@ pub struct StreamRecord {
     pub closed_by_server: bool,
     /// `<Stream statusCallback>` requests sent.
     pub status_callbacks: Vec<Callback>,
+    /// What happened on the stream, in order: outbound media (bytes of consecutive messages
+    /// summed), marks, clears, keys the callee pressed, and each AMD verdict as its callback
+    /// was sent. Tells what the server sent between two verdicts.
+    pub timeline: Vec<StreamEvent>,
+}
+
+/// One entry of [`StreamRecord::timeline`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// Outbound audio from our server, in bytes.
+    Media(usize),
+    Mark(String),
+    Clear,
+    /// A key the callee pressed (`dtmf` sent).
+    Key(char),
+    /// An async AMD verdict was sent.
+    Verdict(String),
+}
+
+impl StreamRecord {
+    fn log(&mut self, event: StreamEvent) {
+        if let (StreamEvent::Media(n), Some(StreamEvent::Media(sum))) =
+            (&event, self.timeline.last_mut())
+        {
+            *sum += n;
+            return;
+        }
+        self.timeline.push(event);
+    }
 }
 
 /// A running fake Twilio. Dropping it leaves its tasks running until `shutdown` is cancelled.

@@ -574,6 +574,13 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
             let settings = AmdSettings {
                 detect_message_end: mode == "DetectMessageEnd",
                 timeout_ms: int_param(p, "MachineDetectionTimeout", 30, 3..=59, 21234)? * 1000,
+                speech_threshold_ms: int_param(
+                    p,
+                    "MachineDetectionSpeechThreshold",
+                    2400,
+                    1000..=6000,
+                    21234,
+                )?,
                 speech_end_threshold_ms: int_param(
                     p,
                     "MachineDetectionSpeechEndThreshold",
@@ -589,13 +596,6 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
                     21234,
                 )?,
             };
-            int_param(
-                p,
-                "MachineDetectionSpeechThreshold",
-                2400,
-                1000..=6000,
-                21234,
-            )?;
             let asynchronous = bool_param(p, "AsyncAmd", 21234)?;
             let callback = hook(
                 p,

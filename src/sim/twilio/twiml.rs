@@ -28,6 +28,18 @@ pub(super) enum Verb {
         url: String,
         method: String,
     },
+    Dial(Dial),
+}
+
+/// `<Dial>` with one `<Number>` or `<Sip>` (or the number as its text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Dial {
+    pub target: String,
+    /// Seconds to ring (`timeout`, 5–600, default 30).
+    pub timeout: u64,
+    pub action: Option<String>,
+    pub method: String,
+    pub caller_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +61,8 @@ pub(super) struct StreamNoun {
 
 /// Verbs Twilio has that the simulator does not run.
 const NOT_SIMULATED: &[&str] = &[
-    "Play", "Dial", "Gather", "Record", "Reject", "Enqueue", "Leave", "Sms", "Message", "Start",
-    "Stop", "Pay", "Prompt", "Refer", "Echo", "Queue",
+    "Play", "Gather", "Record", "Reject", "Enqueue", "Leave", "Sms", "Message", "Start", "Stop",
+    "Pay", "Prompt", "Refer", "Echo", "Queue",
 ];
 
 /// Parse a TwiML document. `Err` is the parse failure's description (error 12100).
@@ -119,6 +131,11 @@ pub(super) fn parse(text: &str) -> Result<Document, String> {
                     });
                 }
             }
+            "Dial" => {
+                if let Some(d) = dial(el, &mut doc.warnings) {
+                    doc.verbs.push(Verb::Dial(d));
+                }
+            }
             "Connect" => {
                 if let Some(c) = connect(el, &mut doc.warnings) {
                     doc.verbs.push(Verb::Connect(c));
@@ -134,6 +151,41 @@ pub(super) fn parse(text: &str) -> Result<Document, String> {
         }
     }
     Ok(doc)
+}
+
+fn dial(el: &Element, warnings: &mut Vec<String>) -> Option<Dial> {
+    let mut target = None;
+    for child in el.elements() {
+        match child.name.as_str() {
+            "Number" | "Sip" if target.is_none() => target = Some(child.text().trim().to_string()),
+            other => warnings.push(format!(
+                "12200 Dial: <{}> is not simulated; skipped",
+                shown(other)
+            )),
+        }
+    }
+    let target = target.unwrap_or_else(|| el.text().trim().to_string());
+    if target.is_empty() {
+        warnings.push("12200 Dial: nothing to dial; skipped".into());
+        return None;
+    }
+    let timeout = match el.attr("timeout") {
+        None => 30,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (5..=600).contains(&n) => n,
+            _ => {
+                warnings.push(format!("13212 Dial: invalid timeout {:?}", clip(v)));
+                30
+            }
+        },
+    };
+    Some(Dial {
+        target,
+        timeout,
+        action: el.attr("action").map(str::to_string),
+        method: el.attr("method").unwrap_or("POST").to_string(),
+        caller_id: el.attr("callerId").map(str::to_string),
+    })
 }
 
 fn connect(el: &Element, warnings: &mut Vec<String>) -> Option<Connect> {
@@ -766,6 +818,18 @@ mod tests {
             }
             Verb::Pause { seconds } => format!("<Pause length=\"{seconds}\"/>"),
             Verb::Hangup => "<Hangup/>".into(),
+            Verb::Dial(d) => format!(
+                "<Dial timeout=\"{}\" method=\"{}\"{}{}><Number>{}</Number></Dial>",
+                d.timeout,
+                escape(&d.method),
+                d.action
+                    .as_ref()
+                    .map_or(String::new(), |a| format!(" action=\"{}\"", escape(a))),
+                d.caller_id
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" callerId=\"{}\"", escape(c))),
+                escape(&d.target)
+            ),
             Verb::Redirect { url, method } => {
                 format!(
                     "<Redirect method=\"{}\">{}</Redirect>",
@@ -798,6 +862,26 @@ mod tests {
                 )
             }
         }
+    }
+
+    #[test]
+    fn dial_reads_its_number_or_sip_target_and_attributes() {
+        let doc = parse(r#"<Response><Dial callerId="+15005550006" timeout="20" action="https://x/t/dial/1" method="POST"><Number>+12025550100</Number></Dial><Dial>+12025550102</Dial><Dial timeout="2"><Sip>sip:a@b</Sip></Dial></Response>"#).unwrap();
+        assert_eq!(
+            doc.verbs[0],
+            Verb::Dial(Dial {
+                target: "+12025550100".into(),
+                timeout: 20,
+                action: Some("https://x/t/dial/1".into()),
+                method: "POST".into(),
+                caller_id: Some("+15005550006".into()),
+            })
+        );
+        assert!(
+            matches!(&doc.verbs[1], Verb::Dial(d) if d.target == "+12025550102" && d.timeout == 30)
+        );
+        assert!(matches!(&doc.verbs[2], Verb::Dial(d) if d.target == "sip:a@b" && d.timeout == 30));
+        assert_eq!(doc.warnings, ["13212 Dial: invalid timeout \"2\""]);
     }
 
     /// Any document the simulator can run, written out as TwiML with its text escaped, reads

@@ -203,6 +203,29 @@ async fn bad_numbers_dnc_malformed_json_and_unknown_routes_are_json_errors() {
         .post(json!({"to": "+12025550100", "ring_timeout": 5}))
         .await;
     assert_eq!((status, error_code(&body)), (422, "invalid_ring_timeout"));
+    for (extra, code) in [
+        (json!({"keypad": {"1": "confirmed"}}), "invalid_keypad"),
+        (
+            json!({"dispositions": ["confirmed"], "keypad": {"1x": "confirmed"}}),
+            "invalid_keypad",
+        ),
+        (
+            json!({"dispositions": ["confirmed"], "transfer_on": ["sold"]}),
+            "invalid_transfer_on",
+        ),
+        (
+            json!({"agent": {"greeting": "Hi", "unknown_key": 1}}),
+            "invalid_request",
+        ),
+    ] {
+        let mut body = json!({"to": "+12025550100"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, reply, _) = s.post(body.clone()).await;
+        assert_eq!(error_code(&reply), code, "{body}: {reply}");
+        assert!(status == 422 || status == 400, "{status}");
+    }
 
     for path in [
         "/api/nope",

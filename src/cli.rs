@@ -38,7 +38,9 @@ pub enum Command {
     Call(CallArgs),
     /// Work through a CSV of leads: pacing, retries, calling hours, do-not-call, resume.
     Campaign(CampaignArgs),
-    /// Run the webhook server and the call API (`/api/calls`) until Ctrl-C.
+    /// Answer incoming calls with the agent, serve Twilio's webhooks and the call API
+    /// (`/api/calls`) until Ctrl-C or SIGTERM (which drains: live calls finish, new ones are
+    /// turned away).
     Serve(ServeArgs),
     /// Check every setting against Twilio and AssemblyAI, and that PUBLIC_URL reaches this
     /// machine: one line per check; the exit code is 7 when any check failed.
@@ -187,6 +189,29 @@ pub struct SimulatorsArgs {
     /// Run this many times faster than real time.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = speed_factor)]
     pub sim_speed: f64,
+
+    /// Instead of starting simulators, have the running fake Twilio at --twilio ring this Voice
+    /// URL (a `dialer serve`'s /twilio/voice) as an inbound caller, and wait for the call to end.
+    #[arg(long, value_name = "VOICE_URL", requires = "twilio")]
+    pub ring: Option<String>,
+
+    /// The running fake Twilio's base URL (what `dialer serve --simulate` or `dialer
+    /// simulators` printed as TWILIO_API_BASE_URL).
+    #[arg(long, value_name = "URL", requires = "ring")]
+    pub twilio: Option<String>,
+
+    /// With --ring: who calls, by persona name (agrees, opts-out, reschedules…; see README).
+    #[arg(long, value_name = "NAME", requires = "ring", conflicts_with = "from")]
+    pub persona: Option<String>,
+
+    /// With --ring: the caller's number (its last two digits pick the persona).
+    #[arg(long, value_name = "NUMBER", requires = "ring")]
+    pub from: Option<String>,
+
+    /// With --ring: the number's status callback (default: the Voice URL's sibling
+    /// /twilio/status).
+    #[arg(long, value_name = "URL", requires = "ring")]
+    pub status_callback: Option<String>,
 }
 
 /// Placing calls through a `dialer serve` instead of this machine's Twilio account.
@@ -212,6 +237,30 @@ pub struct DoctorArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+
+    /// The inbound agent (default: the [agent] table of dialer.toml, else an assistant that
+    /// answers calls). Its greeting and prompt may use {{caller}} and {{called}}.
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// Most live calls, both ways; incoming calls past it are told the lines are busy
+    /// (MAX_CALLS; default 500 per core).
+    #[arg(long, value_name = "N")]
+    pub max_calls: Option<String>,
+
+    /// How long live calls may go on after the first Ctrl-C or SIGTERM before they are hung
+    /// up, e.g. 60s or 2m (DRAIN; default 60s).
+    #[arg(long, value_name = "TIME")]
+    pub drain: Option<String>,
+
+    /// Do-not-call list that callers who opt out are added to (DNC_FILE; default
+    /// do-not-call.txt).
+    #[arg(long, value_name = "FILE")]
+    pub dnc: Option<String>,
+
+    /// Longest an incoming call may last, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub time_limit: u64,
 }
 
 /// `--sim-speed`: a positive, finite factor.

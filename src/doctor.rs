@@ -21,8 +21,6 @@ const CLOCK_WARN: Duration = Duration::from_secs(5);
 const CLOCK_FAIL: Duration = Duration::from_secs(5 * 60);
 /// How long `PUBLIC_URL` has to answer; a tunnel adds a round trip or two.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// The path under `/twilio/` of the webhook that takes inbound calls.
-const VOICE_PATH: &str = "voice";
 
 /// Which check a result is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,11 +104,8 @@ impl Report {
 pub async fn run(app: &App, agent: &AgentConfig) -> Report {
     let settings = &app.settings;
     let twilio = app.service.twilio();
-    let expected_voice_url = format!(
-        "{}/{}/{VOICE_PATH}",
-        app.urls.base(),
-        crate::webhooks::paths::PREFIX
-    );
+    // The route `dialer serve` answers incoming calls on.
+    let expected_voice_url = app.urls.voice();
     let twilio_checks = async {
         let (account, date) = twilio.fetch_account().await;
         let account_check = account_check(&account, twilio, &settings.twilio_account_sid);

@@ -30,6 +30,24 @@ pub struct TranscriptLine {
     pub interrupted: bool,
 }
 
+/// Which way a call goes: placed by us, or brought to the server by Twilio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
 /// Who ended the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -67,7 +85,9 @@ pub struct OutcomeError {
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The other party: the number called, or for an inbound call the caller.
     pub to: String,
+    pub direction: Direction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_sid: Option<String>,
     pub status: FinalStatus,
@@ -128,6 +148,7 @@ impl Outcome {
     pub(crate) fn sample(to: &str, status: FinalStatus, ended_by: EndedBy) -> Outcome {
         Outcome {
             to: to.into(),
+            direction: Direction::Outbound,
             call_sid: Some("CA00000000000000000000000000000001".into()),
             status,
             duration_secs: None,
@@ -151,8 +172,12 @@ impl Outcome {
 pub enum CallEvent {
     /// The create request is about to be sent.
     Dialing { to: String },
-    /// Twilio accepted the call.
-    Created { to: String, call_sid: String },
+    /// Twilio accepted the call we placed, or brought us one (`to` is then the caller).
+    Created {
+        to: String,
+        call_sid: String,
+        direction: Direction,
+    },
     /// A progress status from Twilio: initiated, ringing, in-progress.
     Status { to: String, status: CallStatus },
     /// Answering machine detection's verdict.
@@ -306,6 +331,7 @@ mod tests {
             CallEvent::Created {
                 to: to.clone(),
                 call_sid: "CA1".into(),
+                direction: crate::events::Direction::Outbound,
             },
             CallEvent::Status {
                 to: to.clone(),

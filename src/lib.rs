@@ -3,7 +3,8 @@
 //! # Layout
 //! Lower modules never import higher ones: `sim` imports nothing of the client's; `agent`
 //! does not know calls; `call` does not know the server; `server` hands signals to calls
-//! through `call::registry`; only `startup` wires them together.
+//! through `call::registry` and incoming calls to `inbound::Reception`; only `startup` wires
+//! them together.
 //!
 //! - [`secret`]: strings that never print (keys, tokens).
 //! - [`phone`]: phone numbers in E.164, and numbers never to dial.
@@ -19,6 +20,9 @@
 //!   knows warp).
 //! - [`remote`]: a [`call::dialer::Dialer`] that places calls through another `dialer serve`'s
 //!   call API.
+//! - [`inbound`]: calls Twilio brings to `dialer serve`: who may call in, the agent they reach,
+//!   the drain before shutdown.
+//! - [`metrics`]: the process's counters, lock-free, and their Prometheus text.
 //! - [`sim`]: local simulators of Twilio and the Voice Agent API (feature `simulate`).
 //! - [`shutdown`]: the one shutdown tree, its task tracker, and the operator's interrupts.
 //! - [`startup`]: builds the running application from settings (or the simulators).
@@ -39,6 +43,8 @@ pub mod commands;
 pub mod doctor;
 pub mod error;
 pub mod events;
+pub mod inbound;
+pub mod metrics;
 pub mod phone;
 #[cfg(test)]
 mod props;

@@ -10,7 +10,7 @@
 
 use crate::call::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use crate::call::wire::{CallList, CallView, ErrorBody, NewCallBody};
-use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
+use crate::events::{CallEvent, Direction, EndedBy, FinalStatus, Outcome, OutcomeError};
 use crate::phone::E164;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
@@ -373,6 +373,7 @@ fn replay_tool(req: &CallRequest, event: &CallEvent) {
 fn not_called(to: &str, code: Option<String>, message: String) -> Outcome {
     Outcome {
         to: to.to_string(),
+        direction: Direction::Outbound,
         call_sid: None,
         status: FinalStatus::Failed,
         duration_secs: None,

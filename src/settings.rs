@@ -29,14 +29,23 @@ pub const NAMES: &[&str] = &[
     "ASSEMBLYAI_AGENT_URL",
     "DEFAULT_REGION",
     "ALLOW_PREFIXES",
+    "MAX_CALLS",
+    "DRAIN",
+    "DNC_FILE",
     "DIALER_API_KEY",
     "DIALER_SERVER",
     "API_RATE_LIMIT",
-    "MAX_CALLS",
-    "DNC_FILE",
     "CALLING_WINDOW",
     "CALLING_TIMEZONE",
 ];
+
+/// Live calls one core carries comfortably: BENCHMARKS.md measured 1,000 on a 2-core machine.
+const CALLS_PER_CORE: usize = 500;
+/// `DRAIN`'s default and its ceiling.
+pub const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
+const MAX_DRAIN: std::time::Duration = std::time::Duration::from_secs(3600);
+/// `DNC_FILE`'s default, for `dialer serve`.
+pub const DEFAULT_DNC_FILE: &str = "do-not-call.txt";
 
 /// Where settings come from. `env` is the process environment (or a test's map).
 #[derive(Debug, Default, Clone)]
@@ -82,16 +91,18 @@ pub struct RawSettings {
     /// Comma-separated prefixes that may be dialed although refused by default (premium rate,
     /// satellite, N11): `+1900,+44`.
     pub allow_prefixes: Option<String>,
+    /// `dialer serve`: most live calls, both ways, before incoming calls are turned away.
+    pub max_calls: Option<String>,
+    /// `dialer serve`: how long live calls may go on after the first Ctrl-C or SIGTERM.
+    pub drain: Option<String>,
+    /// `dialer serve`: the do-not-call list inbound callers' opt-outs are written to.
+    pub dnc_file: Option<String>,
     /// The call API's bearer key: `serve` requires it, `--server` clients send it.
     pub dialer_api_key: Option<String>,
     /// A `dialer serve` to place calls through (`--server`).
     pub dialer_server: Option<String>,
     /// Call API requests per minute per key.
     pub api_rate_limit: Option<String>,
-    /// Most live calls the call API places at once.
-    pub max_calls: Option<String>,
-    /// The server's do-not-call file.
-    pub dnc_file: Option<String>,
     /// The server's calling hours for API calls: `09:00-20:00 mon-sat`.
     pub calling_window: Option<String>,
     /// The zone of `CALLING_WINDOW`, for a call whose request names none.
@@ -115,7 +126,6 @@ pub struct ApiSettings {
 }
 
 pub const DEFAULT_API_RATE_LIMIT: u32 = 120;
-pub const DEFAULT_MAX_CALLS: usize = 100;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -226,12 +236,8 @@ impl RawSettings {
             DEFAULT_API_RATE_LIMIT.into(),
             1_000_000,
         )?;
-        let max_calls = number(
-            "MAX_CALLS",
-            self.max_calls.as_deref(),
-            DEFAULT_MAX_CALLS as u64,
-            1_000,
-        )?;
+        // One limit for every live call of the server, placed through the API or brought in.
+        let max_calls = self.max_calls()?;
         let zone = match self.calling_timezone.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(z) => Some(
@@ -268,15 +274,54 @@ impl RawSettings {
         Ok(ApiSettings {
             key: self.api_key(),
             rate_per_minute: u32::try_from(rate).unwrap_or(u32::MAX),
-            max_calls: usize::try_from(max_calls).unwrap_or(usize::MAX),
-            dnc_file: self
-                .dnc_file
-                .as_deref()
-                .map(str::trim)
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from),
+            max_calls,
+            // The server's one list: inbound opt-outs and API calls' opt-outs go to it.
+            dnc_file: Some(self.dnc_file()),
             window,
         })
+    }
+
+    /// `MAX_CALLS`, or what this machine carries: 500 live calls per core.
+    pub fn max_calls(&self) -> Result<usize, SettingsError> {
+        match self.max_calls.as_deref().map(str::trim) {
+            None | Some("") => Ok(default_max_calls()),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+                _ => Err(SettingsError::Invalid {
+                    name: "MAX_CALLS",
+                    why: format!(
+                        "'{}' is not a number of calls from 1 to 100000",
+                        printable(v)
+                    ),
+                }),
+            },
+        }
+    }
+
+    /// `DRAIN`: seconds (`60`, `60s`) or minutes (`2m`), at most an hour; 60 s by default.
+    pub fn drain(&self) -> Result<std::time::Duration, SettingsError> {
+        match self.drain.as_deref().map(str::trim) {
+            None | Some("") => Ok(DEFAULT_DRAIN),
+            Some(v) => {
+                parse_drain(v)
+                    .filter(|d| *d <= MAX_DRAIN)
+                    .ok_or_else(|| SettingsError::Invalid {
+                        name: "DRAIN",
+                        why: format!(
+                            "'{}' is not a time from 0s to 60m (e.g. 60s or 2m)",
+                            printable(v)
+                        ),
+                    })
+            }
+        }
+    }
+
+    /// `DNC_FILE`, or `do-not-call.txt` in the working directory.
+    pub fn dnc_file(&self) -> PathBuf {
+        match self.dnc_file.as_deref().map(str::trim) {
+            None | Some("") => PathBuf::from(DEFAULT_DNC_FILE),
+            Some(path) => PathBuf::from(path),
+        }
     }
 
     /// `DEFAULT_REGION`, when set to something.
@@ -390,6 +435,25 @@ impl RawSettings {
             default_region,
         })
     }
+}
+
+/// What this machine carries: 500 live calls per core it has.
+pub fn default_max_calls() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * CALLS_PER_CORE
+}
+
+/// `60`, `60s`, `2m`: whole seconds or minutes.
+pub fn parse_drain(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let (digits, unit) = match v.strip_suffix('m') {
+        Some(d) => (d, 60),
+        None => (v.strip_suffix('s').unwrap_or(v), 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(std::time::Duration::from_secs(n.checked_mul(unit)?))
 }
 
 fn required(name: &'static str, value: Option<String>) -> Result<String, SettingsError> {
@@ -693,7 +757,11 @@ mod tests {
     #[test]
     fn api_settings_are_checked_and_named() {
         let api = RawSettings::default().api().unwrap();
-        assert_eq!((api.rate_per_minute, api.max_calls), (120, 100));
+        assert_eq!(
+            (api.rate_per_minute, api.max_calls),
+            (120, default_max_calls())
+        );
+        assert_eq!(api.dnc_file, Some(PathBuf::from(DEFAULT_DNC_FILE)));
         assert!(api.key.is_none() && api.window.is_none());
         let raw = RawSettings {
             dialer_api_key: Some(" k ".into()),
@@ -881,7 +949,56 @@ mod tests {
             assemblyai_agent_url: pick(DEFAULT_AGENT_URL),
             default_region: pick("US"),
             allow_prefixes: pick("+1900"),
+            max_calls: pick("100"),
+            drain: pick("60s"),
+            dnc_file: pick("dnc.txt"),
             ..RawSettings::default()
+        }
+    }
+
+    #[test]
+    fn serve_settings_have_defaults_and_name_themselves_when_wrong() {
+        let raw = RawSettings::default();
+        assert_eq!(raw.max_calls().unwrap(), default_max_calls());
+        assert!(raw.max_calls().unwrap() >= CALLS_PER_CORE);
+        assert_eq!(raw.drain().unwrap(), DEFAULT_DRAIN);
+        assert_eq!(raw.dnc_file(), PathBuf::from(DEFAULT_DNC_FILE));
+        let raw = RawSettings {
+            max_calls: Some("25".into()),
+            drain: Some("2m".into()),
+            dnc_file: Some("lists/dnc.txt".into()),
+            ..RawSettings::default()
+        };
+        assert_eq!(raw.max_calls().unwrap(), 25);
+        assert_eq!(raw.drain().unwrap(), std::time::Duration::from_secs(120));
+        assert_eq!(raw.dnc_file(), PathBuf::from("lists/dnc.txt"));
+        for (v, secs) in [
+            ("0", Some(0)),
+            ("45s", Some(45)),
+            ("45", Some(45)),
+            ("1m", Some(60)),
+        ] {
+            assert_eq!(parse_drain(v).map(|d| d.as_secs()), secs, "{v}");
+        }
+        for bad in ["", "s", "-1", "1.5s", "1h", "m5"] {
+            assert_eq!(parse_drain(bad), None, "{bad}");
+        }
+        for (field, value, name) in [
+            ("max_calls", "0", "MAX_CALLS"),
+            ("max_calls", "lots", "MAX_CALLS"),
+            ("drain", "61m", "DRAIN"),
+            ("drain", "soon", "DRAIN"),
+        ] {
+            let mut raw = RawSettings::default();
+            match field {
+                "max_calls" => raw.max_calls = Some(value.into()),
+                _ => raw.drain = Some(value.into()),
+            }
+            let e = match field {
+                "max_calls" => raw.max_calls().map(|_| ()).unwrap_err(),
+                _ => raw.drain().map(|_| ()).unwrap_err(),
+            };
+            assert!(e.to_string().starts_with(name), "{e}");
         }
     }
 

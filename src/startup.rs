@@ -7,6 +7,8 @@ use crate::call::registry::Registry;
 use crate::call::service::{CallService, Endpoints};
 use crate::cli::ServerArgs;
 use crate::error::AppError;
+use crate::inbound::Reception;
+use crate::metrics::Metrics;
 use crate::server::desk::{Desk, DeskConfig};
 use crate::server::{self, Api, ApiSlot, ServerState};
 use crate::settings::{ApiSettings, RawSettings, Settings, Sources};
@@ -26,6 +28,14 @@ pub use crate::sim::Simulation;
 #[cfg(not(feature = "simulate"))]
 #[derive(Debug)]
 pub enum Simulation {}
+
+/// `dialer serve`'s own settings.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub max_calls: usize,
+    pub drain: std::time::Duration,
+    pub dnc_file: std::path::PathBuf,
+}
 
 /// A command's settings, loaded once, and whether it runs against the simulators.
 #[derive(Debug)]
@@ -74,6 +84,15 @@ impl Startup {
     /// to send it.
     pub fn remote(&self) -> Result<Option<(url::Url, Option<crate::secret::Secret>)>, AppError> {
         Ok(self.raw.server()?.map(|url| (url, self.raw.api_key())))
+    }
+
+    /// What `dialer serve` needs beyond the server: `MAX_CALLS`, `DRAIN`, `DNC_FILE`.
+    pub fn serve_settings(&self) -> Result<ServeSettings, AppError> {
+        Ok(ServeSettings {
+            max_calls: self.raw.max_calls()?,
+            drain: self.raw.drain()?,
+            dnc_file: self.raw.dnc_file(),
+        })
     }
 
     /// Simulated seconds per real second, when running against the simulators.
@@ -158,6 +177,10 @@ pub struct App {
     /// This process's id, as the server's `/health` answers it.
     pub instance: String,
     pub simulation: Option<Simulation>,
+    /// The process's counters, shown at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Answers incoming calls; refuses them until `dialer serve` opens it.
+    pub reception: Arc<Reception>,
     server_token: CancellationToken,
     server: JoinHandle<()>,
     api: ApiSlot,
@@ -188,12 +211,21 @@ impl App {
         // Random, so that two processes (a restart, another machine behind the same tunnel)
         // never answer alike; 64 bits is plenty to tell a handful apart.
         let instance = format!("{:016x}", rand::random::<u64>());
+        let metrics = Arc::new(Metrics::new());
+        let reception = Arc::new(Reception::new(
+            registry.clone(),
+            metrics.clone(),
+            urls.clone(),
+            shutdown.child(),
+        ));
         let state = ServerState {
             registry: registry.clone(),
             auth_token: settings.twilio_auth_token.clone(),
             urls: urls.clone(),
             api: api.clone(),
             instance: instance.clone(),
+            metrics: metrics.clone(),
+            reception: reception.clone(),
         };
         let server_token = shutdown.child();
         let server = shutdown.spawn(server::serve(
@@ -216,7 +248,8 @@ impl App {
                 agent_key: settings.assemblyai_api_key.clone(),
             },
             registry.clone(),
-        );
+        )
+        .with_metrics(metrics.clone());
         tracing::info!(%server_addr, public_url = urls.base(), simulate = simulation.is_some(), "webhook server listening");
         Ok(App {
             service: Arc::new(service),
@@ -226,6 +259,8 @@ impl App {
             server_addr,
             instance,
             simulation,
+            metrics,
+            reception,
             server_token,
             server,
             api,
@@ -251,6 +286,7 @@ impl App {
             self.service.clone(),
             DeskConfig {
                 max_calls: settings.max_calls,
+                registry: self.registry.clone(),
                 dnc,
                 window: settings.window,
                 allow,
@@ -258,7 +294,12 @@ impl App {
             },
             shutdown,
         );
-        let api = Api::new(desk, settings.key.clone(), settings.rate_per_minute);
+        let api = Api::new(
+            desk,
+            self.metrics.clone(),
+            settings.key.clone(),
+            settings.rate_per_minute,
+        );
         self.api
             .set(Arc::new(api))
             .map_err(|_| AppError::Other("the call API is already enabled".into()))

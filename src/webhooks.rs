@@ -8,6 +8,8 @@ pub(crate) mod paths {
     pub(crate) const STATUS: &str = "status";
     pub(crate) const AMD: &str = "amd";
     pub(crate) const MEDIA: &str = "media";
+    /// A phone number's Voice URL (incoming calls), with no token.
+    pub(crate) const VOICE: &str = "voice";
     pub(crate) const DIAL: &str = "dial";
 }
 
@@ -45,6 +47,16 @@ impl PublicUrls {
     /// The asynchronous answering-machine-detection callback of the call with this token.
     pub fn amd(&self, token: &str) -> String {
         format!("{}/{}/{}/{token}", self.base, paths::PREFIX, paths::AMD)
+    }
+
+    /// The Voice URL to set on a phone number for incoming calls.
+    pub fn voice(&self) -> String {
+        format!("{}/{}/{}", self.base, paths::PREFIX, paths::VOICE)
+    }
+
+    /// The status callback to set on a phone number: no token, the call is found by its SID.
+    pub fn number_status(&self) -> String {
+        format!("{}/{}/{}", self.base, paths::PREFIX, paths::STATUS)
     }
 
     /// The `<Dial action>` of a transferred call with this token.

@@ -248,6 +248,12 @@ pub struct BridgeReport {
     pub clears: u32,
     /// Each time the agent's connection was lost and came back.
     pub reconnects: Vec<AgentReconnect>,
+    /// Audio frames forwarded each way, counted here and added to the process's metrics once
+    /// the call is over, so the hot path touches no shared counter.
+    pub frames_to_agent: u64,
+    pub frames_to_phone: u64,
+    /// When the first session was ready (`session.ready`).
+    pub ready_at: Option<Instant>,
 }
 
 impl BridgeReport {
@@ -262,6 +268,9 @@ impl BridgeReport {
             bad_frames: 0,
             clears: 0,
             reconnects: Vec::new(),
+            frames_to_agent: 0,
+            frames_to_phone: 0,
+            ready_at: None,
         }
     }
 }
@@ -446,6 +455,7 @@ where
         session_id: session_id.clone(),
     });
     st.report.session_id = Some(session_id);
+    st.report.ready_at = Some(Instant::now());
     Ok(())
 }
 
@@ -895,6 +905,7 @@ where
                         last_error: last_error.clone(),
                     }));
                 }
+                st.report.frames_to_agent += 1;
                 return Ok(true);
             }
             Ok(TwilioMessage::Mark { name }) if name == END_MARK => {
@@ -965,6 +976,7 @@ where
             if twilio_out.feed(out).await.is_err() {
                 return Err(BridgeEnd::StreamClosed);
             }
+            st.report.frames_to_phone += 1;
             fed = true;
         }
         AgentMessage::ReplyAudio { .. } => {}
@@ -1593,7 +1605,12 @@ mod tests {
             );
         }
         send(&o.twilio, json!({"event":"stop","streamSid":"MZ1"}));
-        assert_eq!(o.handle.await.unwrap().end, BridgeEnd::CalleeHungUp);
+        let report = o.handle.await.unwrap();
+        assert_eq!(report.end, BridgeEnd::CalleeHungUp);
+        // Each way's count is what passed, for the metrics.
+        assert_eq!(report.frames_to_agent, n as u64);
+        assert_eq!(report.frames_to_phone, n as u64);
+        assert!(report.ready_at.is_some());
     }
 
     #[tokio::test]

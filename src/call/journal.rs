@@ -180,19 +180,23 @@ impl Journal {
         Self::default()
     }
 
-    /// A new call to `to`, unless the number has one already or `max_live` are live.
+    /// A new call to `to`, unless the number has one already or `max_live` are live: this
+    /// journal's, or `all_live`, every live call of the process (calls brought in included),
+    /// whichever is more.
     pub fn start(
         &self,
         to: &E164,
         max_live: usize,
+        all_live: usize,
         cancel: CancellationToken,
     ) -> Result<Arc<CallRecord>, Refusal> {
         let mut inner = lock(&self.inner);
         if inner.live.contains_key(to.as_str()) {
             return Err(Refusal::AlreadyLive(to.to_string()));
         }
-        if inner.live.len() >= max_live {
-            return Err(Refusal::Full(inner.live.len()));
+        let live = inner.live.len().max(all_live);
+        if live >= max_live {
+            return Err(Refusal::Full(live));
         }
         let record = Arc::new(CallRecord::new(to, cancel));
         inner.live.insert(to.to_string(), record.clone());
@@ -276,23 +280,29 @@ mod tests {
     fn one_live_call_per_number_and_at_most_the_limit() {
         let j = Journal::new();
         let a = j
-            .start(&number("+12025550100"), 2, CancellationToken::new())
+            .start(&number("+12025550100"), 2, 0, CancellationToken::new())
             .unwrap();
         assert_eq!(
-            j.start(&number("+12025550100"), 2, CancellationToken::new())
+            j.start(&number("+12025550100"), 2, 0, CancellationToken::new())
                 .err(),
             Some(Refusal::AlreadyLive("+12025550100".into()))
         );
-        j.start(&number("+12025550101"), 2, CancellationToken::new())
+        j.start(&number("+12025550101"), 2, 0, CancellationToken::new())
             .unwrap();
         assert_eq!(
-            j.start(&number("+12025550102"), 2, CancellationToken::new())
+            j.start(&number("+12025550102"), 2, 0, CancellationToken::new())
                 .err(),
             Some(Refusal::Full(2))
         );
         j.finished(&a);
         assert_eq!(j.live_count(), 1);
-        j.start(&number("+12025550100"), 2, CancellationToken::new())
+        // Calls brought in count against the same limit.
+        assert_eq!(
+            j.start(&number("+12025550103"), 2, 2, CancellationToken::new())
+                .err(),
+            Some(Refusal::Full(2))
+        );
+        j.start(&number("+12025550100"), 2, 0, CancellationToken::new())
             .unwrap();
     }
 
@@ -300,7 +310,7 @@ mod tests {
     fn events_are_kept_in_order_and_nothing_follows_the_end() {
         let j = Journal::new();
         let r = j
-            .start(&number("+12025550100"), 5, CancellationToken::new())
+            .start(&number("+12025550100"), 5, 0, CancellationToken::new())
             .unwrap();
         r.push(CallEvent::Dialing {
             to: "+12025550100".into(),
@@ -308,6 +318,7 @@ mod tests {
         r.push(CallEvent::Created {
             to: "+12025550100".into(),
             call_sid: "CA1".into(),
+            direction: crate::events::Direction::Outbound,
         });
         j.created(&r, "CA1");
         assert_eq!(r.view(false).state, CallState::Live);
@@ -334,12 +345,13 @@ mod tests {
         let j = Journal::new();
         for i in 0..HISTORY + 3 {
             let r = j
-                .start(&number("+12025550100"), 1, CancellationToken::new())
+                .start(&number("+12025550100"), 1, 0, CancellationToken::new())
                 .unwrap();
             let sid = format!("CA{i}");
             r.push(CallEvent::Created {
                 to: "+12025550100".into(),
                 call_sid: sid.clone(),
+                direction: crate::events::Direction::Outbound,
             });
             j.created(&r, &sid);
             r.push(ended("+12025550100"));

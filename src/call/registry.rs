@@ -1,6 +1,8 @@
-//! Calls this process placed, by their one-time token. Twilio's callbacks and the Media Stream
-//! reach the server, which finds the call here and hands the signal to its task. A stream that
-//! presents no known token, or a token already used, belongs to no call of ours.
+//! Live calls of this process, by their one-time token: the calls it placed, and the inbound
+//! calls it answered (also found by their CallSid, since the status callback of an inbound call
+//! goes to the number's one URL, which carries no token). Twilio's callbacks and the Media
+//! Stream reach the server, which finds the call here and hands the signal to its task. A
+//! stream that presents no known token, or a token already used, belongs to no call of ours.
 
 use crate::twilio::media::StartInfo;
 use crate::twilio::{AnsweredBy, CallStatus};
@@ -63,12 +65,35 @@ pub enum CallSignal {
 struct Entry {
     tx: mpsc::UnboundedSender<CallSignal>,
     stream_claimed: bool,
+    /// An inbound call's CallSid, indexed in `Calls::by_sid`.
+    call_sid: Option<String>,
+}
+
+#[derive(Default)]
+struct Calls {
+    by_token: HashMap<String, Entry>,
+    /// Inbound calls: CallSid → token.
+    by_sid: HashMap<String, String>,
 }
 
 /// Live calls by token. A std mutex: it is never held across an await.
 #[derive(Default)]
 pub struct Registry {
-    calls: Mutex<HashMap<String, Entry>>,
+    calls: Mutex<Calls>,
+}
+
+/// Why an inbound call was not registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundRefused {
+    /// As many calls as allowed are live.
+    Full,
+    /// This CallSid is live already.
+    AlreadyLive {
+        /// The live call's token.
+        token: String,
+        /// Whether its Media Stream has started.
+        streaming: bool,
+    },
 }
 
 /// Why a stream was refused.
@@ -87,31 +112,77 @@ impl Registry {
 
     /// Register a call; returns its token (unguessable, 128 bits) and its signal receiver.
     pub fn register(&self) -> (String, mpsc::UnboundedReceiver<CallSignal>) {
-        let mut bytes = [0u8; 16];
-        rand::rng().fill_bytes(&mut bytes);
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = new_token();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().insert(
+        self.lock().by_token.insert(
             token.clone(),
             Entry {
                 tx,
                 stream_claimed: false,
+                call_sid: None,
             },
         );
         (token, rx)
     }
 
+    /// Register an inbound call by its CallSid, unless `max_live` calls (both ways) are live
+    /// already: checked under the lock, so a burst of calls cannot overshoot. A CallSid that
+    /// is live already (Twilio asked for the call's TwiML again) is not registered twice.
+    pub fn register_inbound(
+        &self,
+        call_sid: &str,
+        max_live: usize,
+    ) -> Result<(String, mpsc::UnboundedReceiver<CallSignal>), InboundRefused> {
+        let mut calls = self.lock();
+        if let Some(token) = calls.by_sid.get(call_sid) {
+            let streaming = calls.by_token.get(token).is_some_and(|e| e.stream_claimed);
+            return Err(InboundRefused::AlreadyLive {
+                token: token.clone(),
+                streaming,
+            });
+        }
+        if calls.by_token.len() >= max_live {
+            return Err(InboundRefused::Full);
+        }
+        let token = new_token();
+        let (tx, rx) = mpsc::unbounded_channel();
+        calls.by_token.insert(
+            token.clone(),
+            Entry {
+                tx,
+                stream_claimed: false,
+                call_sid: Some(call_sid.to_string()),
+            },
+        );
+        calls.by_sid.insert(call_sid.to_string(), token.clone());
+        Ok((token, rx))
+    }
+
     /// Deliver a callback to its call; false when the call is unknown or over.
     pub fn deliver(&self, token: &str, signal: CallSignal) -> bool {
         self.lock()
+            .by_token
             .get(token)
+            .is_some_and(|e| e.tx.send(signal).is_ok())
+    }
+
+    /// Deliver a callback to the inbound call with this CallSid; false when there is none.
+    pub fn deliver_by_sid(&self, call_sid: &str, signal: CallSignal) -> bool {
+        let calls = self.lock();
+        calls
+            .by_sid
+            .get(call_sid)
+            .and_then(|token| calls.by_token.get(token))
             .is_some_and(|e| e.tx.send(signal).is_ok())
     }
 
     /// Hand a stream to its call. Each token opens one stream only.
     pub fn attach_stream(&self, token: &str, stream: IncomingStream) -> Result<(), StreamRefused> {
         let mut calls = self.lock();
-        let entry = calls.get_mut(token).ok_or(StreamRefused::UnknownToken)?;
+        let entry = calls
+            .by_token
+            .get_mut(token)
+            .ok_or(StreamRefused::UnknownToken)?;
         if entry.stream_claimed {
             return Err(StreamRefused::AlreadyUsed);
         }
@@ -123,22 +194,33 @@ impl Registry {
     }
 
     pub fn remove(&self, token: &str) {
-        self.lock().remove(token);
+        let mut calls = self.lock();
+        if let Some(sid) = calls.by_token.remove(token).and_then(|e| e.call_sid) {
+            calls.by_sid.remove(&sid);
+        }
     }
 
+    /// Live calls, both ways.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_token.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
         // A panic while holding the lock cannot leave the map inconsistent (single inserts and
         // removes), so a poisoned lock is still usable.
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A one-time token: 128 random bits in hex, unguessable.
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -164,5 +246,47 @@ mod tests {
         r.remove(&t);
         assert!(!r.deliver(&t, CallSignal::AnsweredBy("human".into())));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn inbound_calls_are_found_by_sid_until_removed_and_never_registered_twice() {
+        let r = Registry::new();
+        let (t, mut rx) = r.register_inbound("CA1", 10).unwrap();
+        assert_eq!(
+            r.register_inbound("CA1", 10).unwrap_err(),
+            InboundRefused::AlreadyLive {
+                token: t.clone(),
+                streaming: false
+            }
+        );
+        assert_eq!(r.len(), 1);
+        assert!(r.deliver_by_sid("CA1", CallSignal::AnsweredBy("human".into())));
+        assert!(rx.try_recv().is_ok());
+        assert!(!r.deliver_by_sid("CA2", CallSignal::AnsweredBy("human".into())));
+        r.remove(&t);
+        assert!(!r.deliver_by_sid("CA1", CallSignal::AnsweredBy("human".into())));
+        assert!(r.is_empty());
+        assert!(
+            r.register_inbound("CA1", 10).is_ok(),
+            "a removed sid is free again"
+        );
+    }
+
+    #[test]
+    fn inbound_calls_stop_at_the_limit_counting_both_ways() {
+        let r = Registry::new();
+        let (_out, _rx) = r.register();
+        let _a = r.register_inbound("CA1", 2).unwrap();
+        assert_eq!(
+            r.register_inbound("CA2", 2).unwrap_err(),
+            InboundRefused::Full
+        );
+    }
+
+    #[test]
+    fn outbound_tokens_are_not_reachable_by_sid() {
+        let r = Registry::new();
+        let (_t, _rx) = r.register();
+        assert!(!r.deliver_by_sid("", CallSignal::AnsweredBy("human".into())));
     }
 }

@@ -11,7 +11,8 @@ use super::state::{CallState, Input};
 use super::transfer::{self, Target, TransferOutcome};
 use super::voicemail::{self, MachineEnd, Verdicts};
 use crate::agent;
-use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome, OutcomeError};
+use crate::events::{CallEvent, Direction, EndedBy, FinalStatus, Outcome, OutcomeError};
+use crate::metrics::Metrics;
 use crate::phone::E164;
 use crate::secret::Secret;
 use crate::twilio::{
@@ -77,6 +78,7 @@ pub struct CallService {
     endpoints: Endpoints,
     registry: Arc<Registry>,
     timings: Timings,
+    metrics: Arc<Metrics>,
 }
 
 impl CallService {
@@ -86,12 +88,32 @@ impl CallService {
             endpoints,
             registry,
             timings: Timings::default(),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
     pub fn with_timings(mut self, timings: Timings) -> Self {
         self.timings = timings;
         self
+    }
+
+    /// Count this service's calls in `metrics` (by default they go to counters of its own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The number our calls come from.
+    pub fn from_number(&self) -> &E164 {
+        &self.endpoints.from
     }
 
     pub fn twilio(&self) -> &TwilioClient {
@@ -119,7 +141,9 @@ impl CallService {
 /// times its waits count from.
 struct Call<'a> {
     req: &'a CallRequest,
+    /// The other party: the number called, or an inbound call's caller.
     to: String,
+    direction: Direction,
     state: CallState,
     events: &'a mpsc::UnboundedSender<CallEvent>,
     answered_at: Option<Instant>,
@@ -166,6 +190,7 @@ impl<'a> Call<'a> {
         Self {
             req,
             to: req.to.to_string(),
+            direction: Direction::Outbound,
             state: CallState::Placing,
             events,
             answered_at: None,
@@ -342,6 +367,7 @@ impl<'a> Call<'a> {
             .unwrap_or_else(|| BridgeReport::empty(BridgeEnd::Cancelled));
         Outcome {
             to: self.to,
+            direction: self.direction,
             call_sid,
             status,
             duration_secs: self.duration_secs,
@@ -519,6 +545,7 @@ impl CallService {
             stream: mut t_in,
             sink: mut t_out,
         } = incoming;
+        let connecting = Instant::now();
         // Verdicts reach the bridge as they arrive (one that came first included); every
         // other signal waits for the conversation to end, as it always has.
         let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
@@ -601,6 +628,12 @@ impl CallService {
         if let BridgeEnd::Machine(end) = &report.end {
             call.machine = Some(*end);
         }
+        if let Some(ready) = report.ready_at {
+            self.metrics
+                .agent_setup(ready.saturating_duration_since(connecting));
+        }
+        self.metrics
+            .frames(report.frames_to_agent, report.frames_to_phone);
         if let Some(session_id) = &report.session_id {
             call.apply(Input::AgentReady {
                 session_id: session_id.clone(),
@@ -644,6 +677,7 @@ impl CallService {
                 call.emit(CallEvent::Created {
                     to: call.to.clone(),
                     call_sid: created.sid.clone(),
+                    direction: Direction::Outbound,
                 });
                 Ok(Some(created.sid))
             }
@@ -668,7 +702,7 @@ impl CallService {
         req: &CallRequest,
         token: &str,
         twiml: &str,
-        mut signals: mpsc::UnboundedReceiver<CallSignal>,
+        signals: mpsc::UnboundedReceiver<CallSignal>,
         events: &mpsc::UnboundedSender<CallEvent>,
         cancel: &CancellationToken,
     ) -> Result<Outcome, DialError> {
@@ -681,27 +715,42 @@ impl CallService {
             return Ok(call.outcome(None));
         };
         tracing::Span::current().record("sid", sid.as_str());
+        self.watch(&mut call, &sid, signals, cancel).await;
+        Ok(call.outcome(Some(sid)))
+    }
+
+    /// Follow a call Twilio created (so far ours or an inbound one) until its final status:
+    /// callbacks through the state machine, the stream bridged to the agent, the time limit,
+    /// the operator's hang-up, and the API asked when callbacks go quiet.
+    async fn watch(
+        &self,
+        call: &mut Call<'_>,
+        sid: &str,
+        mut signals: mpsc::UnboundedReceiver<CallSignal>,
+        cancel: &CancellationToken,
+    ) {
+        let req = call.req;
         while !call.state.is_ended() {
             let (at, wake) = call.next_wake(&self.timings);
             tokio::select! {
                 () = cancel.cancelled(), if !call.is_ending() => {
-                    self.end(&mut call, Ending::operator()).await;
+                    self.end(call, Ending::operator()).await;
                 }
                 () = tokio::time::sleep_until(at) => match wake {
-                    Wake::TimeLimit => self.end(&mut call, Ending::time_limit(req.time_limit)).await,
-                    Wake::FinalOverdue => self.confirm_end(&mut call, &sid).await,
+                    Wake::TimeLimit => self.end(call, Ending::time_limit(req.time_limit)).await,
+                    Wake::FinalOverdue => self.confirm_end(call, sid).await,
                     Wake::StreamMissing => {
                         let ending = Ending::no_stream(
                             self.timings.stream_after_answer,
                             self.endpoints.urls.base(),
                         );
-                        self.end(&mut call, ending).await;
+                        self.end(call, ending).await;
                     }
                     Wake::CallbacksQuiet => {
                         // Callbacks can be lost (a wrong PUBLIC_URL, a tunnel restart): the
                         // API always knows.
                         call.last_heard = TokioInstant::now();
-                        if let Ok(Some(resource)) = self.twilio.fetch_call(&sid).await {
+                        if let Ok(Some(resource)) = self.twilio.fetch_call(sid).await {
                             call.on_snapshot(&resource);
                         }
                     }
@@ -723,13 +772,13 @@ impl CallService {
                             let early = call.bridge.is_none() && !call.is_ending() && !call.state.is_ended();
                             if let (Some(end), true) = (end, early) {
                                 call.machine = Some(end);
-                                self.end(&mut call, Ending::machine(end)).await;
+                                self.end(call, Ending::machine(end)).await;
                             }
                         }
                         Some(CallSignal::Dial(result)) => call.on_dial(result),
                         // A stream for a call that is already ending is dropped, which closes it.
                         Some(CallSignal::Stream(incoming)) if !call.is_ending() => {
-                            self.bridge(&mut call, incoming, &mut signals, cancel).await;
+                            self.bridge(call, incoming, &mut signals, cancel).await;
                             // The conversation took its time: callbacks are not overdue.
                             call.last_heard = TokioInstant::now();
                         }
@@ -740,7 +789,64 @@ impl CallService {
                 }
             }
         }
-        Ok(call.outcome(Some(sid)))
+    }
+}
+
+/// A call Twilio brought to the server, to be followed like one we placed.
+#[derive(Debug)]
+pub struct InboundCall {
+    pub call_sid: String,
+    /// `From` as Twilio sent it: a number, or a word when the caller ID is withheld.
+    pub caller: String,
+    /// The agent, its tools and the time limit. `to` is the caller when `From` is a phone
+    /// number (else the number called); the call's events name `caller` either way.
+    pub request: CallRequest,
+}
+
+impl CallService {
+    /// Follow an inbound call, registered under `token` by [`Registry::register_inbound`],
+    /// until its final status: the same path as a call we placed, without the create. The
+    /// token is released at the end, and the outcome is sent as the last event.
+    pub async fn follow_inbound(
+        &self,
+        inbound: InboundCall,
+        token: String,
+        signals: mpsc::UnboundedReceiver<CallSignal>,
+        events: mpsc::UnboundedSender<CallEvent>,
+        cancel: CancellationToken,
+    ) -> Outcome {
+        let _live = self.metrics.live(Direction::Inbound);
+        let InboundCall {
+            call_sid,
+            caller,
+            request,
+        } = inbound;
+        let span = tracing::warn_span!("inbound", from = %request.to.masked(), sid = %call_sid);
+        let outcome = async {
+            let mut call = Call::new(&request, &events, self.timings.poll_every);
+            call.to = caller;
+            call.direction = Direction::Inbound;
+            call.apply(Input::Created {
+                sid: call_sid.clone(),
+            });
+            call.emit(CallEvent::Created {
+                to: call.to.clone(),
+                call_sid: call_sid.clone(),
+                direction: Direction::Inbound,
+            });
+            // Twilio is asking for the TwiML now, so the call is ringing at our end.
+            call.apply(Input::Ringing);
+            self.watch(&mut call, &call_sid, signals, &cancel).await;
+            call.outcome(Some(call_sid.clone()))
+        }
+        .instrument(span)
+        .await;
+        self.registry.remove(&token);
+        self.metrics.call_ended(Direction::Inbound, outcome.status);
+        let _ = events.send(CallEvent::Ended {
+            outcome: Box::new(outcome.clone()),
+        });
+        outcome
     }
 }
 
@@ -751,6 +857,7 @@ impl Dialer for CallService {
         events: mpsc::UnboundedSender<CallEvent>,
         cancel: CancellationToken,
     ) -> Result<Outcome, DialError> {
+        let _live = self.metrics.live(Direction::Outbound);
         let (token, signals) = self.registry.register();
         // The stream URL is the same for every call; the token tells the server whose it is.
         let twiml = twiml::connect_stream(&self.endpoints.urls.media(), &[("token", &token)]);
@@ -762,6 +869,7 @@ impl Dialer for CallService {
             .await;
         self.registry.remove(&token);
         let outcome = result?;
+        self.metrics.call_ended(Direction::Outbound, outcome.status);
         let _ = events.send(CallEvent::Ended {
             outcome: Box::new(outcome.clone()),
         });

@@ -485,6 +485,7 @@ impl<D: Dialer> Runner<D> {
         };
         let outcome = Outcome {
             to: attempt.phone.clone(),
+            direction: crate::events::Direction::Outbound,
             call_sid: Some(snapshot.sid.clone()),
             status,
             duration_secs: snapshot.duration_secs,
@@ -1111,6 +1112,7 @@ mod dial_loop_tests {
             let _ = events.send(CallEvent::Created {
                 to: to.clone(),
                 call_sid: call_sid.clone(),
+                direction: crate::events::Direction::Outbound,
             });
             let hung_up = match self.talk {
                 Some(talk) => tokio::select! {

@@ -86,6 +86,16 @@ pub(crate) fn check(template: &str, columns: &[String], what: &str) -> Result<()
 /// Fill spoken text (the greeting). Each value is plain text on one line, at most 200
 /// characters; braces in a value are spoken as they are, never expanded.
 pub(crate) fn fill_spoken(template: &str, phone: &E164, vars: &[(String, String)]) -> String {
+    spoken(template, Some(phone), vars)
+}
+
+/// Fill spoken text from `vars` alone (an inbound call's `{{caller}}` and `{{called}}`), as
+/// [`fill_spoken`] does.
+pub(crate) fn fill_spoken_vars(template: &str, vars: &[(String, String)]) -> String {
+    spoken(template, None, vars)
+}
+
+fn spoken(template: &str, phone: Option<&E164>, vars: &[(String, String)]) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     for segment in segments(template) {
         match segment {
@@ -101,6 +111,37 @@ pub(crate) fn fill_spoken(template: &str, phone: &E164, vars: &[(String, String)
 /// as data that must never be followed. `<`, `>` and `&` are escaped so no value can close the
 /// block or open another.
 pub(crate) fn fill_prompt(template: &str, phone: &E164, vars: &[(String, String)]) -> String {
+    prompt(template, Some(phone), vars, &LEAD_DATA)
+}
+
+/// How the data block after a filled prompt is introduced, and its tag.
+pub(crate) struct DataBlock {
+    pub heading: &'static str,
+    pub note: &'static str,
+    pub tag: &'static str,
+}
+
+const LEAD_DATA: DataBlock = DataBlock {
+    heading: LEAD_DATA_HEADING,
+    note: LEAD_DATA_NOTE,
+    tag: "lead_data",
+};
+
+/// Fill a prompt from `vars` alone, as [`fill_prompt`] does, the block introduced by `block`.
+pub(crate) fn fill_prompt_vars(
+    template: &str,
+    vars: &[(String, String)],
+    block: &DataBlock,
+) -> String {
+    prompt(template, None, vars, block)
+}
+
+fn prompt(
+    template: &str,
+    phone: Option<&E164>,
+    vars: &[(String, String)],
+    block: &DataBlock,
+) -> String {
     let mut out = String::with_capacity(template.len() + 512);
     for segment in segments(template) {
         match segment {
@@ -114,7 +155,7 @@ pub(crate) fn fill_prompt(template: &str, phone: &E164, vars: &[(String, String)
     for (header, value) in vars {
         let name = var_name(header);
         // The first column wins a name, as in `lookup`; `phone` is the lead's own number.
-        if name.is_empty() || name == PHONE || names.contains(&name) {
+        if name.is_empty() || (phone.is_some() && name == PHONE) || names.contains(&name) {
             continue;
         }
         object.push_str(&json_string(&name));
@@ -123,19 +164,27 @@ pub(crate) fn fill_prompt(template: &str, phone: &E164, vars: &[(String, String)
         object.push(',');
         names.push(name);
     }
-    object.push_str(&json_string(PHONE));
-    object.push(':');
-    object.push_str(&json_string(phone.as_str()));
+    if let Some(phone) = phone {
+        object.push_str(&json_string(PHONE));
+        object.push(':');
+        object.push_str(&json_string(phone.as_str()));
+    } else if object.ends_with(',') {
+        object.pop();
+    }
     object.push('}');
 
     for part in [
         "\n\n",
-        LEAD_DATA_HEADING,
+        block.heading,
         "\n",
-        LEAD_DATA_NOTE,
-        "\n<lead_data>\n",
+        block.note,
+        "\n<",
+        block.tag,
+        ">\n",
         &object,
-        "\n</lead_data>\n",
+        "\n</",
+        block.tag,
+        ">\n",
     ] {
         out.push_str(part);
     }
@@ -178,8 +227,8 @@ fn segments(template: &str) -> Vec<Segment<'_>> {
 
 /// A variable's value. `check` rejects unknown names beforehand; should one slip through it
 /// reads as empty rather than leaving braces for the agent to say.
-fn lookup<'a>(name: &str, phone: &'a E164, vars: &'a [(String, String)]) -> &'a str {
-    if name == PHONE {
+fn lookup<'a>(name: &str, phone: Option<&'a E164>, vars: &'a [(String, String)]) -> &'a str {
+    if let (PHONE, Some(phone)) = (name, phone) {
         return phone.as_str();
     }
     vars.iter()

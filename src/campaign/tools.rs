@@ -96,17 +96,33 @@ impl CampaignTools {
     }
 
     fn opt_out(&self) -> ToolReply {
-        let written = self
-            .dnc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(&self.to, "opted out during a call");
-        if let Err(e) = &written {
-            // The campaign still records the opt-out in its database; the list file could not
-            // be written, which the operator must hear about.
-            tracing::error!(error = %e, "cannot write the do-not-call list");
-        }
-        opt_out_reply()
+        opt_out(&self.dnc, &self.to)
+    }
+}
+
+/// Put `number` on the do-not-call list, on disk before the agent hears back. Shared by
+/// campaigns and inbound calls (`dialer serve`).
+pub(crate) fn opt_out(dnc: &Mutex<DncList>, number: &E164) -> ToolReply {
+    let written = dnc
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(number, "opted out during a call");
+    if let Err(e) = &written {
+        // A campaign still records the opt-out in its database, and the outcome of an inbound
+        // call says so; the list file could not be written, which the operator must hear about.
+        tracing::error!(error = %e, "cannot write the do-not-call list");
+    }
+    opt_out_reply()
+}
+
+/// The `opt_out` tool as the agent is told of it.
+pub(crate) fn opt_out_spec() -> ToolSpec {
+    ToolSpec {
+        name: OPT_OUT.into(),
+        description:
+            "The person asked not to be called again: put this number on the do-not-call list."
+                .into(),
+        parameters: json!({ "type": "object", "properties": {} }),
     }
 }
 
@@ -141,11 +157,7 @@ impl ToolHandler for CampaignTools {
                     "required": ["disposition"]
                 }),
             },
-            ToolSpec {
-                name: OPT_OUT.into(),
-                description: "The person asked not to be called again: put this number on the do-not-call list.".into(),
-                parameters: json!({ "type": "object", "properties": {} }),
-            },
+            opt_out_spec(),
         ]
     }
 

@@ -96,9 +96,17 @@ async fn place<D: Dialer>(
 
 /// The agent from an agent file, then flags on top.
 pub(super) fn agent_config(args: &AgentArgs) -> Result<AgentConfig, AppError> {
+    agent_config_or(args, AgentConfig::default())
+}
+
+/// The agent from an agent file, else `base`, then flags on top.
+pub(super) fn agent_config_or(
+    args: &AgentArgs,
+    base: AgentConfig,
+) -> Result<AgentConfig, AppError> {
     let mut agent = match &args.agent {
         Some(path) => AgentConfig::from_file(path).map_err(|e| AppError::Input(e.to_string()))?,
-        None => AgentConfig::default(),
+        None => base,
     };
     if let Some(p) = &args.prompt {
         agent.system_prompt = p.clone();

@@ -810,6 +810,7 @@ estimated cost    $0.00"
                 CallEvent::Created {
                     to: to(),
                     call_sid: "CA9".into(),
+                    direction: crate::events::Direction::Outbound,
                 },
                 None,
             ),

@@ -7,6 +7,7 @@ pub(crate) mod campaign;
 pub(crate) mod doctor;
 pub(crate) mod format;
 mod printer;
+pub(crate) mod serve;
 
 pub use printer::{LogWriter, Printer};
 

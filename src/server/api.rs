@@ -38,15 +38,22 @@ pub(crate) type ApiSlot = Arc<OnceLock<Arc<Api>>>;
 /// What the API's handlers share.
 pub(crate) struct Api {
     desk: Desk,
+    metrics: Arc<crate::metrics::Metrics>,
     /// `None`: no key is required (only allowed on a loopback address).
     key: Option<Secret>,
     limiter: RateLimiter,
 }
 
 impl Api {
-    pub(crate) fn new(desk: Desk, key: Option<Secret>, rate_per_minute: u32) -> Self {
+    pub(crate) fn new(
+        desk: Desk,
+        metrics: Arc<crate::metrics::Metrics>,
+        key: Option<Secret>,
+        rate_per_minute: u32,
+    ) -> Self {
         Self {
             desk,
+            metrics,
             key,
             limiter: RateLimiter::new(rate_per_minute),
         }
@@ -80,7 +87,12 @@ pub(super) fn routes(
                         headers,
                         query,
                     };
-                    Ok::<_, Rejection>(handle(slot, request, body).await)
+                    let metrics = slot.get().map(|api| api.metrics.clone());
+                    let response = handle(slot, request, body).await;
+                    if let Some(metrics) = metrics {
+                        metrics.api_request(response.status().as_u16());
+                    }
+                    Ok::<_, Rejection>(response)
                 }
             },
         )

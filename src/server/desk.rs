@@ -5,6 +5,7 @@
 
 use crate::call::dialer::{CallRequest, DialError, Dialer, RING_TIMEOUT_SECS};
 use crate::call::journal::{CallRecord, Journal, Refusal};
+use crate::call::registry::Registry;
 use crate::call::service::CallService;
 use crate::call::tools::{NoTools, ToolHandler, ToolReply, ToolSpec};
 use crate::call::wire::NewCallBody;
@@ -12,7 +13,9 @@ use crate::campaign::dnc::{DncList, Refresh};
 use crate::campaign::template;
 use crate::campaign::tools::{CampaignTools, OPT_OUT, RECORD_OUTCOME, opt_out_reply};
 use crate::campaign::window::CallingWindow;
-use crate::events::{CallEvent, Disposition, EndedBy, FinalStatus, Outcome, OutcomeError};
+use crate::events::{
+    CallEvent, Direction, Disposition, EndedBy, FinalStatus, Outcome, OutcomeError,
+};
 use crate::phone::{AllowList, E164};
 use crate::shutdown::Shutdown;
 use chrono::Utc;
@@ -61,7 +64,10 @@ fn refused(code: &'static str, message: impl Into<String>) -> PlaceError {
 
 /// How the desk is set up.
 pub(crate) struct DeskConfig {
+    /// Most live calls of the server, both ways (`MAX_CALLS`).
     pub max_calls: usize,
+    /// Every live call of the server, placed or brought in.
+    pub registry: Arc<Registry>,
     pub dnc: DncList,
     /// Calling hours, and the zone for calls whose request names none.
     pub window: Option<(CallingWindow, Option<Tz>)>,
@@ -74,6 +80,7 @@ pub(crate) struct Desk {
     service: Arc<CallService>,
     journal: Arc<Journal>,
     max_calls: usize,
+    registry: Arc<Registry>,
     dnc: Arc<Mutex<DncList>>,
     window: Option<(CallingWindow, Option<Tz>)>,
     allow: AllowList,
@@ -92,6 +99,7 @@ impl Desk {
             service,
             journal: Arc::new(Journal::new()),
             max_calls: config.max_calls,
+            registry: config.registry,
             dnc: Arc::new(Mutex::new(config.dnc)),
             window: config.window,
             allow: config.allow,
@@ -135,7 +143,12 @@ impl Desk {
         let request = self.request(&body)?;
         let record = self
             .journal
-            .start(&request.to, self.max_calls, self.calls.child_token())
+            .start(
+                &request.to,
+                self.max_calls,
+                self.registry.len(),
+                self.calls.child_token(),
+            )
             .map_err(|r| match r {
                 Refusal::AlreadyLive(_) => PlaceError::Conflict(r.to_string()),
                 Refusal::Full(_) => PlaceError::Full(r.to_string()),
@@ -437,6 +450,7 @@ async fn follow(
             // still ends, so that its readers do not wait for ever.
             let outcome = Outcome {
                 to: to.clone(),
+                direction: Direction::Outbound,
                 call_sid: record.sid(),
                 status: FinalStatus::Failed,
                 duration_secs: None,

@@ -1,19 +1,23 @@
-//! The embedded HTTP/WebSocket server Twilio talks to: status and answering-machine callbacks,
-//! the Media Stream socket, a health check that names this process, and the call API (`/api/`,
-//! see [`api`]). Every Twilio request is checked against `X-Twilio-Signature` before it changes
-//! anything. This module is the only one that knows warp.
+//! The embedded HTTP/WebSocket server Twilio talks to: incoming calls' Voice URL, status and
+//! answering-machine callbacks, the Media Stream socket, the operator's health (naming this
+//! process), readiness and metrics, and the call API (`/api/`, see [`api`]). Every Twilio
+//! request is checked against `X-Twilio-Signature`, computed over `PUBLIC_URL`, before it
+//! changes anything. This module is the only one that knows warp.
 
 mod accept;
 pub(crate) mod api;
 mod auth;
 mod convert;
 pub(crate) mod desk;
+pub(crate) mod metrics;
 mod routes;
 
 pub(crate) use accept::Limits;
 pub(crate) use api::{Api, ApiSlot};
 
 use crate::call::registry::Registry;
+use crate::inbound::Reception;
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::webhooks::PublicUrls;
 use std::net::SocketAddr;
@@ -31,6 +35,9 @@ pub(crate) struct ServerState {
     pub urls: PublicUrls,
     /// The call API, once `serve` enables it.
     pub api: ApiSlot,
+    pub metrics: Arc<Metrics>,
+    /// Answers incoming calls (refusing them in a process that does not serve).
+    pub reception: Arc<Reception>,
     /// This process's id, which `/health` answers with: whoever knows it (`dialer doctor`)
     /// can tell this process from another one behind the same address.
     pub instance: String,

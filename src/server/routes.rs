@@ -1,11 +1,13 @@
 //! One filter per route, and the handlers at their ends. Every Twilio route goes through
-//! [`signed_form`] (or the signed handshake of [`media_stream`]), so no handler runs for a
-//! request whose `X-Twilio-Signature` does not check out; refusals are rejections, turned into
-//! responses in one place, [`recover`].
+//! [`signed_form`] or [`signed_form_bare`] (or the signed handshake of [`media_stream`]), so no
+//! handler runs for a request whose `X-Twilio-Signature` does not check out; refusals are
+//! rejections, turned into responses in one place, [`recover`]. Signatures are computed over
+//! `PUBLIC_URL` and the path and query received, never over the `Host` a proxy forwarded.
 
 use super::{ServerState, convert};
 use crate::call::registry::{CallSignal, DialResult, IncomingStream, StatusUpdate};
 use crate::call::transfer;
+use crate::inbound::Ringing;
 use crate::twilio::media::{self, TwilioMessage};
 use crate::twilio::signature;
 use crate::webhooks::paths;
@@ -27,16 +29,21 @@ const MAX_WS_MESSAGE: usize = 64 * 1024;
 pub(super) fn routes(
     state: ServerState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    super::api::routes(state.api.clone())
+    // Outside the request log: warp's trace logs every 5xx as an error, and a draining
+    // server's 503 here is the answer it means to give.
+    ready(state.clone()).or(super::api::routes(state.api.clone())
         .or(health(state.instance.clone()))
+        .or(super::metrics::route(state.metrics.clone()))
+        .or(voice(state.clone()))
         .or(status(state.clone()))
+        .or(number_status(state.clone()))
         .or(amd(state.clone()))
         .or(dial(state.clone()))
         .or(media_stream(state))
         .recover(recover)
         .with(warp::trace(|info| {
             tracing::info_span!("request", method = %info.method(), route = %route(info.path()))
-        }))
+        })))
 }
 
 /// A request's path for the logs: the segment after `/twilio/{kind}/` is a call's one-time
@@ -86,6 +93,7 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
+/// A Twilio form POST to `/twilio/{kind}/{token}` whose signature checked out.
 fn signed_form(
     kind: &'static str,
     state: ServerState,
@@ -95,15 +103,52 @@ fn signed_form(
         .and(warp::path(kind))
         .and(warp::path::param::<String>())
         .and(warp::path::end())
-        .and(warp::body::content_length_limit(MAX_FORM))
+        .and(signed_body(kind, state))
+        .map(
+            |token: String, params: Vec<(String, String)>, state: ServerState| {
+                (SignedForm { token, params }, state)
+            },
+        )
+        .untuple_one()
+}
+
+/// A Twilio form POST to `/twilio/{kind}`, a URL with no token (a phone number's Voice URL and
+/// status callback, set once in the Console), whose signature checked out.
+fn signed_form_bare(
+    kind: &'static str,
+    state: ServerState,
+) -> impl Filter<Extract = (SignedForm, ServerState), Error = Rejection> + Clone {
+    warp::post()
+        .and(warp::path(paths::PREFIX))
+        .and(warp::path(kind))
+        .and(warp::path::end())
+        .and(signed_body(kind, state))
+        .map(|params: Vec<(String, String)>, state: ServerState| {
+            (
+                SignedForm {
+                    token: String::new(),
+                    params,
+                },
+                state,
+            )
+        })
+        .untuple_one()
+}
+
+/// The form of a request whose `X-Twilio-Signature` checks out against `PUBLIC_URL` plus the
+/// path and query received; anything else is refused, and counted.
+fn signed_body(
+    kind: &'static str,
+    state: ServerState,
+) -> impl Filter<Extract = (Vec<(String, String)>, ServerState), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_FORM)
         .and(warp::body::bytes())
         .and(warp::header::optional::<String>("x-twilio-signature"))
         .and(warp::path::full())
         .and(raw_query())
         .and(with_state(state))
         .and_then(
-            move |token: String,
-                  body: Bytes,
+            move |body: Bytes,
                   sig: Option<String>,
                   path: warp::path::FullPath,
                   query: String,
@@ -120,9 +165,10 @@ fn signed_form(
                     signature::is_valid(state.auth_token.expose(), &url, &params, sig)
                 });
                 if valid {
-                    Ok((SignedForm { token, params }, state))
+                    Ok((params, state))
                 } else {
-                    // The path ends in the call's token: log the route only.
+                    state.metrics.signature_rejected();
+                    // The path may end in the call's token: log the route only.
                     tracing::warn!(
                         route = kind,
                         "request with a wrong X-Twilio-Signature refused"
@@ -150,21 +196,74 @@ fn health(instance: String) -> impl Filter<Extract = (impl Reply,), Error = Reje
         })
 }
 
+/// `/ready`: 200 while calls are taken; 503 with the reason while they are not.
+fn ready(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path("ready"))
+        .and(warp::path::end())
+        .map(move || match state.reception.readiness() {
+            Ok(()) => warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({"status": "ready"})),
+                StatusCode::OK,
+            ),
+            Err(why) => warp::reply::with_status(
+                warp::reply::json(
+                    &serde_json::json!({"status": "not ready", "reason": why.to_string()}),
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        })
+}
+
+/// `/twilio/voice`: a phone number's Voice URL. The answer is TwiML: the call connected to a
+/// Media Stream with a fresh one-time token, or a short message and a hang-up.
+fn voice(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    signed_form_bare(paths::VOICE, state).map(|form: SignedForm, state: ServerState| {
+        let ringing = Ringing {
+            call_sid: form.get("CallSid").unwrap_or_default().to_string(),
+            from: form.get("From").unwrap_or_default().to_string(),
+            to: form.get("To").unwrap_or_default().to_string(),
+        };
+        let answer = state.reception.answer(ringing);
+        warp::reply::with_header(answer.twiml, "content-type", "text/xml; charset=utf-8")
+    })
+}
+
+fn status_update(form: &SignedForm) -> StatusUpdate {
+    StatusUpdate {
+        call_sid: form.get("CallSid").unwrap_or_default().to_string(),
+        status: form.get("CallStatus").unwrap_or_default().into(),
+        sequence: form.get("SequenceNumber").and_then(|s| s.parse().ok()),
+        duration_secs: form.get("CallDuration").and_then(|s| s.parse().ok()),
+        answered_by: form.get("AnsweredBy").map(Into::into),
+        error_code: form.get("ErrorCode").map(str::to_string),
+        error_message: form.get("ErrorMessage").map(str::to_string),
+    }
+}
+
 fn status(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     signed_form(paths::STATUS, state).map(|form: SignedForm, state: ServerState| {
-        let update = StatusUpdate {
-            call_sid: form.get("CallSid").unwrap_or_default().to_string(),
-            status: form.get("CallStatus").unwrap_or_default().into(),
-            sequence: form.get("SequenceNumber").and_then(|s| s.parse().ok()),
-            duration_secs: form.get("CallDuration").and_then(|s| s.parse().ok()),
-            answered_by: form.get("AnsweredBy").map(Into::into),
-            error_code: form.get("ErrorCode").map(str::to_string),
-            error_message: form.get("ErrorMessage").map(str::to_string),
-        };
+        let update = status_update(&form);
         // A callback for a call that is already over is acknowledged and ignored.
         let _ = state
             .registry
             .deliver(&form.token, CallSignal::Status(update));
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// `/twilio/status` with no token: a phone number's status callback, which Twilio sends for
+/// the inbound calls to that number. The call is found by its CallSid.
+fn number_status(
+    state: ServerState,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    signed_form_bare(paths::STATUS, state).map(|form: SignedForm, state: ServerState| {
+        let update = status_update(&form);
+        let sid = update.call_sid.clone();
+        // Calls this process did not answer (another instance's, or over) are acknowledged.
+        let _ = state
+            .registry
+            .deliver_by_sid(&sid, CallSignal::Status(update));
         StatusCode::NO_CONTENT
     })
 }
@@ -222,6 +321,7 @@ fn media_stream(
                 if valid {
                     Ok(state)
                 } else {
+                    state.metrics.signature_rejected();
                     tracing::warn!(
                         "media stream handshake with a missing or wrong signature refused"
                     );
@@ -440,15 +540,76 @@ mod tests {
         }
     }
 
+    /// A number's status callback carries no token: it reaches the inbound call with its
+    /// CallSid, only when signed over PUBLIC_URL, and reaches no call placed by token.
+    #[tokio::test]
+    async fn the_numbers_status_callback_finds_the_inbound_call_by_its_sid() {
+        let registry = Arc::new(Registry::new());
+        let (_token, mut inbound) = registry.register_inbound("CA1", 10).unwrap();
+        let (_placed, mut placed) = registry.register();
+        let urls = PublicUrls::new("https://example.test");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let state = ServerState {
+            registry: registry.clone(),
+            auth_token: Secret::new(AUTH_TOKEN),
+            urls: urls.clone(),
+            instance: "test-instance".into(),
+            api: Default::default(),
+            metrics: metrics.clone(),
+            reception: Arc::new(crate::inbound::Reception::new(
+                registry,
+                metrics.clone(),
+                urls.clone(),
+                tokio_util::sync::CancellationToken::new(),
+            )),
+        };
+        let service = TowerToHyperService::new(warp::service(routes(state)));
+        let path = "/twilio/status";
+        let body = b"CallSid=CA1&CallStatus=completed&CallDuration=12&Direction=inbound".to_vec();
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        let forged =
+            signature::compute(AUTH_TOKEN, "https://proxy.internal/twilio/status", &params);
+        assert_eq!(
+            post(&service, path, body.clone(), &forged).await,
+            StatusCode::FORBIDDEN
+        );
+        assert!(inbound.try_recv().is_err());
+        assert_eq!(metrics.signature_rejections(), 1);
+        let signed = signature::compute(AUTH_TOKEN, &urls.http(path), &params);
+        assert_eq!(
+            post(&service, path, body, &signed).await,
+            StatusCode::NO_CONTENT
+        );
+        match inbound.try_recv() {
+            Ok(CallSignal::Status(update)) => {
+                assert_eq!(update.status, CallStatus::Completed);
+                assert_eq!(update.duration_secs, Some(12));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(placed.try_recv().is_err());
+    }
+
     /// `/health` says which process answered, is never cached, and carries no secret.
     #[tokio::test]
     async fn health_names_this_process_and_nothing_secret() {
+        let registry = Arc::new(Registry::new());
+        let urls = PublicUrls::new("https://example.test");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let state = ServerState {
-            registry: Arc::new(Registry::new()),
+            registry: registry.clone(),
             auth_token: Secret::new(AUTH_TOKEN),
-            urls: PublicUrls::new("https://example.test"),
+            urls: urls.clone(),
             instance: "0123456789abcdef".into(),
             api: Default::default(),
+            metrics: metrics.clone(),
+            reception: Arc::new(crate::inbound::Reception::new(
+                registry,
+                metrics,
+                urls,
+                tokio_util::sync::CancellationToken::new(),
+            )),
         };
         let service = TowerToHyperService::new(warp::service(routes(state)));
         let request = warp::http::Request::get("/health")
@@ -478,12 +639,20 @@ mod tests {
         let registry = Arc::new(Registry::new());
         let (token, mut signals) = registry.register();
         let urls = PublicUrls::new("https://example.test");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let state = ServerState {
             registry: registry.clone(),
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
             instance: "0123456789abcdef".into(),
             api: Default::default(),
+            metrics: metrics.clone(),
+            reception: Arc::new(crate::inbound::Reception::new(
+                registry.clone(),
+                metrics,
+                urls.clone(),
+                tokio_util::sync::CancellationToken::new(),
+            )),
         };
         let service = TowerToHyperService::new(warp::service(routes(state)));
         let path = format!("/{}/{}/{token}", paths::PREFIX, paths::DIAL);
@@ -541,12 +710,20 @@ mod tests {
         let registry = Arc::new(Registry::new());
         let (token, mut signals) = registry.register();
         let urls = PublicUrls::new("https://example.test/base");
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let state = ServerState {
             registry: registry.clone(),
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
             api: Default::default(),
             instance: "test-instance".into(),
+            metrics: metrics.clone(),
+            reception: Arc::new(crate::inbound::Reception::new(
+                registry.clone(),
+                metrics,
+                urls.clone(),
+                tokio_util::sync::CancellationToken::new(),
+            )),
         };
         let service = TowerToHyperService::new(warp::service(routes(state)));
         let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(51);

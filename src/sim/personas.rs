@@ -242,6 +242,14 @@ pub fn for_number(e164: &str) -> &'static Persona {
         .unwrap_or(&PERSONAS[0])
 }
 
+/// A number that reaches the persona called `name`: `+1202555 01YY`.
+pub fn number_of(name: &str) -> Option<String> {
+    PERSONAS
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| format!("+120255501{:02}", p.code))
+}
+
 fn code_of(e164: &str) -> Option<u8> {
     let digits = e164.strip_prefix("+1")?;
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -268,6 +276,15 @@ mod tests {
         assert_eq!(for_number("+12025550113").name, "fax");
         assert_eq!(for_number("+12025550114").name, "asks-for-person");
         assert_eq!(for_number("+12025550115").name, "keypad");
+    }
+
+    #[test]
+    fn every_persona_has_a_number_that_picks_it() {
+        for p in PERSONAS {
+            let number = number_of(p.name).unwrap();
+            assert_eq!(for_number(&number).name, p.name);
+        }
+        assert_eq!(number_of("nobody"), None);
     }
 
     #[test]

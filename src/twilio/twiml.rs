@@ -35,6 +35,19 @@ pub(crate) fn apology() -> String {
     )
 }
 
+/// Say `words`, then hang up: the answer to a call the server cannot take.
+pub(crate) fn say_and_hang_up(words: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>{}</Say><Hangup/></Response>"#,
+        escape(words)
+    )
+}
+
+/// A document that changes nothing (Twilio asked again for TwiML it is already running).
+pub(crate) fn empty() -> String {
+    r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#.to_string()
+}
+
 /// XML-escape text for attribute values and element content.
 pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -75,5 +88,14 @@ mod tests {
             doc.contains(r#"value="a&quot;b&lt;c&gt;&amp;&apos;d""#),
             "{doc}"
         );
+    }
+
+    #[test]
+    fn a_refusal_says_its_words_then_hangs_up() {
+        assert_eq!(
+            say_and_hang_up("Busy <now> & later."),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>Busy &lt;now&gt; &amp; later.</Say><Hangup/></Response>"
+        );
+        assert!(empty().ends_with("<Response/>"));
     }
 }

@@ -11,4 +11,5 @@ mod doctor;
 mod fail_closed;
 mod faults;
 mod helpers;
+mod serve;
 mod voice;

@@ -1,7 +1,10 @@
 //! One call's life, from `queued` to its final status: dialling as the callee's persona
 //! dictates (busy, failed, no answer, answered after ringing), status callbacks delivered in
 //! order, answering-machine detection, TwiML execution (inline, fetched from `Url`, redirects,
-//! `<Connect>` actions), the time limit, and hang-ups requested through the REST API.
+//! `<Connect>` actions), the time limit, and hang-ups requested through the REST API. An
+//! inbound call ([`ring`]) is the same life seen from the number called: the persona is the
+//! caller, the number's Voice URL is asked for TwiML while the call rings, and the number's
+//! status callback hears only the end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +67,8 @@ pub(super) struct CallSpec {
     pub timeout: Duration,
     pub time_limit: Duration,
     pub amd: Option<Amd>,
+    /// A call to one of the account's numbers, from the persona of `from`.
+    pub inbound: bool,
 }
 
 /// Simulated network delays.
@@ -85,12 +90,19 @@ pub(super) fn place(shared: &Arc<Shared>, spec: CallSpec) -> String {
     let (redirect_tx, redirect_rx) = mpsc::unbounded_channel();
     let hangup = shared.shutdown.child_token();
     let (ended, _) = watch::channel(false);
+    let (settled, _) = watch::channel(false);
     let entry = CallEntry {
         record: SimCall {
             sid: sid.clone(),
             to: spec.to.clone(),
             from: spec.from.clone(),
-            status: "queued".into(),
+            status: if spec.inbound { "ringing" } else { "queued" }.into(),
+            direction: if spec.inbound {
+                "inbound"
+            } else {
+                "outbound-api"
+            }
+            .into(),
             created_at: Some(std::time::Instant::now()),
             ..SimCall::default()
         },
@@ -99,13 +111,18 @@ pub(super) fn place(shared: &Arc<Shared>, spec: CallSpec) -> String {
         start_time: None,
         end_time: None,
         duration: None,
-        phone_number_sid: shared.owned.get(&spec.from).cloned(),
+        // The number of ours the call is from, or for an inbound call the one it is to.
+        phone_number_sid: shared
+            .owned
+            .get(if spec.inbound { &spec.to } else { &spec.from })
+            .cloned(),
         amd: spec.amd.is_some(),
         ctl: CallControl {
             hangup: hangup.clone(),
             end_reason: None,
             redirect: redirect_tx,
             ended,
+            settled,
         },
     };
     {
@@ -126,6 +143,61 @@ pub(super) fn place(shared: &Arc<Shared>, spec: CallSpec) -> String {
     ));
     sid
 }
+
+/// Ring one of the account's numbers as an inbound caller: the persona of `From` calls, the
+/// Voice URL (POST) is asked for TwiML, and the status callback hears the end. Returns the
+/// call SID, or why the call cannot be rung.
+pub(super) fn ring(shared: &Arc<Shared>, incoming: super::Incoming) -> Result<String, String> {
+    let url = Url::parse(&incoming.url).map_err(|e| format!("Url {:?}: {e}", incoming.url))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("Url {:?} is not http(s)", incoming.url));
+    }
+    let to = match incoming.to {
+        Some(to) => super::number::e164(&to).ok_or_else(|| format!("To {to:?} is not a number"))?,
+        None => shared
+            .config
+            .numbers
+            .first()
+            .and_then(|n| super::number::e164(n))
+            .ok_or("the account has no number to ring")?,
+    };
+    if !shared.owned.contains_key(&to) {
+        return Err(format!("To {to} is not a number of the account"));
+    }
+    let status_callback = match incoming.status_callback {
+        None => None,
+        Some(cb) => {
+            Url::parse(&cb).map_err(|e| format!("StatusCallback {cb:?}: {e}"))?;
+            Some(Hook {
+                url: cb,
+                method: "POST".into(),
+            })
+        }
+    };
+    let spec = CallSpec {
+        to,
+        from: incoming.from,
+        source: Source::Url(Hook {
+            url: incoming.url,
+            method: "POST".into(),
+        }),
+        fallback: None,
+        status_callback,
+        // A number's status callback is told of the end only.
+        events: Events {
+            completed: true,
+            ..Events::default()
+        },
+        timeout: Duration::ZERO,
+        time_limit: INBOUND_TIME_LIMIT,
+        amd: None,
+        inbound: true,
+    };
+    Ok(place(shared, spec))
+}
+
+/// Twilio's longest call: an inbound call has no `TimeLimit` of its own.
+const INBOUND_TIME_LIMIT: Duration = Duration::from_secs(4 * 3600);
 
 /// How a call ended.
 struct Outcome {
@@ -173,6 +245,7 @@ async fn run(
     );
     shared.with_call(&sid, |c| c.ctl.ended.send_replace(true));
     status.finish().await;
+    shared.with_call(&sid, |c| c.ctl.settled.send_replace(true));
 }
 
 async fn lifecycle(
@@ -183,6 +256,9 @@ async fn lifecycle(
     redirects: &mut mpsc::UnboundedReceiver<Source>,
     status: &mut StatusQueue,
 ) -> Outcome {
+    if spec.inbound {
+        return incoming(shared, sid, spec, hangup, redirects).await;
+    }
     let persona = personas::for_number(&spec.to);
     let canceled = || Outcome {
         status: "canceled",
@@ -286,6 +362,41 @@ async fn lifecycle(
     }
 }
 
+/// An inbound call: the caller (the persona of `From`) is on the line from the start; the
+/// Voice URL's TwiML answers it. Twilio asks for that TwiML while the call rings and the call
+/// is `in-progress` once its TwiML runs; the number's status callback subscribes to the end
+/// only. The talk time counts from the answer.
+async fn incoming(
+    shared: &Arc<Shared>,
+    sid: &str,
+    spec: &CallSpec,
+    hangup: &CancellationToken,
+    redirects: &mut mpsc::UnboundedReceiver<Source>,
+) -> Outcome {
+    let persona = personas::for_number(&spec.from);
+    let now = shared.now();
+    shared.with_call(sid, |c| {
+        c.start_time = Some(now);
+        c.date_updated = now;
+    });
+    let answered_at = tokio::time::Instant::now();
+    let line = line::spawn(shared.clone(), sid.to_string(), persona);
+    let ended_by = tokio::select! {
+        reason = execute(shared, sid, spec, persona, &line, redirects) => reason,
+        _ = hangup.cancelled() => end_reason(shared, sid),
+        _ = shared.scale().sleep(spec.time_limit) => "time-limit",
+    };
+    let talk = shared.simulated(answered_at.elapsed()).as_secs();
+    shared.with_call(sid, |c| c.duration = Some(talk));
+    line.finish().await;
+    Outcome {
+        status: "completed",
+        sip: 200,
+        ended_by,
+        answered: true,
+    }
+}
+
 /// Sleep for a simulated duration unless the call is hung up first (then `false`).
 async fn wait(shared: &Shared, d: Duration, hangup: &CancellationToken) -> bool {
     tokio::select! {
@@ -321,7 +432,7 @@ fn call_params(shared: &Shared, sid: &str, call_status: &str) -> Vec<(String, St
                 ("CallStatus".to_string(), call_status.to_string()),
                 ("Called".to_string(), c.record.to.clone()),
                 ("Caller".to_string(), c.record.from.clone()),
-                ("Direction".to_string(), "outbound-api".to_string()),
+                ("Direction".to_string(), c.record.direction.clone()),
                 ("From".to_string(), c.record.from.clone()),
                 ("To".to_string(), c.record.to.clone()),
             ];
@@ -532,7 +643,12 @@ async fn execute(
         let (text, base) = match &source {
             Source::Inline(t) => (t.clone(), None),
             Source::Url(hook) => {
-                let mut params = call_params(shared, sid, "in-progress");
+                // An inbound call rings until its first TwiML runs.
+                let ringing = shared
+                    .with_call(sid, |c| c.record.status == "ringing")
+                    .unwrap_or(false);
+                let status = if ringing { "ringing" } else { "in-progress" };
+                let mut params = call_params(shared, sid, status);
                 params.append(&mut extra);
                 match fetch(shared, sid, hook, fallback.take(), params).await {
                     Some(text) => (text, Url::parse(&hook.url).ok()),
@@ -541,6 +657,12 @@ async fn execute(
             }
         };
         shared.with_call(sid, |c| c.record.twiml = Some(text.clone()));
+        if shared
+            .with_call(sid, |c| c.record.status == "ringing")
+            .unwrap_or(false)
+        {
+            set_status(shared, sid, "in-progress");
+        }
         let doc = match twiml::parse(&text) {
             Ok(doc) => doc,
             Err(e) => {

@@ -228,6 +228,8 @@ pub struct SimCall {
     pub sid: String,
     pub to: String,
     pub from: String,
+    /// `outbound-api` for calls created through the API, `inbound` for calls rung in.
+    pub direction: String,
     /// The resource status: queued, ringing, in-progress, completed, busy, failed, no-answer,
     /// canceled.
     pub status: String,
@@ -310,6 +312,29 @@ impl StreamRecord {
         }
         self.timeline.push(event);
     }
+}
+
+/// The path of the simulator's own control that rings a number of the account (not Twilio's).
+pub const RING_PATH: &str = "/_sim/ring";
+
+/// An inbound call to ring: who calls (the persona of `from`), which number of the account
+/// (the first when `None`), its Voice URL and status callback as set on that number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The Voice URL, asked with POST.
+    pub url: String,
+    /// The caller; `+1NXX55501YY` picks the persona, as for a call placed to it.
+    pub from: String,
+    pub to: Option<String>,
+    pub status_callback: Option<String>,
+}
+
+/// Wait until the call has its final status and its status callbacks were sent (its record
+/// then).
+async fn wait_ended(shared: &Shared, sid: &str) -> Option<SimCall> {
+    let mut settled = shared.with_call(sid, |c| c.ctl.settled.subscribe())?;
+    let _ = settled.wait_for(|done| *done).await;
+    shared.with_call(sid, |c| c.record.clone())
 }
 
 /// A running fake Twilio. Dropping it leaves its tasks running until `shutdown` is cancelled.
@@ -423,6 +448,17 @@ impl FakeTwilio {
         self.shared.lock().unavailable_until = Some(until);
     }
 
+    /// Ring one of the account's numbers as an inbound caller (see [`Incoming`]); the call's
+    /// SID, or why it cannot be rung.
+    pub fn ring(&self, incoming: Incoming) -> Result<String, String> {
+        calls::ring(&self.shared, incoming)
+    }
+
+    /// Wait until a call has its final status; its record then.
+    pub async fn wait_ended(&self, sid: &str) -> Option<SimCall> {
+        wait_ended(&self.shared, sid).await
+    }
+
     /// Wait until no call is in progress: every call has its final status and all its
     /// callbacks were delivered.
     pub async fn wait_idle(&self) {
@@ -490,6 +526,8 @@ struct CallControl {
     redirect: mpsc::UnboundedSender<calls::Source>,
     /// Becomes true once the call has its final status.
     ended: watch::Sender<bool>,
+    /// Becomes true once, after that, its status callbacks were sent too.
+    settled: watch::Sender<bool>,
 }
 
 impl Shared {

@@ -262,6 +262,9 @@ async fn route(
     authorized: bool,
     params: &[(String, String)],
 ) -> (Result<Reply, ApiError>, Option<RestFault>) {
+    if path == super::RING_PATH {
+        return (ring(shared, method, authorized, params).await, None);
+    }
     let segments: Vec<&str> = path.split('/').collect();
     let ["", API, "Accounts", account, rest @ ..] = segments.as_slice() else {
         return (Err(ApiError::not_found(path)), None);
@@ -306,6 +309,61 @@ async fn route(
         _ => calls_api(shared, method, path, rest, &Params(params)).await,
     };
     (reply, fault)
+}
+
+/// `POST /_sim/ring`, the simulator's own control (Twilio has nothing like it): ring one of the
+/// account's numbers as an inbound caller, wait for the call to end, and answer with what
+/// happened on it. Authenticated like the REST API.
+async fn ring(
+    shared: &Arc<Shared>,
+    method: &str,
+    authorized: bool,
+    params: &[(String, String)],
+) -> Result<Reply, ApiError> {
+    if !authorized {
+        return Err(ApiError::unauthenticated());
+    }
+    if method != "POST" {
+        return Err(ApiError {
+            status: 405,
+            code: 20004,
+            message: "Method not allowed".into(),
+        });
+    }
+    let p = Params(params);
+    let incoming = super::Incoming {
+        url: p.get("Url").unwrap_or_default().to_string(),
+        from: p.get("From").unwrap_or_default().to_string(),
+        to: p.get("To").map(str::to_string),
+        status_callback: p.get("StatusCallback").map(str::to_string),
+    };
+    let sid = calls::ring(shared, incoming).map_err(|e| ApiError::bad(21205, e))?;
+    let call = super::wait_ended(shared, &sid)
+        .await
+        .ok_or_else(|| ApiError::server(500))?;
+    Ok(Reply {
+        status: 200,
+        body: summary(&call),
+        call_sid: Some(sid),
+    })
+}
+
+/// What happened on a call, for whoever rang it.
+fn summary(call: &super::SimCall) -> Value {
+    let stream = call.stream.as_ref();
+    json!({
+        "sid": call.sid,
+        "from": call.from,
+        "to": call.to,
+        "status": call.status,
+        "ended_by": call.ended_by,
+        "twiml": call.twiml,
+        "stream_opened": stream.is_some_and(|s| s.handshake_status == Some(101)),
+        "said": stream.map(|s| s.said.clone()).unwrap_or_default(),
+        "heard": stream.map(|s| s.heard.clone()).unwrap_or_default(),
+        "status_callbacks": call.callbacks.iter().map(|c| json!({"event": c.event, "http_status": c.http_status})).collect::<Vec<_>>(),
+        "errors": call.errors,
+    })
 }
 
 /// The fault for a request of `kind`: an outage first, then the first `fail_next` rule.
@@ -693,6 +751,7 @@ fn validate_create(shared: &Shared, p: &Params) -> Result<CallSpec, ApiError> {
         timeout: Duration::from_secs(timeout),
         time_limit: Duration::from_secs(time_limit),
         amd,
+        inbound: false,
     })
 }
 
@@ -997,7 +1056,7 @@ fn resource(shared: &Shared, c: &CallEntry) -> Value {
         "duration": c.duration.map(|d| d.to_string()),
         "price": price,
         "price_unit": "USD",
-        "direction": "outbound-api",
+        "direction": c.record.direction,
         "answered_by": c.record.answered_by,
         "api_version": API,
         "forwarded_from": null,

@@ -1731,3 +1731,97 @@ async fn a_stalled_call_stays_in_progress_after_the_stream_closes_until_hung_up(
     let call = f.ended(&sid).await;
     assert_eq!(call.ended_by.as_deref(), Some("api"));
 }
+
+// ---- inbound calls ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_rung_number_asks_its_voice_url_while_ringing_and_tells_its_status_callback_the_end() {
+    let f = fixture().await;
+    let hooks = Hooks::start().await;
+    hooks.serve("/voice", "<Response><Say>Hello there.</Say></Response>");
+    let sid = f
+        .twilio
+        .ring(super::Incoming {
+            url: hooks.url("/voice"),
+            from: "+12025550109".into(),
+            to: None,
+            status_callback: Some(hooks.url("/status")),
+        })
+        .unwrap();
+    let call = f.twilio.wait_ended(&sid).await.unwrap();
+    assert_eq!(
+        (
+            call.direction.as_str(),
+            call.to.as_str(),
+            call.from.as_str()
+        ),
+        ("inbound", FROM, "+12025550109")
+    );
+    assert_eq!(
+        (call.status.as_str(), call.ended_by.as_deref()),
+        ("completed", Some("twiml"))
+    );
+    let fetch = &hooks.at("/voice")[0];
+    assert_eq!(fetch.method, "POST");
+    assert!(fetch.signed_correctly(f.twilio.auth_token()));
+    for (name, value) in [
+        ("CallSid", sid.as_str()),
+        ("AccountSid", f.twilio.account_sid()),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("From", "+12025550109"),
+        ("To", FROM),
+        ("ApiVersion", "2010-04-01"),
+    ] {
+        assert_eq!(fetch.param(name), Some(value), "{name}");
+    }
+    // The number's status callback subscribes to the end only.
+    let status = hooks.at("/status");
+    assert_eq!(status.len(), 1);
+    assert!(status[0].signed_correctly(f.twilio.auth_token()));
+    assert_eq!(status[0].param("CallStatus"), Some("completed"));
+    assert_eq!(status[0].param("Direction"), Some("inbound"));
+    assert!(status[0].param("CallDuration").is_some());
+    // The resource says which way the call went.
+    let (_, body) = f.fetch(&sid).await;
+    assert_eq!(body["direction"], "inbound");
+}
+
+#[tokio::test]
+async fn ringing_from_another_process_waits_for_the_end_and_refuses_bad_requests() {
+    let f = fixture().await;
+    let hooks = Hooks::start().await;
+    hooks.serve("/voice", "<Response><Say>Hi.</Say><Hangup/></Response>");
+    let url = format!("{}{}", f.twilio.base_url(), super::RING_PATH);
+    // `send` signs in with the account's credentials.
+    let ring = |form: Vec<(&'static str, String)>| f.http.post(&url).form(&form);
+    let (status, body) = f
+        .send(ring(vec![
+            ("Url", hooks.url("/voice")),
+            ("From", "+12025550100".into()),
+        ]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["ended_by"], "twiml");
+    assert_eq!(body["stream_opened"], false);
+    assert!(body["twiml"].as_str().unwrap().contains("<Say>Hi.</Say>"));
+    let anonymous = f
+        .http
+        .post(&url)
+        .form(&[("Url", hooks.url("/voice"))])
+        .basic_auth(f.twilio.account_sid(), Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let (status, body) = f.send(ring(vec![("Url", "not a url".into())])).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = f
+        .send(ring(vec![
+            ("Url", hooks.url("/voice")),
+            ("To", "+12025550100".into()),
+        ]))
+        .await;
+    assert_eq!(status, 400, "a number the account does not own: {body}");
+}

@@ -38,8 +38,9 @@ pub enum Command {
     Call(CallArgs),
     /// Work through a CSV of leads: pacing, retries, calling hours, do-not-call, resume.
     Campaign(CampaignArgs),
-    /// Answer incoming calls with the agent and serve Twilio's webhooks until Ctrl-C or SIGTERM
-    /// (which drains: live calls finish, new ones are turned away).
+    /// Answer incoming calls with the agent, serve Twilio's webhooks and the call API
+    /// (`/api/calls`) until Ctrl-C or SIGTERM (which drains: live calls finish, new ones are
+    /// turned away).
     Serve(ServeArgs),
     /// Check every setting against Twilio and AssemblyAI, and that PUBLIC_URL reaches this
     /// machine: one line per check; the exit code is 7 when any check failed.
@@ -131,6 +132,9 @@ pub struct CallArgs {
     pub server: ServerArgs,
 
     #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    #[command(flatten)]
     pub agent: AgentArgs,
 
     /// Seconds to let it ring before giving up (15–600).
@@ -168,6 +172,9 @@ pub struct CampaignArgs {
 
     #[command(flatten)]
     pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 
     /// Campaign file: the agent and the campaign's rules (default: the CSV's name with .toml).
     #[arg(long, visible_alias = "agent", value_name = "FILE")]
@@ -215,6 +222,15 @@ pub struct SimulatorsArgs {
     /// /twilio/status).
     #[arg(long, value_name = "URL", requires = "ring")]
     pub status_callback: Option<String>,
+}
+
+/// Placing calls through a `dialer serve` instead of this machine's Twilio account.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RemoteArgs {
+    /// Place the calls through the call API of a `dialer serve` at this URL
+    /// (DIALER_SERVER; its key in DIALER_API_KEY).
+    #[arg(long = "server", value_name = "URL")]
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -53,7 +53,7 @@ impl Direction {
 }
 
 /// Who ended the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndedBy {
     /// The callee hung up (or the call never connected: busy, no answer, failed).
@@ -71,68 +71,69 @@ pub enum EndedBy {
 }
 
 /// A campaign disposition the agent recorded with `record_outcome`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disposition {
     pub name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub notes: String,
 }
 
 /// An error attached to an outcome: Twilio or Voice Agent code when there is one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeError {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     pub message: String,
 }
 
 /// How a call ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// The other party: the number called, or for an inbound call the caller.
     pub to: String,
     pub direction: Direction,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_sid: Option<String>,
     pub status: FinalStatus,
     /// Seconds the call was connected (Twilio's `CallDuration`), when it was answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_by: Option<AnsweredBy>,
     pub ended_by: EndedBy,
     /// Why it ended, in words (`"agent said goodbye"`, `"busy"`, `"time limit of 600 s"`).
     pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<OutcomeError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<Disposition>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub opted_out: bool,
     pub transcript: Vec<TranscriptLine>,
     /// Each time the agent's connection was lost mid-call and came back.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reconnects: Vec<AgentReconnect>,
     /// A machine answered: `voicemail-left` (the message was spoken after the beep),
     /// `voicemail` (no message left) or `fax`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<MachineEnd>,
     /// The agent handed the call to a person.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferOutcome>,
     /// How long the callee waited for the agent.
-    #[serde(skip_serializing_if = "CallLatency::is_empty")]
+    #[serde(default, skip_serializing_if = "CallLatency::is_empty")]
     pub latency: CallLatency,
     /// Twilio's recording of the call (`--record`), as its status callbacks described it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<TwilioRecording>,
     /// The stereo WAV written on this machine (`--record`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_recording: Option<LocalRecording>,
 }
 
 /// How long the callee waited for the agent on one call, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CallLatency {
     /// The agent's setup: connection open → `session.ready` (the call's first session).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,7 +177,7 @@ impl CallLatency {
 }
 
 /// Twilio's recording of a call (`Record=true`), from its `RecordingStatusCallback`s.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TwilioRecording {
     /// `RE…`.
     pub sid: String,
@@ -200,11 +201,11 @@ impl TwilioRecording {
 }
 
 /// The recording written on this machine: callee left, agent right, 8 kHz.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalRecording {
     pub path: String,
     /// Audio frames the writer could not keep up with (dropped, never waited for).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub frames_dropped: u64,
 }
 
@@ -213,7 +214,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// The agent's connection was lost mid-call and the conversation went on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentReconnect {
     /// The same session came back (`session.resume`); otherwise a new one carried the
     /// conversation so far in its prompt.
@@ -264,7 +265,7 @@ impl Outcome {
 }
 
 /// Something that happened on one call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum CallEvent {
     /// The create request is about to be sent.
@@ -381,5 +382,152 @@ mod tests {
             (&v["status"], &v["answered_by"]),
             (&json!("no-answer"), &json!("fax"))
         );
+    }
+
+    /// The remote dialer reads back exactly what the server wrote: every kind of event, with
+    /// every optional part present and absent.
+    #[test]
+    fn every_event_reads_back_as_it_was_written() {
+        let to = "+12025550100".to_string();
+        let line = TranscriptLine {
+            speaker: Speaker::Agent,
+            text: "Hi \"Ana\"\n…".into(),
+            at_ms: 1500,
+            interrupted: true,
+            latency_ms: Some(640),
+        };
+        let recording = TwilioRecording {
+            sid: "RE1".into(),
+            status: "completed".into(),
+            url: Some("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1".into()),
+            duration_secs: Some(41),
+            channels: Some(2),
+        };
+        let mut full = Outcome::sample(&to, FinalStatus::Completed, EndedBy::TimeLimit);
+        full.duration_secs = Some(42);
+        full.answered_by = Some(AnsweredBy::from("machine_end_other"));
+        full.reason = "time limit".into();
+        full.error = Some(OutcomeError {
+            code: Some("3005".into()),
+            message: "agent lost".into(),
+        });
+        full.disposition = Some(Disposition {
+            name: "confirmed".into(),
+            notes: "Tuesday".into(),
+        });
+        full.opted_out = true;
+        full.transcript = vec![line.clone()];
+        full.reconnects = vec![AgentReconnect {
+            resumed: false,
+            gap_ms: 900,
+            cause: "reset".into(),
+        }];
+        full.machine = Some(MachineEnd::VoicemailLeft);
+        full.transfer = Some(TransferOutcome {
+            to: "+12025550150".into(),
+            reason: "wants a person".into(),
+            answered: Some(true),
+            dial_status: Some("completed".into()),
+            dial_duration_secs: Some(30),
+        });
+        full.latency = CallLatency::new(Some(180), vec![640, 700, 910]);
+        full.recording = Some(recording.clone());
+        full.local_recording = Some(LocalRecording {
+            path: "recordings/CA1.wav".into(),
+            frames_dropped: 2,
+        });
+        let mut fax = Outcome::sample(&to, FinalStatus::Completed, EndedBy::Callee);
+        fax.machine = Some(MachineEnd::Fax);
+        let mut unanswered = fax.clone();
+        unanswered.machine = Some(MachineEnd::Voicemail);
+        unanswered.transfer = Some(TransferOutcome {
+            to: "sip:desk@pbx.example.com".into(),
+            reason: String::new(),
+            answered: None,
+            dial_status: None,
+            dial_duration_secs: None,
+        });
+        let mut bare = Outcome::sample(&to, FinalStatus::NoAnswer, EndedBy::Network);
+        bare.call_sid = None;
+        let events = vec![
+            CallEvent::Dialing { to: to.clone() },
+            CallEvent::Created {
+                to: to.clone(),
+                call_sid: "CA1".into(),
+                direction: crate::events::Direction::Outbound,
+            },
+            CallEvent::Status {
+                to: to.clone(),
+                status: CallStatus::from("held"),
+            },
+            CallEvent::AnsweredBy {
+                to: to.clone(),
+                answered_by: AnsweredBy::Human,
+            },
+            CallEvent::Connected {
+                to: to.clone(),
+                session_id: "s".into(),
+                setup_ms: 180,
+            },
+            CallEvent::Recording {
+                to: to.clone(),
+                recording,
+            },
+            CallEvent::Partial {
+                to: to.clone(),
+                text: "Sorry wh".into(),
+            },
+            CallEvent::Line {
+                to: to.clone(),
+                line,
+            },
+            CallEvent::Tool {
+                to: to.clone(),
+                name: "record_outcome".into(),
+                arguments: json!({"disposition": "confirmed", "n": [1, 2.5, null]}),
+                ok: false,
+            },
+            CallEvent::Disposition {
+                to: to.clone(),
+                disposition: Disposition {
+                    name: "voicemail".into(),
+                    notes: String::new(),
+                },
+            },
+            CallEvent::Keypad {
+                to: to.clone(),
+                keys: "1#".into(),
+            },
+            CallEvent::Transferring {
+                to: to.clone(),
+                target: "+12025550150".into(),
+                reason: "asked for a person".into(),
+            },
+            CallEvent::Ended {
+                outcome: Box::new(fax),
+            },
+            CallEvent::Ended {
+                outcome: Box::new(unanswered),
+            },
+            CallEvent::Reconnected {
+                to: to.clone(),
+                reconnect: AgentReconnect {
+                    resumed: true,
+                    gap_ms: 3,
+                    cause: "1011".into(),
+                },
+            },
+            CallEvent::Ended {
+                outcome: Box::new(full),
+            },
+            CallEvent::Ended {
+                outcome: Box::new(bare),
+            },
+        ];
+        for event in events {
+            let text = serde_json::to_string(&event).unwrap();
+            let back: CallEvent = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, event, "{text}");
+        }
     }
 }

@@ -17,7 +17,10 @@
 //! - [`call`]: one call's state machine, the audio bridge, the service that places calls.
 //! - [`recording`]: `--record`: Twilio's recording callbacks, and the local stereo WAV.
 //! - [`campaign`]: many calls from a CSV of leads, paced, retried, persisted.
-//! - [`server`]: the webhook and Media Stream server (the only module that knows warp).
+//! - [`server`]: the webhook and Media Stream server, and the call API (the only module that
+//!   knows warp).
+//! - [`remote`]: a [`call::dialer::Dialer`] that places calls through another `dialer serve`'s
+//!   call API.
 //! - [`inbound`]: calls Twilio brings to `dialer serve`: who may call in, the agent they reach,
 //!   the drain before shutdown.
 //! - [`metrics`]: the process's counters, lock-free, and their Prometheus text.
@@ -47,6 +50,7 @@ pub mod phone;
 #[cfg(test)]
 mod props;
 pub mod recording;
+pub mod remote;
 pub mod report;
 pub mod secret;
 pub(crate) mod server;

@@ -33,6 +33,11 @@ pub const NAMES: &[&str] = &[
     "MAX_CALLS",
     "DRAIN",
     "DNC_FILE",
+    "DIALER_API_KEY",
+    "DIALER_SERVER",
+    "API_RATE_LIMIT",
+    "CALLING_WINDOW",
+    "CALLING_TIMEZONE",
 ];
 
 /// Where `dialer call --record` writes its WAV files when `RECORDINGS_DIR` is not set.
@@ -98,7 +103,35 @@ pub struct RawSettings {
     pub drain: Option<String>,
     /// `dialer serve`: the do-not-call list inbound callers' opt-outs are written to.
     pub dnc_file: Option<String>,
+    /// The call API's bearer key: `serve` requires it, `--server` clients send it.
+    pub dialer_api_key: Option<String>,
+    /// A `dialer serve` to place calls through (`--server`).
+    pub dialer_server: Option<String>,
+    /// Call API requests per minute per key.
+    pub api_rate_limit: Option<String>,
+    /// The server's calling hours for API calls: `09:00-20:00 mon-sat`.
+    pub calling_window: Option<String>,
+    /// The zone of `CALLING_WINDOW`, for a call whose request names none.
+    pub calling_timezone: Option<String>,
 }
+
+/// What `serve` needs for the call API, checked.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `None` only when no `DIALER_API_KEY` is set; `serve` then refuses to listen beyond
+    /// loopback.
+    pub key: Option<Secret>,
+    /// Requests per minute per key; also the burst.
+    pub rate_per_minute: u32,
+    pub max_calls: usize,
+    pub dnc_file: Option<PathBuf>,
+    pub window: Option<(
+        crate::campaign::window::CallingWindow,
+        Option<chrono_tz::Tz>,
+    )>,
+}
+
+pub const DEFAULT_API_RATE_LIMIT: u32 = 120;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -165,6 +198,104 @@ impl RawSettings {
                 .filter(|d| !d.is_empty())
                 .unwrap_or(DEFAULT_RECORDINGS_DIR),
         )
+    }
+
+    /// `DIALER_API_KEY`, when set to something.
+    pub fn api_key(&self) -> Option<Secret> {
+        self.dialer_api_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(Secret::new)
+    }
+
+    /// `DIALER_SERVER` (or `--server`), checked: an `http(s)://` base URL.
+    pub fn server(&self) -> Result<Option<url::Url>, SettingsError> {
+        let Some(value) = self.dialer_server.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let checked = check_url("DIALER_SERVER", value, &["https", "http"])?;
+        let url = url::Url::parse(&checked).map_err(|e| SettingsError::Invalid {
+            name: "DIALER_SERVER",
+            why: e.to_string(),
+        })?;
+        // The URL is shown in messages; the key travels in DIALER_API_KEY, never in it.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(SettingsError::Invalid {
+                name: "DIALER_SERVER",
+                why: "must not carry credentials; put the server's key in DIALER_API_KEY".into(),
+            });
+        }
+        Ok(Some(url))
+    }
+
+    /// The call API's settings, checked.
+    pub fn api(&self) -> Result<ApiSettings, SettingsError> {
+        let number = |name: &'static str, value: Option<&str>, default: u64, max: u64| match value
+            .map(str::trim)
+        {
+            None | Some("") => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| SettingsError::Invalid {
+                    name,
+                    why: format!("'{}' is not a whole number from 1 to {max}", printable(v)),
+                }),
+        };
+        let rate = number(
+            "API_RATE_LIMIT",
+            self.api_rate_limit.as_deref(),
+            DEFAULT_API_RATE_LIMIT.into(),
+            1_000_000,
+        )?;
+        // One limit for every live call of the server, placed through the API or brought in.
+        let max_calls = self.max_calls()?;
+        let zone = match self.calling_timezone.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(z) => Some(
+                z.parse::<chrono_tz::Tz>()
+                    .map_err(|_| SettingsError::Invalid {
+                        name: "CALLING_TIMEZONE",
+                        why: format!(
+                            "'{}' is not an IANA time zone such as America/Chicago",
+                            printable(z)
+                        ),
+                    })?,
+            ),
+        };
+        let window =
+            match self.calling_window.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(w) => {
+                    let mut parts = w.split_whitespace();
+                    let hours = parts.next().unwrap_or_default();
+                    let days: Vec<String> = parts.map(str::to_string).collect();
+                    let days = if days.is_empty() {
+                        vec!["mon-sun".to_string()]
+                    } else {
+                        days
+                    };
+                    let window = crate::campaign::window::CallingWindow::parse(hours, &days)
+                        .map_err(|why| SettingsError::Invalid {
+                            name: "CALLING_WINDOW",
+                            why: format!("{why} (e.g. \"09:00-20:00 mon-sat\")"),
+                        })?;
+                    Some((window, zone))
+                }
+            };
+        Ok(ApiSettings {
+            key: self.api_key(),
+            rate_per_minute: u32::try_from(rate).unwrap_or(u32::MAX),
+            max_calls,
+            // The server's one list: inbound opt-outs and API calls' opt-outs go to it.
+            dnc_file: Some(self.dnc_file()),
+            window,
+        })
     }
 
     /// `MAX_CALLS`, or what this machine carries: 500 live calls per core.
@@ -619,6 +750,83 @@ mod tests {
     }
 
     #[test]
+    fn the_server_url_is_checked_and_carries_no_credentials() {
+        let raw = |v: &str| RawSettings {
+            dialer_server: Some(v.into()),
+            ..RawSettings::default()
+        };
+        assert_eq!(
+            raw("http://127.0.0.1:8080/")
+                .server()
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/"
+        );
+        assert_eq!(raw("  ").server().unwrap(), None);
+        for bad in ["ftp://x", "not a url", "https://k:secret@example.com"] {
+            let e = raw(bad).server().unwrap_err().to_string();
+            assert!(e.starts_with("DIALER_SERVER is invalid"), "{e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn api_settings_are_checked_and_named() {
+        let api = RawSettings::default().api().unwrap();
+        assert_eq!(
+            (api.rate_per_minute, api.max_calls),
+            (120, default_max_calls())
+        );
+        assert_eq!(api.dnc_file, Some(PathBuf::from(DEFAULT_DNC_FILE)));
+        assert!(api.key.is_none() && api.window.is_none());
+        let raw = RawSettings {
+            dialer_api_key: Some(" k ".into()),
+            calling_window: Some("09:00-17:00 mon-fri".into()),
+            calling_timezone: Some("America/Chicago".into()),
+            max_calls: Some("3".into()),
+            ..RawSettings::default()
+        };
+        let api = raw.api().unwrap();
+        assert_eq!(api.key.unwrap().expose(), "k");
+        assert_eq!(api.max_calls, 3);
+        assert_eq!(api.window.unwrap().1, Some(chrono_tz::America::Chicago));
+        for (raw, name) in [
+            (
+                RawSettings {
+                    max_calls: Some("0".into()),
+                    ..RawSettings::default()
+                },
+                "MAX_CALLS",
+            ),
+            (
+                RawSettings {
+                    api_rate_limit: Some("x".into()),
+                    ..RawSettings::default()
+                },
+                "API_RATE_LIMIT",
+            ),
+            (
+                RawSettings {
+                    calling_window: Some("9-5".into()),
+                    ..RawSettings::default()
+                },
+                "CALLING_WINDOW",
+            ),
+            (
+                RawSettings {
+                    calling_timezone: Some("Mars/X".into()),
+                    ..RawSettings::default()
+                },
+                "CALLING_TIMEZONE",
+            ),
+        ] {
+            let e = raw.api().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{name} is invalid")), "{e}");
+        }
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug() {
         let sources = Sources {
             env: full_env(),
@@ -762,6 +970,7 @@ mod tests {
             max_calls: pick("100"),
             drain: pick("60s"),
             dnc_file: pick("dnc.txt"),
+            ..RawSettings::default()
         }
     }
 

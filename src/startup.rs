@@ -9,8 +9,9 @@ use crate::cli::ServerArgs;
 use crate::error::AppError;
 use crate::inbound::Reception;
 use crate::metrics::Metrics;
-use crate::server::{self, ServerState};
-use crate::settings::{RawSettings, Settings, Sources};
+use crate::server::desk::{Desk, DeskConfig};
+use crate::server::{self, Api, ApiSlot, ServerState};
+use crate::settings::{ApiSettings, RawSettings, Settings, Sources};
 use crate::shutdown::Shutdown;
 use crate::twilio::TwilioClient;
 use crate::webhooks::PublicUrls;
@@ -78,6 +79,17 @@ impl Startup {
     /// else `recordings`.
     pub fn recordings_dir(&self, flag: Option<&std::path::Path>) -> std::path::PathBuf {
         flag.map_or_else(|| self.raw.recordings_dir(), std::path::Path::to_path_buf)
+    }
+
+    /// The call API's settings (`serve`).
+    pub fn api_settings(&self) -> Result<ApiSettings, AppError> {
+        Ok(self.raw.api()?)
+    }
+
+    /// The `dialer serve` to place calls through (`--server`, `DIALER_SERVER`), and the key
+    /// to send it.
+    pub fn remote(&self) -> Result<Option<(url::Url, Option<crate::secret::Secret>)>, AppError> {
+        Ok(self.raw.server()?.map(|url| (url, self.raw.api_key())))
     }
 
     /// What `dialer serve` needs beyond the server: `MAX_CALLS`, `DRAIN`, `DNC_FILE`.
@@ -177,6 +189,7 @@ pub struct App {
     pub reception: Arc<Reception>,
     server_token: CancellationToken,
     server: JoinHandle<()>,
+    api: ApiSlot,
 }
 
 impl App {
@@ -200,6 +213,7 @@ impl App {
             settings.public_url.clone()
         });
         let registry = Arc::new(Registry::new());
+        let api = ApiSlot::default();
         // Random, so that two processes (a restart, another machine behind the same tunnel)
         // never answer alike; 64 bits is plenty to tell a handful apart.
         let instance = format!("{:016x}", rand::random::<u64>());
@@ -214,6 +228,7 @@ impl App {
             registry: registry.clone(),
             auth_token: settings.twilio_auth_token.clone(),
             urls: urls.clone(),
+            api: api.clone(),
             instance: instance.clone(),
             metrics: metrics.clone(),
             reception: reception.clone(),
@@ -254,7 +269,68 @@ impl App {
             reception,
             server_token,
             server,
+            api,
         })
+    }
+
+    /// Answer the call API (`/api/`) from now on, with the server's own checks: its
+    /// do-not-call file, calling window, allowed prefixes and live-call limit. Calls it places
+    /// are followed in tasks of `shutdown`, and hung up when it is cancelled.
+    pub fn enable_api(
+        &self,
+        settings: &ApiSettings,
+        allow: crate::phone::AllowList,
+        shutdown: &Shutdown,
+    ) -> Result<(), AppError> {
+        let region = self.settings.default_region.clone();
+        let files: Vec<_> = settings.dnc_file.iter().cloned().collect();
+        // National lines are read as North American numbers too, as a campaign calling +1
+        // numbers reads them: a list that blocks more fails closed.
+        let dnc = crate::campaign::dnc::DncList::load_in(&files, region.as_deref(), true)
+            .map_err(|e| AppError::Input(format!("DNC_FILE: {e}")))?;
+        let desk = Desk::new(
+            self.service.clone(),
+            DeskConfig {
+                max_calls: settings.max_calls,
+                registry: self.registry.clone(),
+                dnc,
+                window: settings.window,
+                allow,
+                region,
+            },
+            shutdown,
+        );
+        let api = Api::new(
+            desk,
+            self.metrics.clone(),
+            settings.key.clone(),
+            settings.rate_per_minute,
+        );
+        self.api
+            .set(Arc::new(api))
+            .map_err(|_| AppError::Other("the call API is already enabled".into()))
+    }
+
+    /// Refuse new API calls (503) while live ones go on; `None` when the API is not enabled.
+    pub fn close_api(&self) {
+        if let Some(api) = self.api.get() {
+            api.desk().close();
+        }
+    }
+
+    /// Hang up every live API call (their ends still need the server: Twilio confirms them
+    /// through it).
+    pub fn hang_up_api_calls(&self) {
+        if let Some(api) = self.api.get() {
+            api.desk().hang_up_all();
+        }
+    }
+
+    /// Live calls placed through the API.
+    pub fn api_live_calls(&self) -> usize {
+        self.api
+            .get()
+            .map_or(0, |a| a.desk().journal().live_count())
     }
 
     /// Stop the server, letting requests in flight finish.

@@ -44,7 +44,7 @@ impl TurnDetection {
 /// Whether a recorded call's greeting must say that the call is recorded. The law differs by
 /// place (some require every party's consent, some one party's), so it can be turned off where
 /// it is not needed; it is required unless it is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecordingDisclosure {
     #[default]
@@ -52,8 +52,8 @@ pub enum RecordingDisclosure {
     Off,
 }
 
-/// The agent's configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The agent's configuration. Serialized as it is read, so that the call API carries it whole.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     pub system_prompt: String,

@@ -3,6 +3,7 @@
 pub mod bridge;
 pub mod dialer;
 pub(crate) mod ending;
+pub mod journal;
 pub mod keypad;
 pub mod latency;
 pub mod registry;
@@ -11,3 +12,4 @@ pub(crate) mod state;
 pub mod tools;
 pub mod transfer;
 pub mod voicemail;
+pub mod wire;

@@ -677,6 +677,10 @@ impl CallService {
         }
         self.metrics
             .frames(report.frames_to_agent, report.frames_to_phone);
+        for &ms in &report.reply_latencies_ms {
+            self.metrics
+                .reply_latency(Duration::from_millis(u64::from(ms)));
+        }
         if let Some(session_id) = &report.session_id {
             call.apply(Input::AgentReady {
                 session_id: session_id.clone(),

@@ -50,6 +50,22 @@ pub trait ToolHandler: Send + Sync {
     fn keypad(&self, _keys: &str) -> Option<Disposition> {
         None
     }
+    /// What a `dialer serve` needs to offer these tools on a call it places for us
+    /// (`--server`); `None`: none to offer.
+    fn remote(&self) -> Option<RemoteTools> {
+        None
+    }
+}
+
+/// A campaign's tools as data, for a server that runs them on our behalf.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteTools {
+    pub dispositions: Vec<String>,
+    pub opt_out: bool,
+    /// `[dtmf]`: keys to dispositions.
+    pub keys: Vec<(String, String)>,
+    /// `[transfer] on`: dispositions that hand the call to a person.
+    pub transfer_on: Vec<String>,
 }
 
 /// No tools beyond `end_call`.

@@ -225,20 +225,20 @@ impl HandOff {
 }
 
 /// What a call that was transferred came to, for its outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TransferOutcome {
     /// Where the call was sent.
     pub to: String,
     /// Why, in the agent's words (or the campaign's rule).
     pub reason: String,
     /// Whether the person answered; `None` until Twilio says (a call that ended first).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered: Option<bool>,
     /// Twilio's `DialCallStatus`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dial_status: Option<String>,
     /// Seconds the person was on the line (`DialCallDuration`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dial_duration_secs: Option<u64>,
 }
 

@@ -59,6 +59,18 @@ impl serde::Serialize for MachineEnd {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for MachineEnd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let word = String::deserialize(d)?;
+        [Self::VoicemailLeft, Self::Voicemail, Self::Fax]
+            .into_iter()
+            .find(|m| m.as_str() == word)
+            .ok_or_else(|| {
+                serde::de::Error::unknown_variant(&word, &["voicemail-left", "voicemail", "fax"])
+            })
+    }
+}
+
 impl MachineEnd {
     /// The outcome's words (`voicemail-left`, `voicemail`, `fax`).
     pub fn as_str(self) -> &'static str {

@@ -4,7 +4,7 @@
 //! the call or the process afterwards.
 
 use super::dnc::DncList;
-use crate::call::tools::{ToolHandler, ToolReply, ToolSpec};
+use crate::call::tools::{RemoteTools, ToolHandler, ToolReply, ToolSpec};
 use crate::events::Disposition;
 use crate::phone::E164;
 use serde_json::{Value, json};
@@ -12,6 +12,18 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) const RECORD_OUTCOME: &str = "record_outcome";
 pub(crate) const OPT_OUT: &str = "opt_out";
+
+/// What `opt_out` tells the agent once the opt-out is recorded.
+pub(crate) fn opt_out_reply() -> ToolReply {
+    ToolReply {
+        result: json!({
+            "ok": true,
+            "next": "The number will not be called again. Apologise briefly, say goodbye and end the call."
+        }),
+        opted_out: true,
+        ..ToolReply::default()
+    }
+}
 
 pub(crate) struct CampaignTools {
     to: E164,
@@ -100,14 +112,7 @@ pub(crate) fn opt_out(dnc: &Mutex<DncList>, number: &E164) -> ToolReply {
         // call says so; the list file could not be written, which the operator must hear about.
         tracing::error!(error = %e, "cannot write the do-not-call list");
     }
-    ToolReply {
-        result: json!({
-            "ok": true,
-            "next": "The number will not be called again. Apologise briefly, say goodbye and end the call."
-        }),
-        opted_out: true,
-        ..ToolReply::default()
-    }
+    opt_out_reply()
 }
 
 /// The `opt_out` tool as the agent is told of it.
@@ -122,6 +127,15 @@ pub(crate) fn opt_out_spec() -> ToolSpec {
 }
 
 impl ToolHandler for CampaignTools {
+    fn remote(&self) -> Option<RemoteTools> {
+        Some(RemoteTools {
+            dispositions: self.dispositions.to_vec(),
+            opt_out: true,
+            keys: self.keys.clone(),
+            transfer_on: self.transfer_on.clone(),
+        })
+    }
+
     fn specs(&self) -> Vec<ToolSpec> {
         vec![
             ToolSpec {

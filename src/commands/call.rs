@@ -1,4 +1,5 @@
-//! `dialer call NUMBER`: one call with a live transcript, its outcome, and an exit code.
+//! `dialer call NUMBER`: one call with a live transcript, its outcome, and an exit code;
+//! placed here, or through a `dialer serve` with `--server`.
 
 use super::Context;
 use crate::agent::config::AgentConfig;
@@ -7,6 +8,7 @@ use crate::call::tools::NoTools;
 use crate::cli::{AgentArgs, CallArgs};
 use crate::error::{AppError, Exit};
 use crate::phone::{self, E164};
+use crate::remote::RemoteDialer;
 use crate::report;
 use crate::shutdown::Interrupts;
 use crate::startup::Startup;
@@ -24,16 +26,16 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
             .validate()
             .map_err(|e| AppError::Input(e.to_string()))?;
     }
-    let startup = Startup::load(ctx.sources.clone(), &args.server)?;
+    let mut sources = ctx.sources.clone();
+    if let Some(url) = &args.remote.server {
+        sources.flags.push(("dialer_server", url.clone()));
+    }
+    let startup = Startup::load(sources, &args.server)?;
     let to = E164::parse_with_region(&args.number, startup.default_region())
         .map_err(|e| AppError::Input(format!("cannot call {}: {e}", args.number)))?;
     phone::check_call(&to, &startup.allow_list(&args.allow_prefix)?)
         .map_err(|e| AppError::Input(format!("cannot call {to}: {e}")))?;
-    let startup_dir = startup.recordings_dir(args.recordings_dir.as_deref());
-    if agent.record {
-        repaired(ctx, &startup_dir);
-    }
-    let app = startup.start(ctx.shutdown).await?;
+    let recordings_dir = startup.recordings_dir(args.recordings_dir.as_deref());
     let record = agent.record;
     let request = CallRequest {
         to,
@@ -43,17 +45,40 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
         time_limit: Duration::from_secs(args.time_limit.max(1)),
         machine_detection: !args.no_amd,
         record,
-        recordings_dir: Some(startup_dir),
+        recordings_dir: Some(recordings_dir.clone()),
         late_recording: None,
     };
+    if let Some((url, key)) = startup.remote()? {
+        // The server's account (or its simulators) places the call: nothing starts here, so
+        // `--simulate` only says that no accounts are needed on this machine. A recording is
+        // the server's: it writes the WAV into its own RECORDINGS_DIR.
+        let dialer = RemoteDialer::new(&url, key)?;
+        return place(&dialer, request, &mut interrupts, ctx).await;
+    }
+    if record {
+        repaired(ctx, &recordings_dir);
+    }
+    let app = startup.start(ctx.shutdown).await?;
+    let result = place(app.service.as_ref(), request, &mut interrupts, ctx).await;
+    app.stop().await;
+    result
+}
+
+/// Place the call with a live view; Ctrl-C (or a reader that went away) hangs it up, a second
+/// Ctrl-C quits at once.
+async fn place<D: Dialer>(
+    dialer: &D,
+    request: CallRequest,
+    interrupts: &mut Interrupts,
+    ctx: &Context<'_>,
+) -> Result<Exit, AppError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let view = ctx
         .shutdown
         .spawn(report::call::show(rx, ctx.printer.clone()));
     // This call's branch of the shutdown tree: cancelling it hangs the call up.
     let hang_up = ctx.shutdown.child();
-    let service = app.service.clone();
-    let dial = service.dial(request, tx, hang_up.clone());
+    let dial = dialer.dial(request, tx, hang_up.clone());
     tokio::pin!(dial);
     let result = tokio::select! {
         r = &mut dial => Some(r),
@@ -74,11 +99,9 @@ pub(super) async fn run(args: &CallArgs, ctx: &Context<'_>) -> Result<Exit, AppE
         }
     };
     let Some(result) = result else {
-        app.stop().await;
         return Ok(Exit::Interrupted);
     };
     let _ = view.await;
-    app.stop().await;
     let outcome = result?;
     if ctx.printer.stdout_closed() {
         // As a reader that stops reading ends a search (ripgrep): a normal end.

@@ -1,13 +1,16 @@
 //! `dialer campaign leads.csv`: load and check the campaign, start the server (and the
 //! simulators), run the leads with a live view, write the results folder, and exit with a code
 //! that says whether the campaign reached its end. Re-running the same command resumes it.
+//! With `--server` the calls are placed through a `dialer serve`; everything else stays here.
 
 use super::Context;
+use crate::call::dialer::Dialer;
 use crate::campaign::clock::Clock;
 use crate::campaign::runner::Runner;
 use crate::campaign::{self, CampaignEvent, Paths, export, store::Store};
 use crate::cli::CampaignArgs;
 use crate::error::{AppError, Exit};
+use crate::remote::RemoteDialer;
 use crate::report;
 use crate::shutdown::Interrupts;
 use crate::startup::Startup;
@@ -44,7 +47,11 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
     }
 
     // Every file is read and checked before anything starts or dials.
-    let startup = Startup::load(ctx.sources.clone(), &args.server)?;
+    let mut sources = ctx.sources.clone();
+    if let Some(url) = &args.remote.server {
+        sources.flags.push(("dialer_server", url.clone()));
+    }
+    let startup = Startup::load(sources, &args.server)?;
     let loaded = campaign::load(&paths, startup.default_region(), Utc::now())?;
     let (leads, finished) = loaded.store.counts().map_err(campaign::LoadError::from)?;
     if leads > 0 && leads == finished && printer.style() != report::Style::Json {
@@ -58,6 +65,12 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
         (Some(speed), None) => Clock::simulated(Utc::now(), speed),
         (None, _) => Clock::system(),
     });
+    if let Some((url, key)) = startup.remote()? {
+        // Calls go through the server's account (or its simulators); the leads, their state,
+        // the do-not-call files and the clock stay here. Recordings are the server's.
+        let dialer = Arc::new(RemoteDialer::new(&url, key)?);
+        return run_leads(dialer, loaded, &paths, clock, &mut interrupts, ctx).await;
+    }
     if loaded.config.agent.record {
         super::call::repaired(ctx, &paths.out.join("recordings"));
     }
@@ -69,7 +82,29 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
         app.stop().await;
         return Err(AppError::nobody_called(e));
     }
+    let result = run_leads(
+        app.service.clone(),
+        loaded,
+        &paths,
+        clock,
+        &mut interrupts,
+        ctx,
+    )
+    .await;
+    app.stop().await;
+    result
+}
 
+/// Run the leads through `dialer` with the live view, then write the results.
+async fn run_leads<D: Dialer>(
+    dialer: Arc<D>,
+    loaded: campaign::Loaded,
+    paths: &Paths,
+    clock: Arc<Clock>,
+    interrupts: &mut Interrupts,
+    ctx: &Context<'_>,
+) -> Result<Exit, AppError> {
+    let printer = ctx.printer;
     let (tx, rx) = mpsc::unbounded_channel();
     let view = ctx
         .shutdown
@@ -90,7 +125,7 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
 
     let runner = Arc::new(
         Runner::new(
-            app.service.clone(),
+            dialer,
             loaded.store,
             loaded.config,
             loaded.dnc,
@@ -141,7 +176,6 @@ pub(super) async fn run(args: &CampaignArgs, ctx: &Context<'_>) -> Result<Exit, 
     drop(tx);
     drop(runner);
     let _ = view.await;
-    app.stop().await;
     let written = written?;
     if printer.style() != report::Style::Json {
         printer.message(&format!(

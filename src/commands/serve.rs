@@ -1,7 +1,7 @@
-//! `dialer serve`: a long-running server that answers incoming calls with the inbound agent and
-//! serves Twilio's webhooks, printing every call's events, until Ctrl-C or SIGTERM. The first
-//! signal drains (new calls are turned away, live ones may finish for `--drain`), the next
-//! hangs up whatever is left at once.
+//! `dialer serve`: a long-running server that answers incoming calls with the inbound agent,
+//! serves Twilio's webhooks and the call API (`/api/calls`), printing every call's events,
+//! until Ctrl-C or SIGTERM. The first signal drains (new calls are turned away, live ones may
+//! finish for `--drain`), the next hangs up whatever is left at once.
 
 use super::Context;
 use super::call::agent_config_or;
@@ -41,12 +41,23 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
     }
     let startup = Startup::load(sources, &args.server)?;
     let serve = startup.serve_settings()?;
+    let api = startup.api_settings()?;
+    let allow = startup.allow_list(&[])?;
     let dnc = DncList::load(
         std::slice::from_ref(&serve.dnc_file),
         startup.default_region(),
     )
     .map_err(|e| AppError::Input(e.to_string()))?;
     let app = startup.start(ctx.shutdown).await?;
+    // Anyone who can reach the port could place calls on the account.
+    if api.key.is_none() && !app.server_addr.ip().is_loopback() {
+        let addr = app.server_addr;
+        app.stop().await;
+        return Err(AppError::Input(format!(
+            "DIALER_API_KEY is not set: the call API needs a key when the server listens on {} (beyond this machine); set one, or BIND_ADDRESS=127.0.0.1",
+            addr.ip()
+        )));
+    }
 
     let (events, rx) = mpsc::unbounded_channel();
     let view_stop = CancellationToken::new();
@@ -98,7 +109,17 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
             }
         })
     };
+    app.enable_api(&api, allow, ctx.shutdown)?;
     announce(&app, &serve, ctx);
+    ctx.printer.message(&format!(
+        "call API on http://{addr}/api/calls ({})",
+        if api.key.is_some() {
+            "DIALER_API_KEY required"
+        } else {
+            "no key: loopback only"
+        },
+        addr = app.server_addr,
+    ));
 
     tokio::select! {
         () = interrupts.next() => {}
@@ -106,6 +127,7 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
         () = ctx.printer.closed() => {}
     }
     app.reception.drain();
+    app.close_api();
     let live = app.reception.live();
     ctx.printer.message(&format!(
         "draining: new calls are turned away; {live} live call{} may finish within {} s (Ctrl-C again hangs up now)",
@@ -113,7 +135,7 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
         serve.drain.as_secs()
     ));
     let forced = tokio::select! {
-        () = app.reception.idle() => false,
+        () = idle(&app) => false,
         () = tokio::time::sleep(serve.drain) => true,
         () = interrupts.next() => true,
     };
@@ -125,8 +147,9 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
             if live == 1 { "" } else { "s" }
         ));
         app.reception.hang_up_all();
+        app.hang_up_api_calls();
         tokio::select! {
-            () = app.reception.idle() => {}
+            () = idle(&app) => {}
             () = tokio::time::sleep(HANG_UP_WAIT) => {
                 ctx.printer.message("some calls did not confirm their end in time; stopping anyway");
             }
@@ -141,6 +164,14 @@ pub(super) async fn run(args: &ServeArgs, ctx: &Context<'_>) -> Result<Exit, App
     view_stop.cancel();
     let _ = view.await;
     Ok(Exit::Success)
+}
+
+/// No live call left: neither one brought in nor one placed through the call API.
+async fn idle(app: &App) {
+    app.reception.idle().await;
+    while app.api_live_calls() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// With `--simulate` the fake Twilio stops with this process: let the calls it is still

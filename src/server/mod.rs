@@ -1,15 +1,19 @@
 //! The embedded HTTP/WebSocket server Twilio talks to: incoming calls' Voice URL, status and
-//! answering-machine callbacks, the Media Stream socket, and the operator's health (naming
-//! this process), readiness and metrics. Every Twilio request is checked against
-//! `X-Twilio-Signature`, computed over `PUBLIC_URL`, before it changes anything. This module
-//! is the only one that knows warp.
+//! answering-machine callbacks, the Media Stream socket, the operator's health (naming this
+//! process), readiness and metrics, and the call API (`/api/`, see [`api`]). Every Twilio
+//! request is checked against `X-Twilio-Signature`, computed over `PUBLIC_URL`, before it
+//! changes anything. This module is the only one that knows warp.
 
 mod accept;
+pub(crate) mod api;
+mod auth;
 mod convert;
+pub(crate) mod desk;
 pub(crate) mod metrics;
 mod routes;
 
 pub(crate) use accept::Limits;
+pub(crate) use api::{Api, ApiSlot};
 
 use crate::call::registry::Registry;
 use crate::inbound::Reception;
@@ -29,6 +33,8 @@ pub(crate) struct ServerState {
     pub auth_token: Secret,
     /// The URLs Twilio was given: signatures are computed over them.
     pub urls: PublicUrls,
+    /// The call API, once `serve` enables it.
+    pub api: ApiSlot,
     pub metrics: Arc<Metrics>,
     /// Answers incoming calls (refusing them in a process that does not serve).
     pub reception: Arc<Reception>,

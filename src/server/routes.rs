@@ -32,7 +32,8 @@ pub(super) fn routes(
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     // Outside the request log: warp's trace logs every 5xx as an error, and a draining
     // server's 503 here is the answer it means to give.
-    ready(state.clone()).or(health(state.instance.clone())
+    ready(state.clone()).or(super::api::routes(state.api.clone())
+        .or(health(state.instance.clone()))
         .or(super::metrics::route(state.metrics.clone()))
         .or(voice(state.clone()))
         .or(status(state.clone()))
@@ -568,6 +569,7 @@ mod tests {
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
             instance: "test-instance".into(),
+            api: Default::default(),
             metrics: metrics.clone(),
             reception: Arc::new(crate::inbound::Reception::new(
                 registry,
@@ -615,6 +617,7 @@ mod tests {
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
             instance: "0123456789abcdef".into(),
+            api: Default::default(),
             metrics: metrics.clone(),
             reception: Arc::new(crate::inbound::Reception::new(
                 registry,
@@ -657,6 +660,7 @@ mod tests {
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
             instance: "0123456789abcdef".into(),
+            api: Default::default(),
             metrics: metrics.clone(),
             reception: Arc::new(crate::inbound::Reception::new(
                 registry.clone(),
@@ -726,6 +730,7 @@ mod tests {
             registry: registry.clone(),
             auth_token: Secret::new(AUTH_TOKEN),
             urls: urls.clone(),
+            api: Default::default(),
             instance: "test-instance".into(),
             metrics: metrics.clone(),
             reception: Arc::new(crate::inbound::Reception::new(

@@ -104,7 +104,7 @@ impl<'de> Deserialize<'de> for CallStatus {
 }
 
 /// How a call ended: the final subset of [`CallStatus`], which every outcome has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FinalStatus {
     Completed,

@@ -177,6 +177,11 @@ async fn an_inbound_caller_who_asks_to_be_removed_is_heard_listed_and_the_call_e
         sample(&metrics, "dialer_agent_setup_seconds_count"),
         Some(1.0)
     );
+    // The caller spoke and the agent answered: each answer's latency is in the histogram.
+    assert!(
+        sample(&metrics, "dialer_agent_reply_latency_seconds_count").unwrap() >= 1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -129,6 +129,8 @@ pub struct ApiSettings {
         crate::campaign::window::CallingWindow,
         Option<chrono_tz::Tz>,
     )>,
+    /// Where the WAVs of calls placed with `record` go (`RECORDINGS_DIR`).
+    pub recordings_dir: PathBuf,
 }
 
 pub const DEFAULT_API_RATE_LIMIT: u32 = 120;
@@ -295,6 +297,7 @@ impl RawSettings {
             // The server's one list: inbound opt-outs and API calls' opt-outs go to it.
             dnc_file: Some(self.dnc_file()),
             window,
+            recordings_dir: self.recordings_dir(),
         })
     }
 

@@ -297,6 +297,8 @@ impl App {
                 window: settings.window,
                 allow,
                 region,
+                view: self.reception.events(),
+                recordings_dir: settings.recordings_dir.clone(),
             },
             shutdown,
         );

@@ -73,6 +73,10 @@ pub(crate) struct DeskConfig {
     pub window: Option<(CallingWindow, Option<Tz>)>,
     pub allow: AllowList,
     pub region: Option<String>,
+    /// Where `serve` shows every call's events, beside the inbound ones.
+    pub view: Option<mpsc::UnboundedSender<CallEvent>>,
+    /// Where recorded calls' WAVs go (`RECORDINGS_DIR`).
+    pub recordings_dir: std::path::PathBuf,
 }
 
 /// Places and follows the API's calls.
@@ -85,6 +89,8 @@ pub(crate) struct Desk {
     window: Option<(CallingWindow, Option<Tz>)>,
     allow: AllowList,
     region: Option<String>,
+    view: Option<mpsc::UnboundedSender<CallEvent>>,
+    recordings_dir: std::path::PathBuf,
     tasks: Shutdown,
     /// Every API call's token descends from it: cancelled with the shutdown tree, it hangs
     /// them all up.
@@ -104,6 +110,8 @@ impl Desk {
             window: config.window,
             allow: config.allow,
             region: config.region,
+            view: config.view,
+            recordings_dir: config.recordings_dir,
             calls: tasks.child(),
             tasks: tasks.clone(),
             closing: AtomicBool::new(false),
@@ -160,6 +168,7 @@ impl Desk {
             record.clone(),
             request,
             created_tx,
+            self.view.clone(),
         ));
         match created_rx.await {
             Ok(Ok(())) => Ok(record),
@@ -277,8 +286,7 @@ impl Desk {
             ring_timeout: Duration::from_secs(ring),
             time_limit: Duration::from_secs(limit),
             machine_detection: body.machine_detection.unwrap_or(true),
-            // The server's RECORDINGS_DIR.
-            recordings_dir: None,
+            recordings_dir: Some(self.recordings_dir.clone()),
             late_recording: None,
         })
     }
@@ -426,6 +434,7 @@ async fn follow(
     record: Arc<CallRecord>,
     request: CallRequest,
     created: oneshot::Sender<Result<(), PlaceError>>,
+    view: Option<mpsc::UnboundedSender<CallEvent>>,
 ) {
     let to = request.to.to_string();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -440,6 +449,9 @@ async fn follow(
             } else {
                 false
             };
+            if let Some(view) = &view {
+                let _ = view.send(event.clone());
+            }
             record.push(event);
             if is_created && let Some(tx) = created.take() {
                 let _ = tx.send(Ok(()));

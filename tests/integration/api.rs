@@ -26,6 +26,8 @@ struct Server {
     app: App,
     base: String,
     http: reqwest::Client,
+    /// The server's RECORDINGS_DIR.
+    recordings: tempfile::TempDir,
     _shutdown: Shutdown,
 }
 
@@ -38,12 +40,14 @@ impl Server {
         let app = App::start(settings, Some(sim), &shutdown)
             .await
             .expect("app starts");
+        let recordings = tempfile::tempdir().unwrap();
         let mut api = ApiSettings {
             key: Some(Secret::new(KEY)),
             rate_per_minute: 600,
             max_calls: 10,
             dnc_file: None,
             window: None,
+            recordings_dir: recordings.path().to_path_buf(),
         };
         tweak(&mut api);
         let none: [&str; 0] = [];
@@ -53,6 +57,7 @@ impl Server {
             base: format!("http://{}", app.server_addr),
             app,
             http: reqwest::Client::new(),
+            recordings,
             _shutdown: shutdown,
         }
     }
@@ -337,10 +342,24 @@ async fn over_the_live_call_limit_or_the_request_rate_is_429_with_retry_after() 
 #[tokio::test]
 async fn a_call_is_followed_through_its_event_stream_and_resumed_after_any_event() {
     let s = Server::start(|_| {}).await;
-    let (status, created, headers) = s
+    // A recorded call must say so (the consent check), as it must on the command line.
+    let (status, refused, _) = s
         .post(json!({
             "to": "+12025550100",
             "greeting": "Hi {{first_name}}, this is an automated assistant. Can you make it?",
+            "variables": {"first_name": "Ana"},
+            "record": true
+        }))
+        .await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (422, "invalid_agent"),
+        "{refused}"
+    );
+    let (status, created, headers) = s
+        .post(json!({
+            "to": "+12025550100",
+            "greeting": "Hi {{first_name}}, this is an automated assistant, and this call is recorded. Can you make it?",
             "variables": {"first_name": "Ana"},
             "record": true
         }))
@@ -369,6 +388,15 @@ async fn a_call_is_followed_through_its_event_stream_and_resumed_after_any_event
     let outcome = &events.last().unwrap().2["outcome"];
     assert_eq!(outcome["status"], "completed");
     assert_eq!(outcome["call_sid"], sid.as_str());
+    // `record` reached the call: its WAV is in the server's
+    // RECORDINGS_DIR.
+    let wav = s.recordings.path().join(format!("{sid}.wav"));
+    assert_eq!(
+        outcome["local_recording"]["path"].as_str(),
+        Some(wav.to_string_lossy().as_ref()),
+        "{outcome}"
+    );
+    assert!(wav.is_file());
     let first_line = events.iter().find(|(_, k, _)| k == "line").unwrap();
     assert!(
         first_line.2["line"]["text"]

@@ -37,7 +37,8 @@ impl Serve {
         cmd.args(["serve", "--simulate", "--sim-speed", speed])
             .env("PORT", "0")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // What serve shows of every call, for the tests that read it.
+            .stdout(std::fs::File::create(dir.join("serve.out")).unwrap())
             .stderr(Stdio::piped());
         if let Some(key) = key {
             cmd.env("DIALER_API_KEY", key);
@@ -303,4 +304,12 @@ async fn ctrl_c_on_serve_hangs_up_its_live_calls_then_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(code, Some(0));
+    // serve showed the API's call as it shows inbound ones: its progress and its end.
+    let shown = std::fs::read_to_string(dir.path().join("serve.out")).unwrap();
+    let lines: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.contains("→ +12025550107"))
+        .collect();
+    assert!(lines.len() >= 2, "{shown}");
+    assert!(lines.iter().any(|l| l.contains(&sid)), "{shown}");
 }

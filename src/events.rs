@@ -226,6 +226,36 @@ pub struct AgentReconnect {
 }
 
 impl Outcome {
+    /// A call placed by us that failed with `message` (and the service's `code`) before
+    /// anyone was connected; `call_sid` when Twilio had created it.
+    pub fn failed(
+        to: &str,
+        call_sid: Option<String>,
+        code: Option<String>,
+        message: String,
+    ) -> Outcome {
+        Outcome {
+            to: to.to_string(),
+            direction: Direction::Outbound,
+            call_sid,
+            status: FinalStatus::Failed,
+            duration_secs: None,
+            answered_by: None,
+            ended_by: EndedBy::Error,
+            reason: message.clone(),
+            error: Some(OutcomeError { code, message }),
+            disposition: None,
+            opted_out: false,
+            transcript: Vec::new(),
+            reconnects: Vec::new(),
+            machine: None,
+            transfer: None,
+            latency: CallLatency::default(),
+            recording: None,
+            local_recording: None,
+        }
+    }
+
     /// Whether a conversation took place and ended normally.
     pub fn is_success(&self) -> bool {
         self.status == FinalStatus::Completed && self.error.is_none()

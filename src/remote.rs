@@ -10,7 +10,7 @@
 
 use crate::call::dialer::{CallRequest, CallSnapshot, DialError, Dialer};
 use crate::call::wire::{CallList, CallView, ErrorBody, NewCallBody};
-use crate::events::{CallEvent, Direction, EndedBy, FinalStatus, Outcome, OutcomeError};
+use crate::events::{CallEvent, EndedBy, FinalStatus, Outcome};
 use crate::phone::E164;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
@@ -372,26 +372,7 @@ fn replay_tool(req: &CallRequest, event: &CallEvent) {
 
 /// The outcome of a number the server would not call.
 fn not_called(to: &str, code: Option<String>, message: String) -> Outcome {
-    Outcome {
-        to: to.to_string(),
-        direction: Direction::Outbound,
-        call_sid: None,
-        status: FinalStatus::Failed,
-        duration_secs: None,
-        answered_by: None,
-        ended_by: EndedBy::Error,
-        reason: message.clone(),
-        error: Some(OutcomeError { code, message }),
-        disposition: None,
-        opted_out: false,
-        transcript: Vec::new(),
-        reconnects: Vec::new(),
-        machine: None,
-        transfer: None,
-        latency: Default::default(),
-        recording: None,
-        local_recording: None,
-    }
+    Outcome::failed(to, None, code, message)
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {

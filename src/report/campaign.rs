@@ -201,12 +201,7 @@ fn call_line(call: &CallEvent) -> Option<String> {
             arguments,
             ok,
             ..
-        } if name != "end_call" => {
-            format!(
-                "tool {name}({arguments}){}",
-                if *ok { "" } else { " failed" }
-            )
-        }
+        } if name != "end_call" => format::tool(name, arguments, *ok),
         CallEvent::Disposition { disposition, .. } => format!("disposition {}", disposition.name),
         CallEvent::Keypad { keys, .. } => format!("keypad {keys}"),
         CallEvent::Transferring { target, .. } => format!("transferring to {target}"),

@@ -92,6 +92,14 @@ pub(crate) fn outcome(o: &Outcome) -> String {
 }
 
 /// `agent back after 1.2 s (new session): the Voice Agent connection was lost mid-call`.
+/// A tool the agent called, with its arguments as sent.
+pub(crate) fn tool(name: &str, arguments: &serde_json::Value, ok: bool) -> String {
+    format!(
+        "tool {name}({arguments}){}",
+        if ok { "" } else { " failed" }
+    )
+}
+
 pub(crate) fn reconnect(r: &crate::events::AgentReconnect) -> String {
     format!(
         "agent back after {:.1} s ({}): {}",

@@ -94,12 +94,7 @@ fn line(event: &CallEvent) -> Option<String> {
             arguments,
             ok,
             ..
-        } if name != "end_call" => {
-            format!(
-                "tool {name}({arguments}){}",
-                if *ok { "" } else { " failed" }
-            )
-        }
+        } if name != "end_call" => format::tool(name, arguments, *ok),
         CallEvent::Tool { .. } => return None,
         CallEvent::Disposition { disposition, .. } => {
             format!("disposition: {}", disposition.name)

@@ -13,9 +13,7 @@ use crate::campaign::dnc::{DncList, Refresh};
 use crate::campaign::template;
 use crate::campaign::tools::{CampaignTools, OPT_OUT, RECORD_OUTCOME, opt_out_reply};
 use crate::campaign::window::CallingWindow;
-use crate::events::{
-    CallEvent, Direction, Disposition, EndedBy, FinalStatus, Outcome, OutcomeError,
-};
+use crate::events::{CallEvent, Disposition, Outcome};
 use crate::phone::{AllowList, E164};
 use crate::shutdown::Shutdown;
 use chrono::Utc;
@@ -470,29 +468,8 @@ async fn follow(
         (Err(e), None) => {
             // The service only fails before a call exists; should that change, the record
             // still ends, so that its readers do not wait for ever.
-            let outcome = Outcome {
-                to: to.clone(),
-                direction: Direction::Outbound,
-                call_sid: record.sid(),
-                status: FinalStatus::Failed,
-                duration_secs: None,
-                answered_by: None,
-                ended_by: EndedBy::Error,
-                reason: e.message.clone(),
-                error: Some(OutcomeError {
-                    code: e.code.map(|c| c.to_string()),
-                    message: e.message,
-                }),
-                disposition: None,
-                opted_out: false,
-                transcript: Vec::new(),
-                reconnects: Vec::new(),
-                machine: None,
-                transfer: None,
-                latency: Default::default(),
-                recording: None,
-                local_recording: None,
-            };
+            let outcome =
+                Outcome::failed(&to, record.sid(), e.code.map(|c| c.to_string()), e.message);
             record.push(CallEvent::Ended {
                 outcome: Box::new(outcome),
             });

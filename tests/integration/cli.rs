@@ -1,16 +1,7 @@
 //! The real binary, run as a user would.
 
-use assert_cmd::Command;
+use crate::helpers::{command as dialer, json_lines};
 use predicates::prelude::*;
-
-fn dialer(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::cargo_bin("dialer").unwrap();
-    // No settings leak in from the machine running the tests.
-    cmd.env_clear()
-        .current_dir(dir)
-        .timeout(std::time::Duration::from_secs(120));
-    cmd
-}
 
 #[test]
 fn help_lists_the_commands() {
@@ -101,11 +92,7 @@ fn simulated_call_json_and_exit_code_for_busy() {
         .get_output()
         .stdout
         .clone();
-    let lines: Vec<serde_json::Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
-        .collect();
+    let lines = json_lines(&out);
     let last = lines.last().unwrap();
     assert_eq!(last["event"], "ended");
     assert_eq!(last["outcome"]["status"], "busy");

@@ -100,11 +100,7 @@ fn bad_rows_are_reported_by_line_and_a_missing_phone_column_dials_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
-        .collect();
+    let events = crate::helpers::json_lines(&out.stdout);
     let bad: Vec<u64> = events
         .iter()
         .filter(|e| e["event"] == "bad_row")

@@ -1,24 +1,7 @@
 //! `--record` and `record = true` through the real binary: where the files go, what the JSON
 //! says, and the consent check.
 
-use assert_cmd::Command;
-use serde_json::Value;
-use std::path::Path;
-
-fn dialer(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("dialer").unwrap();
-    cmd.env_clear()
-        .current_dir(dir)
-        .timeout(std::time::Duration::from_secs(120));
-    cmd
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
-        .collect()
-}
+use crate::helpers::{command as dialer, json_lines};
 
 #[test]
 fn a_recorded_call_writes_its_wav_where_it_is_told_and_says_so() {

@@ -165,3 +165,21 @@ pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The real binary, run in `dir` with no settings from the machine running the tests.
+pub(crate) fn command(dir: &std::path::Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("dialer").unwrap();
+    cmd.env_clear()
+        .current_dir(dir)
+        .timeout(Duration::from_secs(120));
+    cmd
+}
+
+/// `--json` output: every line of stdout one JSON value.
+pub(crate) fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    std::str::from_utf8(stdout)
+        .expect("stdout is UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect()
+}

@@ -926,7 +926,8 @@ async fn update(
     })
 }
 
-fn list(shared: &Shared, p: &Params) -> Result<Reply, ApiError> {
+/// `PageSize` (1–1000, 50 when absent) and `Page` (from 0), as every list takes them.
+fn paging(p: &Params) -> Result<(usize, usize), ApiError> {
     let bad = |m: String| ApiError::bad(20001, m);
     let page_size = match p.get("PageSize") {
         None => 50,
@@ -942,6 +943,12 @@ fn list(shared: &Shared, p: &Params) -> Result<Reply, ApiError> {
             .parse::<usize>()
             .map_err(|_| bad(format!("Page must be a non-negative integer, not {v:?}")))?,
     };
+    Ok((page_size, page))
+}
+
+fn list(shared: &Shared, p: &Params) -> Result<Reply, ApiError> {
+    let (page_size, page) = paging(p)?;
+    let bad = |m: String| ApiError::bad(20001, m);
     if let Some(s) = p.get("Status").filter(|s| !STATUSES.contains(s)) {
         return Err(bad(format!("Invalid Status filter {s:?}")));
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::super::{NumberSetup, Shared, rfc2822};
-use super::{API, ApiError, Params, Reply, formatted};
+use super::{API, ApiError, Params, Reply, formatted, paging};
 
 /// `GET /Accounts/{Sid}.json`. Twilio's answer carries the account's auth token, so this one
 /// does too: a client that printed the resource would leak it, and a test can tell.
@@ -171,21 +171,7 @@ fn page(
     key: &str,
     items: Vec<Value>,
 ) -> Result<Reply, ApiError> {
-    let bad = |m: String| ApiError::bad(20001, m);
-    let page_size = match p.get("PageSize") {
-        None => 50,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| bad(format!("PageSize must be from 1 to 1000, not {v:?}")))?,
-    };
-    let page = match p.get("Page") {
-        None => 0,
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| bad(format!("Page must be a non-negative integer, not {v:?}")))?,
-    };
+    let (page_size, page) = paging(p)?;
     let total = items.len();
     let start = page.saturating_mul(page_size);
     let shown: Vec<Value> = items.into_iter().skip(start).take(page_size).collect();

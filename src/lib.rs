@@ -10,7 +10,7 @@
 //! - [`phone`]: phone numbers in E.164, and numbers never to dial.
 //! - [`settings`]: settings from defaults, `dialer.toml`, `.env`, the environment and flags.
 //! - [`events`]: what happens on a call, as data for every view.
-//! - [`ws`]: WebSocket frames as the bridge sees them, whatever library carried them.
+//! - [`ws`]: WebSocket frames as the bridge sees them, and the RFC 6455 framing of both legs.
 //! - [`webhooks`]: the public URLs Twilio is given, shared by the call service and the server.
 //! - [`twilio`]: Calls REST client, TwiML, Media Streams messages, request signatures.
 //! - [`agent`]: the Voice Agent API: its wire protocol, the client, the agent's configuration.

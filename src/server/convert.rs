@@ -1,18 +1,16 @@
 //! The Media Stream's WebSocket upgrade, done here rather than by `warp::ws()`: warp gives no
 //! setting for the socket's buffers, and its defaults (a 128 KiB read buffer, zero-filled
 //! before every read) cost each call more memory and time than its frames of a few hundred
-//! bytes ever need. The socket is the same tokio-tungstenite one as the agent leg's, with the
-//! same settings ([`ws::config`]), turned into frames by [`ws::from_tungstenite`].
+//! bytes ever need. After the 101 the socket is framed by [`ws::frames`], as the agent leg is.
 
+use crate::ws::Role;
 use crate::ws::{self, FrameSink, FrameStream};
 use futures_util::future;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use warp::http::{StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
@@ -61,9 +59,6 @@ impl Upgrade {
         F: FnOnce(FrameStream, FrameSink) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let config = ws::config()
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_message));
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
@@ -76,25 +71,14 @@ impl Upgrade {
             // The accept loop serves plain TCP: take the socket back from hyper, so reads and
             // writes go to it directly rather than through hyper's boxed IO.
             let (stream, sink) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
-                    let socket = WebSocketStream::from_partially_read(
-                        parts.io.into_inner(),
-                        parts.read_buf.to_vec(),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
-                    ws::from_tungstenite(socket)
-                }
-                Err(upgraded) => {
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
-                    ws::from_tungstenite(socket)
-                }
+                // What hyper read past the request may already hold the first frames.
+                Ok(parts) => ws::frames(
+                    parts.io.into_inner(),
+                    Role::Server,
+                    &parts.read_buf,
+                    max_message,
+                ),
+                Err(upgraded) => ws::frames(TokioIo::new(upgraded), Role::Server, &[], max_message),
             };
             handle(stream, sink).await;
         });

@@ -81,6 +81,7 @@ fn main() {
                 agent_silence: Duration::from_secs(3600),
                 recorder: recorder.as_ref(),
                 verdicts: dialer::call::voicemail::Verdicts::none(),
+                span: tracing::Span::none(),
             };
             bridge::run(
                 &mut t_in,

@@ -45,6 +45,7 @@ pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod inbound;
+mod json;
 pub mod metrics;
 pub mod phone;
 #[cfg(test)]

@@ -31,8 +31,6 @@ pub struct ToolSpec {
 enum ClientMessage<'a> {
     #[serde(rename = "session.update")]
     SessionUpdate { session: Session<'a> },
-    #[serde(rename = "input.audio")]
-    InputAudio { audio: &'a str },
     #[serde(rename = "tool.result")]
     ToolResult {
         call_id: &'a str,
@@ -50,11 +48,6 @@ enum ClientMessage<'a> {
 impl ClientMessage<'_> {
     fn to_json(&self) -> String {
         serde_json::to_string(self).expect("strings, numbers and JSON values always serialise")
-    }
-
-    fn write_into(&self, out: &mut BytesMut) {
-        serde_json::to_writer(out.writer(), self)
-            .expect("strings, numbers and JSON values always serialise");
     }
 }
 
@@ -113,12 +106,18 @@ pub(crate) fn session_update(agent: &AgentConfig, tools: &[ToolSpec]) -> String 
 pub(crate) fn write_input_audio(out: &mut BytesMut, payload: &str) {
     // Room for the message at once, so the buffer is reclaimed or grown once, not per piece.
     out.reserve(payload.len() + 32);
-    ClientMessage::InputAudio { audio: payload }.write_into(out);
+    // As `ClientMessage::InputAudio` serialises, written by hand: this is built for every
+    // frame the callee sends.
+    out.extend_from_slice(br#"{"type":"input.audio","audio":"#);
+    crate::json::write_str(out, payload);
+    out.put_u8(b'}');
 }
 
 #[cfg(test)]
 pub(crate) fn input_audio(payload: &str) -> String {
-    ClientMessage::InputAudio { audio: payload }.to_json()
+    let mut out = BytesMut::new();
+    write_input_audio(&mut out, payload);
+    String::from_utf8(out.to_vec()).expect("JSON is UTF-8")
 }
 
 /// A tool's answer. `result` travels as a JSON string, as the API requires.
@@ -520,6 +519,9 @@ mod tests {
     fn client_events_match_the_reference() {
         let v: Value = serde_json::from_str(&input_audio("AAEC")).unwrap();
         assert_eq!(v, json!({"type":"input.audio","audio":"AAEC"}));
+        // A payload that is not base64 is still written as valid JSON.
+        let v: Value = serde_json::from_str(&input_audio("a\"b\\\n")).unwrap();
+        assert_eq!(v, json!({"type":"input.audio","audio":"a\"b\\\n"}));
         let v: Value =
             serde_json::from_str(&tool_result("call_1", &json!({"ok":true}), false)).unwrap();
         assert_eq!(

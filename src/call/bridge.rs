@@ -97,6 +97,10 @@ pub struct BridgeSetup<'a> {
     pub recorder: Option<&'a Recorder>,
     /// Answering-machine verdicts, as Twilio sends them (see [`crate::call::voicemail`]).
     pub verdicts: Verdicts,
+    /// The call's span, for the bridge's rare log lines: the bridge runs in a task that is
+    /// not instrumented, since entering a span on each of its 100 wake-ups a second costs more
+    /// than the frames' own work (BENCHMARKS.md).
+    pub span: tracing::Span,
 }
 
 /// Why the bridge stopped.
@@ -382,9 +386,11 @@ where
                 break end;
             }
             let failure = failure.clone();
-            match recover(
+            // Boxed: connecting is a large future, and inline it would be carried by every
+            // call's conversation for its whole life, though few calls ever reconnect.
+            match Box::pin(recover(
                 &mut st, &failure, twilio_in, agent_in, agent_out, reconnect, cancel,
-            )
+            ))
             .await
             {
                 Ok(()) => {}
@@ -540,7 +546,7 @@ where
                 Some(Frame::Text(bytes)) => match agent::parse_bytes(&bytes) {
                     Ok(AgentMessage::SessionReady { session_id }) => return Ok(session_id),
                     Ok(AgentMessage::SessionError(error)) => {
-                        tracing::warn!(code = %error.code, message = %error.message, "voice agent rejected the session");
+                        tracing::warn!(parent: &st.setup.span, code = %error.code, message = %error.message, "voice agent rejected the session");
                         last_error = Some(error);
                     }
                     Ok(_) => {}
@@ -730,12 +736,17 @@ where
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     let mut cancelled = OnWake::new(cancelled);
+    let verdict_gate = Gate::new();
     let goodbye = tokio::time::sleep_until(st.setup.deadline);
     // The keypad's pause and the voicemail/hand-off wait: armed when a key, a verdict or a
     // hand-off sets them, so the audio path only compares two options.
     let keypad_timer = tokio::time::sleep_until(st.setup.deadline);
     let voice_timer = tokio::time::sleep_until(st.setup.deadline);
     tokio::pin!(silence, time_limit, goodbye, keypad_timer, voice_timer);
+    // A timer registers the task's waker again whenever it is polled: these two are polled
+    // only when they fire.
+    let mut time_limit = OnWake::new(time_limit);
+    let mut silence = OnWake::new(silence);
     let mut goodbye_armed = false;
     let mut keypad_armed = None;
     let mut voice_armed = None;
@@ -759,7 +770,9 @@ where
         tokio::select! {
             () = &mut cancelled => return BridgeEnd::Cancelled,
             () = &mut time_limit => return BridgeEnd::TimeLimit,
-            verdict = async { verdicts.as_mut().expect("guarded").recv().await }, if verdicts.is_some() => {
+            verdict = std::future::poll_fn(|cx| verdict_gate.poll(cx, |cx| {
+                verdicts.as_mut().expect("guarded").poll_recv(cx)
+            })), if verdicts.is_some() => {
                 match verdict {
                     Some(verdict) => {
                         if let Err(end) = on_verdict(st, &verdict, twilio_out, agent_out).await {
@@ -798,7 +811,7 @@ where
                     return BridgeEnd::AgentFailed(AgentFailure::Silent(st.setup.agent_silence));
                 }
                 let from = if audio_since { agent_heard } else { now };
-                silence.as_mut().reset(from + st.setup.agent_silence);
+                silence.future.as_mut().reset(from + st.setup.agent_silence);
             }
             frame = twilio_in.next() => {
                 // Audio is fed, not flushed: frames that arrived together leave together, in
@@ -851,13 +864,10 @@ where
     }
 }
 
-/// A future that is polled only after it has woken the task (and once at first). `select!`
-/// polls every branch each time any of them wakes the task, which for a branch that is
-/// expensive to poll and rarely ready is mostly waste.
-struct OnWake<F> {
-    future: F,
-    signal: Arc<WakeSignal>,
-}
+/// Polls a source only after it has woken the task (and once at first). `select!` polls
+/// every branch each time any of them wakes the task, which for a branch that is rarely ready
+/// (the cancellation, the verdicts) is mostly waste on a task woken 100 times a second.
+struct Gate(Arc<WakeSignal>);
 
 struct WakeSignal {
     woken: AtomicBool,
@@ -875,14 +885,45 @@ impl Wake for WakeSignal {
     }
 }
 
+impl Gate {
+    fn new() -> Self {
+        Self(Arc::new(WakeSignal {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }))
+    }
+
+    /// `source`, polled with a waker that opens the gate, if the gate is open.
+    fn poll<T>(
+        &self,
+        cx: &mut Context<'_>,
+        source: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        self.0.task.register(cx.waker());
+        if !self.0.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.0.clone());
+        let polled = source(&mut Context::from_waker(&waker));
+        if polled.is_ready() {
+            // More may be waiting (a channel wakes once for a burst): look again next time.
+            self.0.woken.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
+/// A future behind a [`Gate`].
+struct OnWake<F> {
+    future: F,
+    gate: Gate,
+}
+
 impl<F: Future + Unpin> OnWake<F> {
     fn new(future: F) -> Self {
         Self {
             future,
-            signal: Arc::new(WakeSignal {
-                woken: AtomicBool::new(true),
-                task: AtomicWaker::new(),
-            }),
+            gate: Gate::new(),
         }
     }
 }
@@ -891,12 +932,8 @@ impl<F: Future + Unpin> Future for OnWake<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.signal.task.register(cx.waker());
-        if !self.signal.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        let waker = Waker::from(self.signal.clone());
-        self.future.poll_unpin(&mut Context::from_waker(&waker))
+        let this = &mut *self;
+        this.gate.poll(cx, |cx| this.future.poll_unpin(cx))
     }
 }
 
@@ -1047,7 +1084,7 @@ where
             });
         }
         AgentMessage::SessionError(error) => {
-            tracing::warn!(code = %error.code, message = %error.message, "voice agent error");
+            tracing::warn!(parent: &st.setup.span, code = %error.code, message = %error.message, "voice agent error");
             // A fatal error says why the session ends, whatever follows it.
             if error.code.is_fatal() || !last_error.as_ref().is_some_and(|e| e.code.is_fatal()) {
                 *last_error = Some(error);
@@ -1629,6 +1666,7 @@ mod tests {
                 agent_silence: silence,
                 verdicts,
                 recorder: recorder.as_ref(),
+                span: tracing::Span::none(),
             };
             run(
                 &mut t_in, &mut t_out, &mut a_in, &mut a_out, &mut again, &setup, &ev_tx, &c,

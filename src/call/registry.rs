@@ -53,12 +53,14 @@ pub struct DialResult {
     pub duration_secs: Option<u64>,
 }
 
+/// What reaches a call's follow loop. The large variants are boxed: every call's channel
+/// holds room for 32 signals from the start, which unboxed was 5.8 KiB a call (BENCHMARKS.md).
 #[derive(Debug)]
 pub enum CallSignal {
-    Status(StatusUpdate),
+    Status(Box<StatusUpdate>),
     /// Asynchronous answering-machine detection's verdict.
     AnsweredBy(AnsweredBy),
-    Stream(IncomingStream),
+    Stream(Box<IncomingStream>),
     /// How a transfer went.
     Dial(DialResult),
 }
@@ -192,7 +194,7 @@ impl Registry {
         entry.stream_claimed = true;
         entry
             .tx
-            .send(CallSignal::Stream(stream))
+            .send(CallSignal::Stream(Box::new(stream)))
             .map_err(|_| StreamRefused::UnknownToken)
     }
 

@@ -25,7 +25,7 @@ use crate::twilio::{
     AnsweredBy, CallResource, CallStatus, NewCall, TwilioClient, TwilioError, twiml,
 };
 use crate::webhooks::PublicUrls;
-use crate::ws::{Frame, FrameSink, FrameStream};
+use crate::ws::Frame;
 use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
 use std::sync::Arc;
@@ -430,19 +430,33 @@ type AgentOut<'a> =
     std::pin::Pin<Box<dyn futures_util::Sink<Frame, Error = crate::ws::SendError> + Send + 'a>>;
 
 /// New connections to the Voice Agent, for a bridge whose session dropped.
-struct AgentLink<'a> {
-    url: &'a str,
-    key: &'a Secret,
+struct AgentLink {
+    url: String,
+    key: Secret,
+    /// The call's span: the conversation's task is not instrumented (see `bridge`).
+    span: tracing::Span,
+}
+
+/// What the conversation's task owns of the call: it outlives no borrow of it.
+struct OwnedSetup {
+    to: String,
+    stream_sid: String,
+    agent: crate::agent::config::AgentConfig,
+    tools: Arc<dyn super::tools::ToolHandler>,
+    answered_at: Instant,
+    deadline: TokioInstant,
+    events: mpsc::UnboundedSender<CallEvent>,
+    cancel: CancellationToken,
 }
 
 /// For any lifetime of the legs' trait objects, not only `'static`: the compiler's check that
 /// a call's future is `Send` asks for the impl in that general form.
-impl<'s, 'k> Reconnect<AgentIn<'s>, AgentOut<'k>> for AgentLink<'_> {
+impl<'s, 'k> Reconnect<AgentIn<'s>, AgentOut<'k>> for AgentLink {
     async fn connect(&mut self) -> Option<(AgentIn<'s>, AgentOut<'k>)> {
-        match agent::client::connect(self.url, self.key).await {
+        match agent::client::connect(&self.url, &self.key).await {
             Ok((legs_in, legs_out)) => Some((legs_in, legs_out)),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reconnect to the Voice Agent");
+                tracing::warn!(parent: &self.span, error = %e, "cannot reconnect to the Voice Agent");
                 None
             }
         }
@@ -453,8 +467,14 @@ impl<'s, 'k> Reconnect<AgentIn<'s>, AgentOut<'k>> for AgentLink<'_> {
 const TIME_LIMIT_GRACE: Duration = Duration::from_secs(5);
 
 impl CallService {
-    /// Carry out an ending: record it, then do at Twilio what it needs.
+    /// Carry out an ending: record it, then do at Twilio what it needs. Boxed, like every
+    /// request to Twilio the follow loop makes: a request is a large future, and inline it
+    /// would take as much room in every call's task for the call's whole life.
     async fn end(&self, call: &mut Call<'_>, ending: Ending) {
+        Box::pin(self.end_now(call, ending)).await;
+    }
+
+    async fn end_now(&self, call: &mut Call<'_>, ending: Ending) {
         if ending.at_twilio == AtTwilio::Transfer {
             self.transfer(call, ending).await;
             return;
@@ -598,63 +618,87 @@ impl CallService {
         let to = call.to.clone();
         // Created before the conversation, which borrows it; finished after the call is ended.
         let recording = self.local_recording(call.req, &start.call_sid);
-        let report = {
-            let talk = async {
-                match agent::client::connect(&self.endpoints.agent_url, &self.endpoints.agent_key)
-                    .await
-                {
+        // The conversation runs as a task of its own: it is woken 100 times a second by its
+        // two sockets, and in this task every wake-up would also poll the call's follow loop,
+        // its log spans and the campaign's event forwarder (BENCHMARKS.md). Dropping this
+        // future (the call's task ending) stops it.
+        let talk = {
+            let link = AgentLink {
+                url: self.endpoints.agent_url.clone(),
+                key: self.endpoints.agent_key.clone(),
+                span: tracing::Span::current(),
+            };
+            let owned = OwnedSetup {
+                to: call.to.clone(),
+                stream_sid: start.stream_sid.clone(),
+                agent: call.req.agent.clone(),
+                tools: call.req.tools.clone(),
+                answered_at: call.answered_at.unwrap_or_else(Instant::now),
+                deadline: TokioInstant::now() + call.req.time_limit,
+                events: events.clone(),
+                cancel: cancel.clone(),
+            };
+            let recorder = recording.as_ref().map(|(recorder, _)| recorder.clone());
+            let timings = self.timings.clone();
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                let mut link = link;
+                // Boxed: connecting is a large future, and inline it would take as much room
+                // in the task for the whole conversation.
+                let report = match Box::pin(agent::client::connect(&link.url, &link.key)).await {
                     Ok((mut a_in, mut a_out)) => {
-                        let (a_in, a_out): (&mut FrameStream, &mut FrameSink) =
-                            (&mut a_in, &mut a_out);
                         let setup = BridgeSetup {
-                            to: &call.to,
-                            stream_sid: &start.stream_sid,
-                            agent: &call.req.agent,
-                            tools: call.req.tools.as_ref(),
-                            answered_at: call.answered_at.unwrap_or_else(Instant::now),
-                            setup_timeout: self.timings.agent_setup,
-                            mark_timeout: self.timings.goodbye_mark,
-                            deadline: TokioInstant::now() + call.req.time_limit,
-                            agent_silence: self.timings.agent_silence,
+                            to: &owned.to,
+                            stream_sid: &owned.stream_sid,
+                            agent: &owned.agent,
+                            tools: owned.tools.as_ref(),
+                            answered_at: owned.answered_at,
+                            setup_timeout: timings.agent_setup,
+                            mark_timeout: timings.goodbye_mark,
+                            deadline: owned.deadline,
+                            agent_silence: timings.agent_silence,
                             verdicts: Verdicts::new(verdict_rx),
-                            recorder: recording.as_ref().map(|(recorder, _)| recorder),
-                        };
-                        let mut again = AgentLink {
-                            url: &self.endpoints.agent_url,
-                            key: &self.endpoints.agent_key,
+                            recorder: recorder.as_ref(),
+                            span: link.span.clone(),
                         };
                         bridge::run(
                             &mut t_in,
                             &mut t_out,
-                            a_in,
-                            a_out,
-                            &mut again,
+                            &mut a_in,
+                            &mut a_out,
+                            &mut link,
                             &setup,
-                            call.events,
-                            cancel,
+                            &owned.events,
+                            &owned.cancel,
                         )
                         .await
                     }
                     Err(e) => BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
-                }
-            };
-            tokio::pin!(talk);
-            let mut open = true;
-            loop {
-                tokio::select! {
-                    report = &mut talk => break report,
-                    signal = signals.recv(), if open => match signal {
-                        Some(CallSignal::AnsweredBy(verdict)) => {
-                            let _ = events.send(CallEvent::AnsweredBy { to: to.clone(), answered_by: verdict.clone() });
-                            let _ = verdict_tx.send(verdict.clone());
-                            verdicts_seen.push(verdict);
-                        }
-                        Some(other) => later.push(other),
-                        // The registry holds the sender until the call is over, so this is not
-                        // expected; a closed channel must not spin the loop.
-                        None => open = false,
-                    },
-                }
+                };
+                (report, t_out)
+            }))
+        };
+        tokio::pin!(talk);
+        let mut open = true;
+        let (report, mut t_out) = loop {
+            tokio::select! {
+                done = &mut talk => match done {
+                    Ok(done) => break done,
+                    // A panic in the conversation is a bug: it goes on up as it would have
+                    // had the conversation run in this task.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => unreachable!("only dropping the handle aborts the conversation"),
+                },
+                signal = signals.recv(), if open => match signal {
+                    Some(CallSignal::AnsweredBy(verdict)) => {
+                        let _ = events.send(CallEvent::AnsweredBy { to: to.clone(), answered_by: verdict.clone() });
+                        let _ = verdict_tx.send(verdict.clone());
+                        verdicts_seen.push(verdict);
+                    }
+                    Some(other) => later.push(other),
+                    // The registry holds the sender until the call is over, so this is not
+                    // expected; a closed channel must not spin the loop.
+                    None => open = false,
+                },
             }
         };
         if let Some(verdict) = verdicts_seen.pop() {
@@ -662,7 +706,7 @@ impl CallService {
         }
         for signal in later {
             match signal {
-                CallSignal::Status(update) => call.on_status(update),
+                CallSignal::Status(update) => call.on_status(*update),
                 CallSignal::Dial(result) => call.on_dial(result),
                 // A verdict is handled above; a second stream is dropped, which closes it.
                 CallSignal::AnsweredBy(_) | CallSignal::Stream(_) => {}
@@ -793,9 +837,7 @@ impl CallService {
             to: call.to.clone(),
         });
         let recording_token = recording.as_ref().map(|(t, _)| t.as_str());
-        let Some(sid) = self
-            .create(&mut call, token, recording_token, twiml)
-            .await?
+        let Some(sid) = Box::pin(self.create(&mut call, token, recording_token, twiml)).await?
         else {
             return Ok(call.outcome(None));
         };
@@ -846,7 +888,7 @@ impl CallService {
                 }
                 () = tokio::time::sleep_until(at) => match wake {
                     Wake::TimeLimit => self.end(call, Ending::time_limit(req.time_limit)).await,
-                    Wake::FinalOverdue => self.confirm_end(call, sid).await,
+                    Wake::FinalOverdue => Box::pin(self.confirm_end(call, sid)).await,
                     Wake::StreamMissing => {
                         let ending = Ending::no_stream(
                             self.timings.stream_after_answer,
@@ -858,7 +900,7 @@ impl CallService {
                         // Callbacks can be lost (a wrong PUBLIC_URL, a tunnel restart): the
                         // API always knows.
                         call.last_heard = TokioInstant::now();
-                        if let Ok(Some(resource)) = self.twilio.fetch_call(sid).await {
+                        if let Ok(Some(resource)) = Box::pin(self.twilio.fetch_call(sid)).await {
                             call.on_snapshot(&resource);
                         }
                     }
@@ -870,7 +912,7 @@ impl CallService {
                 signal = signals.recv() => {
                     call.last_heard = TokioInstant::now();
                     match signal {
-                        Some(CallSignal::Status(update)) => call.on_status(update),
+                        Some(CallSignal::Status(update)) => call.on_status(*update),
                         Some(CallSignal::AnsweredBy(answered_by)) => {
                             call.emit(CallEvent::AnsweredBy { to: call.to.clone(), answered_by: answered_by.clone() });
                             // A fax, or a machine with no message to leave, is hung up before
@@ -890,7 +932,7 @@ impl CallService {
                         Some(CallSignal::Dial(result)) => call.on_dial(result),
                         // A stream for a call that is already ending is dropped, which closes it.
                         Some(CallSignal::Stream(incoming)) if !call.is_ending() => {
-                            self.bridge(call, incoming, &mut signals, cancel).await;
+                            self.bridge(call, *incoming, &mut signals, cancel).await;
                             // The conversation took its time: callbacks are not overdue.
                             call.last_heard = TokioInstant::now();
                         }

@@ -249,7 +249,7 @@ fn status(state: ServerState) -> impl Filter<Extract = (impl Reply,), Error = Re
         // A callback for a call that is already over is acknowledged and ignored.
         let _ = state
             .registry
-            .deliver(&form.token, CallSignal::Status(update));
+            .deliver(&form.token, CallSignal::Status(Box::new(update)));
         StatusCode::NO_CONTENT
     })
 }
@@ -265,7 +265,7 @@ fn number_status(
         // Calls this process did not answer (another instance's, or over) are acknowledged.
         let _ = state
             .registry
-            .deliver_by_sid(&sid, CallSignal::Status(update));
+            .deliver_by_sid(&sid, CallSignal::Status(Box::new(update)));
         StatusCode::NO_CONTENT
     })
 }

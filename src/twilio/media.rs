@@ -3,7 +3,7 @@
 //! from the frame, so audio is never copied or decoded on its way through.
 
 use crate::phone::escape_controls;
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -166,14 +166,7 @@ struct Out<'a> {
     #[serde(rename = "streamSid")]
     stream_sid: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    media: Option<PayloadOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     mark: Option<MarkOut<'a>>,
-}
-
-#[derive(Serialize)]
-struct PayloadOut<'a> {
-    payload: &'a str,
 }
 
 #[derive(Serialize)]
@@ -190,13 +183,12 @@ fn write(out: &Out<'_>) -> String {
 pub(crate) fn write_media(out: &mut BytesMut, stream_sid: &str, payload: &str) {
     // Room for the message at once, so the buffer is reclaimed or grown once, not per piece.
     out.reserve(stream_sid.len() + payload.len() + 64);
-    let message = Out {
-        event: "media",
-        stream_sid,
-        media: Some(PayloadOut { payload }),
-        mark: None,
-    };
-    serde_json::to_writer(out.writer(), &message).expect("plain strings always serialise");
+    // As `Out` serialises, written by hand: this is built for every frame the agent speaks.
+    out.extend_from_slice(br#"{"event":"media","streamSid":"#);
+    crate::json::write_str(out, stream_sid);
+    out.extend_from_slice(br#","media":{"payload":"#);
+    crate::json::write_str(out, payload);
+    out.extend_from_slice(b"}}");
 }
 
 #[cfg(test)]
@@ -211,7 +203,6 @@ pub(crate) fn mark(stream_sid: &str, name: &str) -> String {
     write(&Out {
         event: "mark",
         stream_sid,
-        media: None,
         mark: Some(MarkOut { name }),
     })
 }
@@ -221,7 +212,6 @@ pub(crate) fn clear(stream_sid: &str) -> String {
     write(&Out {
         event: "clear",
         stream_sid,
-        media: None,
         mark: None,
     })
 }
@@ -294,6 +284,11 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"event":"media","streamSid":"MZ1","media":{"payload":"AAEC"}})
+        );
+        let v: serde_json::Value = serde_json::from_str(&media("M\"Z", "a\nb")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"event":"media","streamSid":"M\"Z","media":{"payload":"a\nb"}})
         );
         let v: serde_json::Value = serde_json::from_str(&mark("MZ1", "end")).unwrap();
         assert_eq!(

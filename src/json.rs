@@ -42,14 +42,24 @@ mod tests {
 
     #[test]
     fn anything_else_is_escaped_as_serde_would() {
-        for s in ["a\"b", "back\\slash", "line\nbreak", "tab\t", "\u{1}", "é", "\u{7f}"] {
+        for s in [
+            "a\"b",
+            "back\\slash",
+            "line\nbreak",
+            "tab\t",
+            "\u{1}",
+            "é",
+            "\u{7f}",
+        ] {
             assert_eq!(written(s), serde_json::to_string(s).unwrap(), "{s:?}");
         }
     }
 
     #[test]
     fn every_string_reads_back_as_itself() {
-        const CHARS: &[char] = &['A', 'z', '0', '+', '/', '=', '"', '\\', '\n', '\u{0}', '\u{7f}', 'é', '😀'];
+        const CHARS: &[char] = &[
+            'A', 'z', '0', '+', '/', '=', '"', '\\', '\n', '\u{0}', '\u{7f}', 'é', '😀',
+        ];
         crate::props::check(
             0x150,
             crate::props::cases(),

@@ -121,7 +121,8 @@ const TOO_BIG: u16 = 1009;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reading {
     Open,
-    /// The peer's close arrived and was handed out: nothing more to read.
+    /// Nothing more to read: the peer's close was handed out, or its input ended or broke the
+    /// protocol.
     Done,
 }
 

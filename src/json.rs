@@ -7,7 +7,9 @@ use bytes::{BufMut, BytesMut};
 
 /// Append `s` as a JSON string literal, quotes included.
 pub(crate) fn write_str(out: &mut BytesMut, s: &str) {
-    if s.bytes().all(plain) {
+    // Every byte is looked at, without stopping at the first that needs escaping: the
+    // compiler turns the loop into vector instructions, and payloads never stop early.
+    if s.bytes().fold(true, |all, b| all & plain(b)) {
         out.reserve(s.len() + 2);
         out.put_u8(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -20,7 +22,7 @@ pub(crate) fn write_str(out: &mut BytesMut, s: &str) {
 /// A byte JSON writes as itself inside a string: printable ASCII but `"` and `\`. Every
 /// base64 character is one.
 fn plain(b: u8) -> bool {
-    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+    (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
 }
 
 #[cfg(test)]

@@ -259,11 +259,15 @@ async fn pacing_never_exceeds_concurrency_or_calls_per_second() {
 
     let creates = creates(&app);
     assert_eq!(creates.len(), 13, "ten calls and three to the busy line");
+    // Three creations paced at 2 a second are at least 1.05 s apart when they leave; they are
+    // timed here as they arrive, which on a busy machine can bunch them by tens of
+    // milliseconds. Pacing faster than 2.2 a second still puts three inside 900 ms (the
+    // margin itself is the pacer's unit test's to check).
     for (i, first) in creates.iter().enumerate() {
         let within: Vec<Duration> = creates[i..]
             .iter()
             .map(|r| r.at - first.at)
-            .take_while(|d| *d < Duration::from_secs(1))
+            .take_while(|d| *d < Duration::from_millis(900))
             .collect();
         assert!(
             within.len() <= 2,

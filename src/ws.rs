@@ -33,6 +33,9 @@ const READ_BUFFER: usize = 2 * 1024;
 /// frames (~350 bytes each) fit under this, so a batch leaves in one write, while a peer that
 /// stops reading holds back at most this much (plus one frame) per leg.
 const WRITE_BUFFER: usize = 8 * 1024;
+/// What the write buffer starts with: a few frames. It grows only for a batch or a large
+/// frame; room held by every leg of every call from the start is memory per call.
+const WRITE_START: usize = 1024;
 /// Control replies (pongs) are not queued past this: a peer that sends pings but does not read
 /// must not grow our buffer. RFC 6455 §5.5.3 allows answering only the most recent ping.
 const MAX_PENDING_CONTROL: usize = 4 * WRITE_BUFFER;
@@ -92,7 +95,7 @@ where
         read,
         need: 0,
         partial: None,
-        write: BytesMut::with_capacity(WRITE_BUFFER),
+        write: BytesMut::with_capacity(WRITE_START),
         reading: Reading::Open,
         close_sent: false,
         failed: None,
@@ -178,7 +181,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .saturating_sub(self.read.len())
                 .max(READ_BUFFER / 4);
             if self.read.capacity() - self.read.len() < want {
-                self.read.reserve(want.max(READ_BUFFER));
+                // Asking for no more than the buffer's own size lets `reserve` move what is
+                // left to the front of the same allocation rather than double it.
+                self.read
+                    .reserve(want.max(READ_BUFFER.saturating_sub(self.read.len())));
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read) {
                 Poll::Pending => return Poll::Pending,

@@ -674,19 +674,20 @@ impl CallService {
                     }
                     Err(e) => BridgeReport::empty(BridgeEnd::SetupFailed(SetupFailure::Connect(e))),
                 };
-                (report, t_out)
+                (report, Some(t_out))
             }))
         };
         tokio::pin!(talk);
         let mut open = true;
-        let (report, mut t_out) = loop {
+        let (report, t_out) = loop {
             tokio::select! {
                 done = &mut talk => match done {
                     Ok(done) => break done,
                     // A panic in the conversation is a bug: it goes on up as it would have
                     // had the conversation run in this task.
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(_) => unreachable!("only dropping the handle aborts the conversation"),
+                    // Cancelled: the runtime is shutting down, which takes the stream with it.
+                    Err(_) => break (BridgeReport::empty(BridgeEnd::Cancelled), None),
                 },
                 signal = signals.recv(), if open => match signal {
                     Some(CallSignal::AnsweredBy(verdict)) => {
@@ -735,9 +736,11 @@ impl CallService {
         self.end(call, ending).await;
         // The stream is over for us; after an update or a hang-up Twilio has closed it already,
         // and should we have crashed instead, the TwiML after the stream apologises.
-        let _ = t_out
-            .send(Frame::Close(Some((1000, "bridge ended".into()))))
-            .await;
+        if let Some(mut t_out) = t_out {
+            let _ = t_out
+                .send(Frame::Close(Some((1000, "bridge ended".into()))))
+                .await;
+        }
         // The call is ended first; then the writer finishes the file with what is queued.
         if let Some((recorder, writing)) = recording {
             drop(recorder);

@@ -56,6 +56,7 @@ pub mod report;
 pub mod secret;
 pub(crate) mod server;
 pub mod settings;
+mod shards;
 pub mod shutdown;
 #[cfg(feature = "simulate")]
 pub mod sim;

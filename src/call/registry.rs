@@ -33,6 +33,9 @@ pub struct IncomingStream {
     pub start: StartInfo,
     pub stream: FrameStream,
     pub sink: FrameSink,
+    /// The runtime the socket is registered with: the conversation runs there, so the call's
+    /// frames are handled on the thread that reads them.
+    pub home: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for IncomingStream {

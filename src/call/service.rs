@@ -604,6 +604,7 @@ impl CallService {
             start,
             stream: mut t_in,
             sink: mut t_out,
+            home,
         } = incoming;
         let connecting = Instant::now();
         // Verdicts reach the bridge as they arrive (one that came first included); every
@@ -620,8 +621,9 @@ impl CallService {
         let recording = self.local_recording(call.req, &start.call_sid);
         // The conversation runs as a task of its own: it is woken 100 times a second by its
         // two sockets, and in this task every wake-up would also poll the call's follow loop,
-        // its log spans and the campaign's event forwarder (BENCHMARKS.md). Dropping this
-        // future (the call's task ending) stops it.
+        // its log spans and the campaign's event forwarder (BENCHMARKS.md). It runs where the
+        // stream's socket is (a call thread, `crate::shards`), and connects to the agent from
+        // there. Dropping this future (the call's task ending) stops it.
         let talk = {
             let link = AgentLink {
                 url: self.endpoints.agent_url.clone(),
@@ -640,7 +642,7 @@ impl CallService {
             };
             let recorder = recording.as_ref().map(|(recorder, _)| recorder.clone());
             let timings = self.timings.clone();
-            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            tokio_util::task::AbortOnDropHandle::new(home.spawn(async move {
                 let mut link = link;
                 // Boxed: connecting is a large future, and inline it would take as much room
                 // in the task for the whole conversation.

@@ -3,6 +3,7 @@
 //! before every read) cost each call more memory and time than its frames of a few hundred
 //! bytes ever need. After the 101 the socket is framed by [`ws::frames`], as the agent leg is.
 
+use crate::shards;
 use crate::ws::Role;
 use crate::ws::{self, FrameSink, FrameStream};
 use futures_util::future;
@@ -69,18 +70,38 @@ impl Upgrade {
                 }
             };
             // The accept loop serves plain TCP: take the socket back from hyper, so reads and
-            // writes go to it directly rather than through hyper's boxed IO.
-            let (stream, sink) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-                // What hyper read past the request may already hold the first frames.
-                Ok(parts) => ws::frames(
-                    parts.io.into_inner(),
-                    Role::Server,
-                    &parts.read_buf,
-                    max_message,
-                ),
-                Err(upgraded) => ws::frames(TokioIo::new(upgraded), Role::Server, &[], max_message),
-            };
-            handle(stream, sink).await;
+            // writes go to it directly rather than through hyper's boxed IO, and move it to a
+            // call thread, which will carry the whole call (`crate::shards`).
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let socket = match parts.io.into_inner().into_std() {
+                        Ok(socket) => socket,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "media stream socket lost on upgrade");
+                            return;
+                        }
+                    };
+                    // What hyper read past the request may already hold the first frames.
+                    let leftover = parts.read_buf;
+                    shards::home().spawn(async move {
+                        match TcpStream::from_std(socket) {
+                            Ok(socket) => {
+                                let (stream, sink) =
+                                    ws::frames(socket, Role::Server, &leftover, max_message);
+                                handle(stream, sink).await;
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "media stream socket lost on upgrade");
+                            }
+                        }
+                    });
+                }
+                Err(upgraded) => {
+                    let (stream, sink) =
+                        ws::frames(TokioIo::new(upgraded), Role::Server, &[], max_message);
+                    handle(stream, sink).await;
+                }
+            }
         });
         let reply = warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
         let reply = warp::reply::with_header(reply, header::CONNECTION, "upgrade");

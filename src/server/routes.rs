@@ -392,6 +392,7 @@ async fn accept_stream(mut stream: FrameStream, mut sink: FrameSink, state: Serv
         start,
         stream,
         sink,
+        home: tokio::runtime::Handle::current(),
     };
     if let Err(refused) = state.registry.attach_stream(&token, incoming) {
         // The stream (and its sink) came back inside the error path's drop: close politely by

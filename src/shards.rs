@@ -33,6 +33,12 @@ pub(crate) fn home() -> Handle {
     }
 }
 
+/// Start the call threads now rather than on the first call, which would otherwise wait for
+/// them.
+pub(crate) fn warm() {
+    SHARDS.get_or_init(start);
+}
+
 fn count() -> usize {
     std::env::var("TOKIO_WORKER_THREADS")
         .ok()

@@ -233,6 +233,8 @@ impl App {
             metrics: metrics.clone(),
             reception: reception.clone(),
         };
+        // Every call the server accepts runs on these: ready before the first.
+        crate::shards::warm();
         let server_token = shutdown.child();
         let server = shutdown.spawn(server::serve(
             listener,
